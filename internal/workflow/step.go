@@ -1,0 +1,122 @@
+package workflow
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/mcpguard/mcpguard"
+)
+
+// Step is one entry of the step catalogue. The engine runs a protection's
+// steps in catalogue order; a step whose Applies is false for the request is
+// recorded as skipped when the protection is created.
+//
+// Run is called at least once per successful step and may be called again
+// after a crash, a lost lease or a transient failure, so a step that creates
+// something must first look for what an earlier attempt created.
+type Step struct {
+	Name string
+	// Applies reports whether the step runs for this request. nil means always.
+	Applies func(req *mcpguard.Request) bool
+	// Run does the work. It must return promptly when ctx is cancelled: that is
+	// how cancel and lease loss abandon an in-flight call.
+	Run func(ctx context.Context, run *Run) (*Outcome, error)
+	// MaxAttempts bounds how many times a transient failure is retried before
+	// the job fails. Zero means the engine's default.
+	MaxAttempts int
+}
+
+// Catalogue is the ordered list of steps a protection may run.
+type Catalogue []Step
+
+// Lookup returns the step with that name.
+func (c Catalogue) Lookup(name string) (Step, bool) {
+	for _, s := range c {
+		if s.Name == name {
+			return s, true
+		}
+	}
+	return Step{}, false
+}
+
+// Run is what a step sees of its protection. It holds no database handle:
+// a step talks to Anypoint only, and its result is committed by the engine.
+type Run struct {
+	ProtectionID string
+	Tenant       string
+	// Request is the stored request (corrected inputs of a retry included).
+	Request mcpguard.Request
+	// Credentials are decrypted for this run only; nil when the job has none
+	// and the server's default connected app applies.
+	Credentials *mcpguard.Credentials
+	// Variables are the captured variables of every earlier step, merged.
+	Variables map[string]any
+	// Attempt counts this step's attempts, starting at 1.
+	Attempt int
+	// StepStartedAt is when this step first started since the job was last
+	// queued; polling steps measure their deadline from it.
+	StepStartedAt time.Time
+	// Warn appends a warning event to the audit trail.
+	Warn func(ctx context.Context, message string, detail map[string]any)
+}
+
+// Outcome is a step's successful result.
+type Outcome struct {
+	// Captured variables are committed with the step and merged into the job's variables.
+	Captured map[string]any
+	// PollAfter, when positive, means "not done yet, run me again after this
+	// delay": the engine keeps the step running, does not count an attempt and
+	// releases the lease until then. Captured is still committed.
+	PollAfter time.Duration
+}
+
+// Failure is a classified step error. Steps return it (wrapped or not) so the
+// engine knows whether to reschedule or to fail the job.
+type Failure struct {
+	// Status is the upstream HTTP status, when there was one.
+	Status int
+	// Message says what went wrong; it must not contain secrets.
+	Message string
+	// Hint is the guide's explanation of how to fix it.
+	Hint string
+	// Transient failures are retried with backoff within the step's budget.
+	Transient bool
+	// RetryAfter is the earliest retry the upstream asked for (Retry-After, X-RateLimit-Reset).
+	RetryAfter time.Duration
+	// Err is the underlying error, kept for logs.
+	Err error
+}
+
+// Error implements the error interface.
+func (f *Failure) Error() string {
+	if f.Err != nil {
+		return fmt.Sprintf("%s: %v", f.Message, f.Err)
+	}
+	return f.Message
+}
+
+// Unwrap returns the underlying error.
+func (f *Failure) Unwrap() error { return f.Err }
+
+// Permanent returns a Failure that fails the job at once.
+func Permanent(status int, message, hint string) *Failure {
+	return &Failure{Status: status, Message: message, Hint: hint}
+}
+
+// Transient returns a Failure that is retried with backoff.
+func Transient(message string, err error, retryAfter time.Duration) *Failure {
+	return &Failure{Message: message, Err: err, Transient: true, RetryAfter: retryAfter}
+}
+
+// AsFailure classifies any step error. An error that is not a *Failure is an
+// unexpected one (a database blip, a timeout the step did not classify) and is
+// treated as transient so the step's budget bounds it.
+func AsFailure(err error) *Failure {
+	var f *Failure
+	if errors.As(err, &f) {
+		return f
+	}
+	return &Failure{Message: err.Error(), Transient: true, Err: err}
+}

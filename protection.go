@@ -1,0 +1,225 @@
+package mcpguard
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+)
+
+// State is the lifecycle state of a Protection.
+type State string
+
+// Protection states. queued and running are live; the other three are final
+// until a retry puts a failed or cancelled job back in the queue.
+const (
+	StateQueued    State = "queued"
+	StateRunning   State = "running"
+	StateSucceeded State = "succeeded"
+	StateFailed    State = "failed"
+	StateCancelled State = "cancelled"
+)
+
+// Finished reports whether no worker will touch a job in this state again.
+func (s State) Finished() bool {
+	return s == StateSucceeded || s == StateFailed || s == StateCancelled
+}
+
+// StepState is the state of one step of a Protection.
+type StepState string
+
+// Step states.
+const (
+	StepPending   StepState = "pending"
+	StepRunning   StepState = "running"
+	StepSucceeded StepState = "succeeded"
+	StepFailed    StepState = "failed"
+	StepSkipped   StepState = "skipped"
+)
+
+// Ref names an Anypoint object by id or by name; exactly one is set.
+type Ref struct {
+	ID   string `json:"id,omitempty"`
+	Name string `json:"name,omitempty"`
+}
+
+// TargetRef names a Flex Gateway target and may override its runtime version.
+type TargetRef struct {
+	ID             string `json:"id,omitempty"`
+	Name           string `json:"name,omitempty"`
+	GatewayVersion string `json:"gatewayVersion,omitempty"`
+}
+
+// SpecSource describes an MCP server to publish to Exchange (guide step 1).
+type SpecSource struct {
+	AssetID     string          `json:"assetId"`
+	Version     string          `json:"version"`
+	Name        string          `json:"name"`
+	GroupID     string          `json:"groupId,omitempty"`
+	Description string          `json:"description,omitempty"`
+	Metadata    json.RawMessage `json:"metadata,omitempty"`
+}
+
+// AssetSource names an MCP asset already in Exchange, by coordinates or by name.
+type AssetSource struct {
+	GroupID string `json:"groupId,omitempty"`
+	AssetID string `json:"assetId,omitempty"`
+	Version string `json:"version,omitempty"`
+	Name    string `json:"name,omitempty"`
+}
+
+// InstanceSource names an API Manager instance that already exists, by id or label.
+type InstanceSource struct {
+	ID    int64  `json:"id,omitempty"`
+	Label string `json:"label,omitempty"`
+}
+
+// Source is where the caller starts in the guide; exactly one field is set.
+type Source struct {
+	Spec     *SpecSource     `json:"spec,omitempty"`
+	Asset    *AssetSource    `json:"asset,omitempty"`
+	Instance *InstanceSource `json:"instance,omitempty"`
+}
+
+// InstanceInput configures the API instance mcpguard creates.
+type InstanceInput struct {
+	UpstreamURI string `json:"upstreamUri,omitempty"`
+	ProxyURI    string `json:"proxyUri,omitempty"`
+	Label       string `json:"label,omitempty"`
+}
+
+// PolicyInput is one policy the caller wants applied.
+type PolicyInput struct {
+	AssetID        string         `json:"assetId"`
+	GroupID        string         `json:"groupId,omitempty"`
+	Version        string         `json:"version,omitempty"`
+	Configuration  map[string]any `json:"configuration,omitempty"`
+	Order          *int           `json:"order,omitempty"`
+	AllowDuplicate bool           `json:"allowDuplicate,omitempty"`
+}
+
+// Request is what a portal asks for, without credentials: it is stored in
+// plaintext and returned by the API.
+type Request struct {
+	OrganizationID string         `json:"organizationId,omitempty"`
+	Environment    *Ref           `json:"environment,omitempty"`
+	Source         Source         `json:"source"`
+	Target         *TargetRef     `json:"target,omitempty"`
+	Instance       *InstanceInput `json:"instance,omitempty"`
+	Policies       []PolicyInput  `json:"policies"`
+}
+
+// Credentials authenticate mcpguard to Anypoint for one job: a bearer token,
+// a connected app, or a user. They are stored only encrypted and never returned.
+type Credentials struct {
+	Token        string `json:"token,omitempty"`
+	ClientID     string `json:"clientId,omitempty"`
+	ClientSecret string `json:"clientSecret,omitempty"`
+	Username     string `json:"username,omitempty"`
+	Password     string `json:"password,omitempty"`
+}
+
+// String keeps credentials out of any log line or error that formats them.
+func (Credentials) String() string { return "[redacted credentials]" }
+
+// GoString keeps credentials out of %#v output.
+func (Credentials) GoString() string { return "[redacted credentials]" }
+
+// NewProtection is the body of POST /protections: the request plus credentials.
+type NewProtection struct {
+	Request
+	Credentials *Credentials `json:"credentials,omitempty"`
+}
+
+// RetryInput is the optional body of POST /protections/{id}/retry: fresh
+// credentials and corrected inputs replace the stored ones.
+type RetryInput struct {
+	Credentials *Credentials   `json:"credentials,omitempty"`
+	Target      *TargetRef     `json:"target,omitempty"`
+	Environment *Ref           `json:"environment,omitempty"`
+	Instance    *InstanceInput `json:"instance,omitempty"`
+	Policies    []PolicyInput  `json:"policies,omitempty"`
+}
+
+// JobError explains why a step or a job failed, with the upstream status and
+// the guide's hint when one applies.
+type JobError struct {
+	Step    string `json:"step"`
+	Status  int    `json:"status,omitempty"`
+	Message string `json:"message"`
+	Hint    string `json:"hint,omitempty"`
+}
+
+// Step is the recorded state of one step of a Protection.
+type Step struct {
+	Name       string         `json:"name"`
+	State      StepState      `json:"state"`
+	Attempts   int            `json:"attempts"`
+	StartedAt  *time.Time     `json:"startedAt"`
+	FinishedAt *time.Time     `json:"finishedAt"`
+	Captured   map[string]any `json:"captured"`
+	Error      *JobError      `json:"error"`
+}
+
+// Protection is one durable job and everything known about it.
+type Protection struct {
+	ID          string         `json:"id"`
+	Tenant      string         `json:"-"`
+	State       State          `json:"state"`
+	CurrentStep string         `json:"currentStep"`
+	CreatedAt   time.Time      `json:"createdAt"`
+	UpdatedAt   time.Time      `json:"updatedAt"`
+	FinishedAt  *time.Time     `json:"finishedAt"`
+	Request     Request        `json:"request"`
+	Variables   map[string]any `json:"variables"`
+	Steps       []Step         `json:"steps"`
+	Error       *JobError      `json:"error"`
+}
+
+// Event is one entry of a protection's append-only audit trail.
+type Event struct {
+	At      time.Time      `json:"at"`
+	Kind    string         `json:"kind"`
+	Step    string         `json:"step,omitempty"`
+	Attempt int            `json:"attempt,omitempty"`
+	Detail  map[string]any `json:"detail,omitempty"`
+}
+
+// Event kinds written to the audit trail.
+const (
+	EventCreated         = "created"
+	EventStepStarted     = "step_started"
+	EventStepSucceeded   = "step_succeeded"
+	EventStepFailed      = "step_failed"
+	EventStepSkipped     = "step_skipped"
+	EventRetryScheduled  = "retry_scheduled"
+	EventWarning         = "warning"
+	EventCancelRequested = "cancel_requested"
+	EventStateChanged    = "state_changed"
+	EventRetryRequested  = "retry_requested"
+)
+
+// ProtectionFilter selects a page of a tenant's protections, newest first.
+type ProtectionFilter struct {
+	State  State
+	Limit  int
+	Cursor string
+}
+
+// ProtectionService is what the HTTP API needs from the rest of the system.
+// Every method is scoped to a tenant: another tenant's id is ENOTFOUND.
+type ProtectionService interface {
+	// CreateProtection queues a new job. With an idempotency key, a repeat of
+	// the same body returns the first job and replayed=true; another body under
+	// the same key is EUNPROCESSABLE.
+	CreateProtection(ctx context.Context, tenant string, in NewProtection, idempotencyKey string) (p *Protection, replayed bool, err error)
+	// FindProtection returns one job with its steps.
+	FindProtection(ctx context.Context, tenant, id string) (*Protection, error)
+	// ListProtections returns a page of jobs and the cursor of the next page ("" at the end).
+	ListProtections(ctx context.Context, tenant string, filter ProtectionFilter) ([]*Protection, string, error)
+	// RetryProtection re-queues a failed or cancelled job at its failed step (ECONFLICT otherwise).
+	RetryProtection(ctx context.Context, tenant, id string, in RetryInput) (*Protection, error)
+	// CancelProtection cancels a queued job at once and asks a running one to stop (ECONFLICT when finished).
+	CancelProtection(ctx context.Context, tenant, id string) (*Protection, error)
+	// ListEvents returns the job's audit trail, oldest first.
+	ListEvents(ctx context.Context, tenant, id string) ([]Event, error)
+}

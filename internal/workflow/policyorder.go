@@ -24,13 +24,13 @@ const (
 var policyRanks = map[string]int{
 	MCPSupportAssetID: rankMCPSupport,
 
-	"client-id-enforcement":                   rankAuthentication,
-	"jwt-validation":                          rankAuthentication,
-	"oauth2-token-introspection":              rankAuthentication,
-	"openidconnect-access-token-enforcement":  rankAuthentication,
+	"client-id-enforcement":                    rankAuthentication,
+	"jwt-validation":                           rankAuthentication,
+	"oauth2-token-introspection":               rankAuthentication,
+	"openidconnect-access-token-enforcement":   rankAuthentication,
 	"external-oauth2-access-token-enforcement": rankAuthentication,
-	"http-basic-authentication":               rankAuthentication,
-	"ldap-authentication":                     rankAuthentication,
+	"http-basic-authentication":                rankAuthentication,
+	"ldap-authentication":                      rankAuthentication,
 
 	"ip-allowlist":             rankAccessControl,
 	"ip-blocklist":             rankAccessControl,

@@ -1,0 +1,217 @@
+package workflow
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/mcpguard/mcpguard"
+	"github.com/mcpguard/mcpguard/internal/anypoint"
+)
+
+// Step names, in the guide's order (design.md §2).
+const (
+	StepAuth     = "auth"
+	StepPublish  = "publish"
+	StepSearch   = "search"
+	StepEnv      = "env"
+	StepTarget   = "target"
+	StepCreate   = "create"
+	StepDeploy   = "deploy"
+	StepInstance = "instance"
+	StepPolicies = "policies"
+	StepVerify   = "verify"
+)
+
+// DefaultGatewayVersion is the guide's fallback when no runtime version can be found.
+const DefaultGatewayVersion = "1.0.0"
+
+// GuideConfig configures the guide's steps.
+type GuideConfig struct {
+	// Anypoint is the client every step calls.
+	Anypoint *anypoint.Client
+	// DefaultApp is the server's connected app, used when a job carries no credentials.
+	DefaultApp *anypoint.Credentials
+	// VerifyTimeout bounds how long verify polls before it fails (default 20 minutes).
+	VerifyTimeout time.Duration
+	// PollInterval is the first delay between polls of publication and
+	// deployment status (default 2s); later polls back off up to PollMax.
+	PollInterval time.Duration
+	// PollMax caps the delay between polls (default 30s).
+	PollMax time.Duration
+	// Now returns the current time (tests may set it).
+	Now func() time.Time
+}
+
+// Guide holds the steps of the guide "Protect MCP Server With Policies".
+type Guide struct {
+	cfg GuideConfig
+}
+
+// GuideCatalogue returns the step catalogue of the guide, bound to an Anypoint client.
+func GuideCatalogue(cfg GuideConfig) Catalogue {
+	if cfg.VerifyTimeout <= 0 {
+		cfg.VerifyTimeout = 20 * time.Minute
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = 2 * time.Second
+	}
+	if cfg.PollMax <= 0 {
+		cfg.PollMax = 30 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	g := &Guide{cfg: cfg}
+	fromSpec := func(r *mcpguard.Request) bool { return r.Source.Spec != nil }
+	fromExchange := func(r *mcpguard.Request) bool { return r.Source.Spec != nil || r.Source.Asset != nil }
+	fromInstance := func(r *mcpguard.Request) bool { return r.Source.Instance != nil }
+	return Catalogue{
+		{Name: StepAuth, Run: g.auth},
+		{Name: StepPublish, Applies: fromSpec, Run: g.publish, MaxAttempts: 12},
+		{Name: StepSearch, Applies: fromExchange, Run: g.search},
+		{Name: StepEnv, Run: g.env},
+		{Name: StepTarget, Applies: fromExchange, Run: g.target},
+		{Name: StepCreate, Applies: fromExchange, Run: g.create},
+		{Name: StepDeploy, Applies: fromExchange, Run: g.deploy},
+		{Name: StepInstance, Applies: fromInstance, Run: g.instance},
+		{Name: StepPolicies, Run: g.policies},
+		{Name: StepVerify, Run: g.verify},
+	}
+}
+
+// session returns the Anypoint session for the job's credentials, or the
+// server's default connected app.
+func (g *Guide) session(run *Run) (*anypoint.Session, error) {
+	if c := run.Credentials; c != nil && *c != (mcpguard.Credentials{}) {
+		return g.cfg.Anypoint.Session(anypoint.Credentials{
+			Token: c.Token, ClientID: c.ClientID, ClientSecret: c.ClientSecret,
+			Username: c.Username, Password: c.Password,
+		}), nil
+	}
+	if g.cfg.DefaultApp != nil {
+		return g.cfg.Anypoint.Session(*g.cfg.DefaultApp), nil
+	}
+	return nil, Permanent(0, "no Anypoint credentials: the job has none and the server has no default connected app", HintNoCredentials)
+}
+
+// fail classifies an Anypoint error for the engine, attaching the guide's hint.
+func fail(op string, err error, hint string) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, context.Canceled) {
+		return err
+	}
+	var ae *anypoint.Error
+	if !errors.As(err, &ae) {
+		return Transient("error "+op, err, 0)
+	}
+	msg := fmt.Sprintf("error %s: %s", op, upstreamText(ae))
+	if h := hintForMessage(ae.Message, ae.Code, msg); h != "" {
+		hint = h
+	}
+	switch ae.Class {
+	case anypoint.ClassTransient:
+		return &Failure{Status: ae.Status, Message: msg, Hint: hint, Transient: true, RetryAfter: ae.RetryAfter, Err: err}
+	case anypoint.ClassUnauthorized:
+		return &Failure{Status: ae.Status, Message: msg, Hint: HintUnauthorized, Err: err}
+	case anypoint.ClassForbidden:
+		if hint == "" {
+			hint = HintAPIManagerScopes
+		}
+	}
+	return &Failure{Status: ae.Status, Message: msg, Hint: hint, Err: err}
+}
+
+// upstreamText is what Anypoint said, for the job's error message.
+func upstreamText(ae *anypoint.Error) string {
+	text := ae.Message
+	if text == "" && ae.Status > 0 {
+		text = http.StatusText(ae.Status)
+	}
+	if text == "" && ae.Err != nil {
+		text = ae.Err.Error()
+	}
+	for _, d := range ae.Details {
+		if d != "" && d != ae.Message {
+			text += "; " + d
+		}
+	}
+	if ae.Status > 0 {
+		return fmt.Sprintf("%d %s", ae.Status, text)
+	}
+	return text
+}
+
+func isClass(err error, class anypoint.Class) bool {
+	var ae *anypoint.Error
+	return errors.As(err, &ae) && ae.Class == class
+}
+
+// maybeCommitted reports whether a failed write may still have happened
+// upstream: a lost response, a timeout or a 5xx such as the edge's 504.
+func maybeCommitted(err error) bool {
+	var ae *anypoint.Error
+	if errors.As(err, &ae) {
+		return ae.MaybeCommitted || ae.Class == anypoint.ClassTransient
+	}
+	return false
+}
+
+// Variable accessors: captured variables come back from Postgres as JSON, so
+// numbers may be json.Number, float64 or int64.
+
+func varString(run *Run, name string) string {
+	switch v := run.Variables[name].(type) {
+	case string:
+		return v
+	case nil:
+		return ""
+	default:
+		return fmt.Sprint(v)
+	}
+}
+
+func varInt(run *Run, name string) int64 {
+	switch v := run.Variables[name].(type) {
+	case json.Number:
+		n, _ := v.Int64()
+		return n
+	case float64:
+		return int64(v)
+	case int64:
+		return v
+	case int:
+		return int64(v)
+	case string:
+		n, _ := strconv.ParseInt(v, 10, 64)
+		return n
+	}
+	return 0
+}
+
+func need(run *Run, names ...string) error {
+	for _, n := range names {
+		if run.Variables[n] == nil {
+			return Permanent(0, fmt.Sprintf("variable %s is missing: an earlier step did not capture it", n), "")
+		}
+	}
+	return nil
+}
+
+// pollDelay backs off with the time already spent waiting: short at first,
+// then up to PollMax, so a slow propagation costs few calls.
+func (g *Guide) pollDelay(run *Run) time.Duration {
+	waited := g.cfg.Now().Sub(run.StepStartedAt)
+	d := max(g.cfg.PollInterval, waited/4)
+	return min(d, g.cfg.PollMax)
+}
+
+func done(captured map[string]any) (*Outcome, error) {
+	return &Outcome{Captured: captured}, nil
+}

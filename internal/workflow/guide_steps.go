@@ -1,0 +1,475 @@
+package workflow
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/mcpguard/mcpguard"
+	"github.com/mcpguard/mcpguard/internal/anypoint"
+)
+
+// auth checks the credentials and finds the organization (guide prerequisites).
+func (g *Guide) auth(ctx context.Context, run *Run) (*Outcome, error) {
+	s, err := g.session(run)
+	if err != nil {
+		return nil, err
+	}
+	org := run.Request.OrganizationID
+	me, err := s.Me(ctx)
+	if err != nil {
+		return nil, fail("reading the caller's profile (GET /accounts/api/me)", err, "")
+	}
+	if org == "" {
+		org = me.OrganizationID()
+	}
+	if org == "" {
+		return nil, Permanent(0, "the caller's profile names no organization (user.organization.id, client.org_id)", "Pass organizationId in the request.")
+	}
+	return done(map[string]any{"organizationId": org})
+}
+
+// publish puts the MCP server's spec in Exchange as an asset of type mcp
+// (guide step 1). It adopts the GAV when an earlier attempt published it.
+func (g *Guide) publish(ctx context.Context, run *Run) (*Outcome, error) {
+	if err := need(run, "organizationId"); err != nil {
+		return nil, err
+	}
+	s, err := g.session(run)
+	if err != nil {
+		return nil, err
+	}
+	org := varString(run, "organizationId")
+	spec := run.Request.Source.Spec
+	group := spec.GroupID
+	if group == "" {
+		group = org
+	}
+	captured := func(a *anypoint.Asset) map[string]any {
+		return map[string]any{"groupId": a.GroupID, "assetId": a.AssetID, "assetVersion": a.Version}
+	}
+
+	// An earlier attempt may have published already, or be publishing.
+	if link := varString(run, "publicationStatusLink"); link != "" {
+		st, err := s.PublicationStatus(ctx, link)
+		if err != nil {
+			return nil, fail("reading the publication status", err, "")
+		}
+		switch st.Status {
+		case "completed":
+			return done(map[string]any{"groupId": group, "assetId": spec.AssetID, "assetVersion": spec.Version, "publicationStatus": "completed"})
+		case "failed":
+			var reasons []string
+			for _, step := range st.Steps {
+				reasons = append(reasons, step.Errors...)
+			}
+			return nil, Permanent(0, "Exchange failed to publish the asset: "+strings.Join(reasons, "; "), "Check the MCP metadata and the asset fields, then retry.")
+		}
+		return &Outcome{PollAfter: g.pollDelay(run), Captured: map[string]any{"publicationStatus": st.Status}}, nil
+	}
+	if a, err := s.GetAsset(ctx, group, spec.AssetID, spec.Version); err == nil {
+		if a.Type != "mcp" {
+			return nil, Permanent(409, fmt.Sprintf("Exchange already holds %s/%s/%s as an asset of type %q", group, spec.AssetID, spec.Version, a.Type), HintAssetVersionTaken)
+		}
+		return done(captured(a))
+	} else if !isClass(err, anypoint.ClassNotFound) {
+		return nil, fail("looking for the asset in Exchange", err, "")
+	}
+
+	pub, err := s.PublishAsset(ctx, org, anypoint.PublishAsset{
+		GroupID: group, AssetID: spec.AssetID, Version: spec.Version, Name: spec.Name,
+		Description: spec.Description, Type: "mcp", Metadata: []byte(spec.Metadata),
+	})
+	switch {
+	case isClass(err, anypoint.ClassConflict):
+		// The GAV exists: ours from a lost response (still publishing when
+		// GetAsset said 404), or somebody else's. Look again shortly.
+		if a, gerr := s.GetAsset(ctx, group, spec.AssetID, spec.Version); gerr == nil {
+			if a.Type != "mcp" {
+				return nil, Permanent(409, fmt.Sprintf("Exchange already holds %s/%s/%s as an asset of type %q", group, spec.AssetID, spec.Version, a.Type), HintAssetVersionTaken)
+			}
+			return done(captured(a))
+		}
+		return nil, &Failure{Status: 409, Transient: true, Message: "Exchange says the asset version exists but it cannot be read yet (publication in progress?)", Hint: HintAssetVersionTaken, Err: err}
+	case err != nil:
+		return nil, fail("publishing the MCP asset to Exchange", err, HintExchangeForbidden)
+	}
+	if pub.Asset != nil {
+		return done(map[string]any{"groupId": pub.Asset.GroupID, "assetId": pub.Asset.AssetID, "assetVersion": pub.Asset.Version})
+	}
+	return &Outcome{PollAfter: g.cfg.PollInterval, Captured: map[string]any{"publicationStatusLink": pub.StatusLink, "publicationStatus": "running"}}, nil
+}
+
+// search finds the MCP server in Exchange (guide step 2). The search is not
+// scoped to an organization: it sees every asset the caller can see.
+func (g *Guide) search(ctx context.Context, run *Run) (*Outcome, error) {
+	s, err := g.session(run)
+	if err != nil {
+		return nil, err
+	}
+	src := run.Request.Source
+	q := anypoint.AssetSearch{Types: []string{"mcp"}}
+	var match func(a anypoint.Asset) bool
+	switch {
+	case src.Spec != nil:
+		group, asset, version := varString(run, "groupId"), varString(run, "assetId"), varString(run, "assetVersion")
+		q.Search = asset
+		match = func(a anypoint.Asset) bool { return a.GroupID == group && a.AssetID == asset && a.Version == version }
+	case src.Asset.AssetID != "":
+		q.Search = src.Asset.AssetID
+		match = func(a anypoint.Asset) bool {
+			return a.AssetID == src.Asset.AssetID && (src.Asset.GroupID == "" || a.GroupID == src.Asset.GroupID) &&
+				(src.Asset.Version == "" || a.Version == src.Asset.Version)
+		}
+	default:
+		q.Search = src.Asset.Name
+		match = func(a anypoint.Asset) bool { return strings.EqualFold(a.Name, src.Asset.Name) }
+	}
+	assets, err := s.SearchAllAssets(ctx, q)
+	if err != nil {
+		return nil, fail("searching Exchange for MCP assets", err, "")
+	}
+	var found []anypoint.Asset
+	for _, a := range assets {
+		if (a.Type == "" || a.Type == "mcp") && match(a) {
+			found = append(found, a)
+		}
+	}
+	if len(found) == 0 {
+		if src.Spec != nil {
+			// The search index can lag behind a publication: the coordinates
+			// from step 1 stand, as the guide allows.
+			run.Warn(ctx, "the published asset does not appear in Exchange search yet; using the coordinates from publish", nil)
+			return done(map[string]any{"groupId": varString(run, "groupId"), "assetId": varString(run, "assetId"), "assetVersion": varString(run, "assetVersion")})
+		}
+		return nil, Permanent(404, fmt.Sprintf("no MCP asset in Exchange matches %s", describeAsset(src.Asset)), HintAssetNotFound)
+	}
+	// Several versions of one asset: take the newest. Several assets: ambiguous.
+	byAsset := map[string][]anypoint.Asset{}
+	for _, a := range found {
+		key := a.GroupID + "/" + a.AssetID
+		byAsset[key] = append(byAsset[key], a)
+	}
+	if len(byAsset) > 1 {
+		var names []string
+		for k := range byAsset {
+			names = append(names, k)
+		}
+		sort.Strings(names)
+		return nil, Permanent(409, fmt.Sprintf("%d MCP assets match %s: %s", len(names), describeAsset(src.Asset), strings.Join(names, ", ")),
+			"Name the asset by groupId and assetId in source.asset.")
+	}
+	best := found[0]
+	for _, a := range found[1:] {
+		if compareVersions(a.Version, best.Version) > 0 {
+			best = a
+		}
+	}
+	return done(map[string]any{"groupId": best.GroupID, "assetId": best.AssetID, "assetVersion": best.Version})
+}
+
+func describeAsset(a *mcpguard.AssetSource) string {
+	if a == nil {
+		return "the published spec"
+	}
+	if a.Name != "" {
+		return fmt.Sprintf("the name %q", a.Name)
+	}
+	s := a.AssetID
+	if a.GroupID != "" {
+		s = a.GroupID + "/" + s
+	}
+	if a.Version != "" {
+		s += "/" + a.Version
+	}
+	return s
+}
+
+// env selects the environment (guide step 3).
+func (g *Guide) env(ctx context.Context, run *Run) (*Outcome, error) {
+	if err := need(run, "organizationId"); err != nil {
+		return nil, err
+	}
+	s, err := g.session(run)
+	if err != nil {
+		return nil, err
+	}
+	want := run.Request.Environment
+	if want == nil {
+		return nil, Permanent(0, "the request names no environment", HintEnvironmentNotFound)
+	}
+	envs, err := s.ListEnvironments(ctx, varString(run, "organizationId"), anypoint.EnvironmentQuery{Name: want.Name})
+	if err != nil {
+		return nil, fail("listing environments", err, "")
+	}
+	var names []string
+	for _, e := range envs {
+		if (want.ID != "" && e.ID == want.ID) || (want.ID == "" && e.Name == want.Name) {
+			return done(map[string]any{"environmentId": e.ID, "environmentName": e.Name})
+		}
+		names = append(names, e.Name)
+	}
+	return nil, Permanent(404, fmt.Sprintf("environment %s not found in organization %s (found: %s)",
+		refText(want.ID, want.Name), varString(run, "organizationId"), listOrNone(names)), HintEnvironmentNotFound)
+}
+
+func refText(id, name string) string {
+	if id != "" {
+		return fmt.Sprintf("id %q", id)
+	}
+	return fmt.Sprintf("%q", name)
+}
+
+func listOrNone(names []string) string {
+	if len(names) == 0 {
+		return "none"
+	}
+	return strings.Join(names, ", ")
+}
+
+// target selects the Flex Gateway target and its runtime version (guide step 4).
+func (g *Guide) target(ctx context.Context, run *Run) (*Outcome, error) {
+	if err := need(run, "organizationId", "environmentId"); err != nil {
+		return nil, err
+	}
+	s, err := g.session(run)
+	if err != nil {
+		return nil, err
+	}
+	want := run.Request.Target
+	if want == nil {
+		return nil, Permanent(0, "the request names no gateway target", HintTargetNotFound)
+	}
+	org, env := varString(run, "organizationId"), varString(run, "environmentId")
+	targets, err := s.ListGatewayTargets(ctx, org, env, anypoint.TargetQuery{Name: want.Name})
+	if err != nil {
+		return nil, fail("listing gateway targets", err, "")
+	}
+	var chosen *anypoint.GatewayTarget
+	var names []string
+	for i, t := range targets {
+		if (want.ID != "" && t.ID == want.ID) || (want.ID == "" && t.Name == want.Name) {
+			chosen = &targets[i]
+			break
+		}
+		names = append(names, t.Name)
+	}
+	if chosen == nil {
+		return nil, Permanent(404, fmt.Sprintf("gateway target %s not found in environment %s (found: %s)",
+			refText(want.ID, want.Name), varString(run, "environmentName"), listOrNone(names)), HintTargetNotFound)
+	}
+	if (chosen.Status != "" && !strings.EqualFold(chosen.Status, "RUNNING")) || (chosen.Status != "" && !chosen.Running) {
+		return nil, Permanent(409, fmt.Sprintf("gateway target %q is %s", chosen.Name, chosen.Status), HintTargetNotRunning)
+	}
+	version, source := want.GatewayVersion, "request"
+	if version == "" && realVersion(chosen.Version) {
+		version, source = chosen.Version, "target"
+	}
+	if version == "" {
+		detail, err := s.GetGatewayTarget(ctx, org, env, chosen.ID)
+		if err != nil && !isClass(err, anypoint.ClassNotFound) {
+			return nil, fail("reading the gateway target's detail", err, "")
+		}
+		if err == nil && realVersion(detail.RuntimeVersion()) {
+			version, source = detail.RuntimeVersion(), "target detail"
+		}
+	}
+	if version == "" {
+		version, source = DefaultGatewayVersion, "default"
+		run.Warn(ctx, fmt.Sprintf("gateway target %q reports no runtime version; using the guide's default %s", chosen.Name, DefaultGatewayVersion),
+			map[string]any{"targetId": chosen.ID, "gatewayVersion": DefaultGatewayVersion})
+	}
+	return done(map[string]any{"targetId": chosen.ID, "targetName": chosen.Name, "gatewayVersion": version, "gatewayVersionSource": source})
+}
+
+// realVersion tells a runtime version from the "-" some target rows show.
+func realVersion(v string) bool {
+	v = strings.TrimSpace(v)
+	return v != "" && v != "-" && strings.ContainsAny(v, "0123456789")
+}
+
+// instanceLabel is the deterministic label that lets create find what an
+// earlier attempt made.
+func instanceLabel(run *Run) string {
+	if in := run.Request.Instance; in != nil && in.Label != "" {
+		return in.Label
+	}
+	id := run.ProtectionID
+	if len(id) > 8 {
+		id = id[:8]
+	}
+	return "mcpguard-" + id
+}
+
+// create makes the API Manager instance (guide step 5).
+func (g *Guide) create(ctx context.Context, run *Run) (*Outcome, error) {
+	if err := need(run, "organizationId", "environmentId", "groupId", "assetId", "assetVersion"); err != nil {
+		return nil, err
+	}
+	s, err := g.session(run)
+	if err != nil {
+		return nil, err
+	}
+	org, env := varString(run, "organizationId"), varString(run, "environmentId")
+	label := instanceLabel(run)
+	group, asset, version := varString(run, "groupId"), varString(run, "assetId"), varString(run, "assetVersion")
+	find := func() (*anypoint.APIInstance, error) {
+		list, err := s.ListAPIInstances(ctx, org, env, anypoint.InstanceQuery{GroupID: group, AssetID: asset, InstanceLabel: label})
+		if err != nil {
+			return nil, err
+		}
+		for i, in := range list {
+			if in.InstanceLabel == label && in.AssetID == asset {
+				return &list[i], nil
+			}
+		}
+		return nil, nil
+	}
+	adopt := func(in *anypoint.APIInstance) (*Outcome, error) {
+		return done(map[string]any{"environmentApiId": in.ID, "instanceLabel": label})
+	}
+	if in, err := find(); err != nil {
+		return nil, fail("looking for an API instance made by an earlier attempt", err, "")
+	} else if in != nil {
+		return adopt(in)
+	}
+	var upstream, proxy string
+	if in := run.Request.Instance; in != nil {
+		upstream, proxy = in.UpstreamURI, in.ProxyURI
+	}
+	created, err := s.CreateAPIInstance(ctx, org, env, anypoint.APIInstanceInput{
+		Technology: "flexGateway", InstanceLabel: label,
+		GroupID: group, AssetID: asset, AssetVersion: version,
+		EndpointType: "mcp", DeploymentType: "HY", UpstreamURI: upstream, ProxyURI: proxy,
+	})
+	if err == nil {
+		return adopt(created)
+	}
+	if maybeCommitted(err) {
+		// The platform can create the instance and still answer 504: look again.
+		if in, ferr := find(); ferr == nil && in != nil {
+			run.Warn(ctx, "the create call failed but the instance exists; adopted it", map[string]any{"environmentApiId": in.ID})
+			return adopt(in)
+		}
+	}
+	if hintForMessage(errText(err)) == HintAssetNotReady {
+		f := fail("creating API instance", err, "").(*Failure)
+		f.Transient = true
+		return nil, f
+	}
+	return nil, fail("creating API instance", err, "")
+}
+
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// deploy deploys the instance to the Flex Gateway target with the flat HY
+// body (guide step 6), adopting a deployment to the same target.
+func (g *Guide) deploy(ctx context.Context, run *Run) (*Outcome, error) {
+	if err := need(run, "organizationId", "environmentId", "environmentApiId", "targetId", "gatewayVersion"); err != nil {
+		return nil, err
+	}
+	s, err := g.session(run)
+	if err != nil {
+		return nil, err
+	}
+	org, env, api := varString(run, "organizationId"), varString(run, "environmentId"), varInt(run, "environmentApiId")
+	target := varString(run, "targetId")
+	find := func() (*anypoint.Deployment, error) {
+		list, err := s.ListDeployments(ctx, org, env, api)
+		if err != nil {
+			return nil, err
+		}
+		for i, d := range list {
+			if d.TargetID == target {
+				return &list[i], nil
+			}
+		}
+		return nil, nil
+	}
+	adopt := func(d *anypoint.Deployment) (*Outcome, error) {
+		return done(map[string]any{"deploymentId": d.ID})
+	}
+	if d, err := find(); err != nil {
+		return nil, fail("listing the instance's deployments", err, "")
+	} else if d != nil {
+		return adopt(d)
+	}
+	d, err := s.CreateDeployment(ctx, org, env, api, anypoint.DeploymentInput{
+		Type: "HY", EnvironmentID: env, TargetID: target, TargetName: varString(run, "targetName"),
+		GatewayVersion: varString(run, "gatewayVersion"), Overwrite: false,
+	})
+	if err == nil {
+		return adopt(d)
+	}
+	if isClass(err, anypoint.ClassConflict) || maybeCommitted(err) {
+		if d, ferr := find(); ferr == nil && d != nil {
+			return adopt(d)
+		}
+		if isClass(err, anypoint.ClassConflict) {
+			return nil, fail("deploying to the Flex Gateway", err, HintDeploymentConflict)
+		}
+	}
+	return nil, fail("deploying to the Flex Gateway", err, "")
+}
+
+// instance finds an existing MCP server instance (guide step 7).
+func (g *Guide) instance(ctx context.Context, run *Run) (*Outcome, error) {
+	if err := need(run, "organizationId", "environmentId"); err != nil {
+		return nil, err
+	}
+	s, err := g.session(run)
+	if err != nil {
+		return nil, err
+	}
+	org, env := varString(run, "organizationId"), varString(run, "environmentId")
+	src := run.Request.Source.Instance
+	var in *anypoint.APIInstance
+	if src.ID != 0 {
+		got, err := s.GetAPIInstance(ctx, org, env, src.ID)
+		if isClass(err, anypoint.ClassNotFound) {
+			return nil, Permanent(404, fmt.Sprintf("API instance %d not found in environment %s", src.ID, varString(run, "environmentName")), HintInstanceNotFound)
+		} else if err != nil {
+			return nil, fail("reading the API instance", err, "")
+		}
+		in = got
+	} else {
+		list, err := s.ListAPIInstances(ctx, org, env, anypoint.InstanceQuery{Family: "agentic", InstanceLabel: src.Label})
+		if err != nil {
+			return nil, fail("listing MCP server instances", err, "")
+		}
+		var matches []anypoint.APIInstance
+		for _, i := range list {
+			if i.InstanceLabel == src.Label {
+				matches = append(matches, i)
+			}
+		}
+		switch len(matches) {
+		case 0:
+			return nil, Permanent(404, fmt.Sprintf("no MCP server instance labelled %q in environment %s", src.Label, varString(run, "environmentName")), HintInstanceNotFound)
+		case 1:
+			in = &matches[0]
+		default:
+			var ids []string
+			for _, m := range matches {
+				ids = append(ids, fmt.Sprint(m.ID))
+			}
+			return nil, Permanent(409, fmt.Sprintf("%d instances are labelled %q: %s", len(matches), src.Label, strings.Join(ids, ", ")), "Name the instance by id in source.instance.")
+		}
+	}
+	captured := map[string]any{"environmentApiId": in.ID}
+	deps, err := s.ListDeployments(ctx, org, env, in.ID)
+	if err != nil {
+		return nil, fail("listing the instance's deployments", err, "")
+	}
+	if len(deps) > 0 {
+		captured["deploymentId"] = deps[0].ID
+		captured["targetId"] = deps[0].TargetID
+	}
+	return done(captured)
+}

@@ -7,7 +7,7 @@ import (
 // The guide's explanations, quoted from its "Common issues" and
 // "Troubleshooting" sections, so a failed job tells the portal how to fix it.
 const (
-	HintEnvironmentIDRequired = "The environmentId must be in the request body, not just the URL path parameter."
+	HintEnvironmentIDRequired  = "The environmentId must be in the request body, not just the URL path parameter."
 	HintGatewayVersionRequired = "Use the version from the getGatewayTargets response (Step 4). Using an incorrect version causes policy implementation errors."
 	HintRuntimeVersionUnknown  = "The gatewayVersion value doesn't match a known Flex Gateway version. Verify the version from the target's actual runtime version in Step 4, or set target.gatewayVersion in a retry."
 	HintDeploymentConflict     = "The MCP server may already be deployed to this target. List existing deployments with GET .../deployments first to check."

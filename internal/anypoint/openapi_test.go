@@ -64,7 +64,7 @@ var specs = []struct{ prefix, dir, server string }{
 // notInSpecs are operations the published specs do not describe (the guide
 // and live captures do, see anypoint-api.md §5.2 and §7.4).
 var notInSpecs = map[string]bool{
-	"GET /apimanager/xapi/v1/organizations/{org}/environments/{env}/gateway-targets/{id}":         true,
+	"GET /apimanager/xapi/v1/organizations/{org}/environments/{env}/gateway-targets/{id}":           true,
 	"GET /proxies/xapi/v1/organizations/{org}/environments/{env}/apis/{id}/deployments/{id}/status": true,
 }
 

@@ -213,7 +213,27 @@ func (e *Error) parseErrorBody(body []byte) {
 			return
 		}
 	}
+	if body[0] == '<' {
+		// An edge proxy's HTML page: its title is the useful part.
+		e.Message = htmlTitle(string(body))
+		return
+	}
 	e.Message = truncate(string(body))
+}
+
+// htmlTitle returns the <title> of an HTML page, or "" when there is none.
+func htmlTitle(page string) string {
+	lower := strings.ToLower(page)
+	start := strings.Index(lower, "<title>")
+	if start < 0 {
+		return ""
+	}
+	start += len("<title>")
+	end := strings.Index(lower[start:], "</title>")
+	if end < 0 {
+		return ""
+	}
+	return truncate(page[start : start+end])
 }
 
 func (e *Error) parseErrorObject(obj map[string]json.RawMessage) {

@@ -39,6 +39,7 @@ func TestParseErrorBody(t *testing.T) {
 			"invalid_client", "Bad client credentials", nil},
 		{"error and message", `{"error":"Conflict","message":"API already exists"}`, "Conflict", "API already exists", nil},
 		{"error only", `{"error":"Client ID is not present"}`, "", "Client ID is not present", nil},
+		{"edge html", "<html><head><title>504 Gateway Time-out</title></head><body>x</body></html>", "", "504 Gateway Time-out", nil},
 		{"plain text", "Service Unavailable\n", "", "Service Unavailable", nil},
 		{"empty", "", "", "", nil},
 	}

@@ -24,6 +24,10 @@ func (Credentials) String() string { return "[redacted credentials]" }
 // GoString keeps credentials out of %#v output.
 func (Credentials) GoString() string { return "[redacted credentials]" }
 
+// MarshalJSON keeps credentials out of JSON logs and bodies: they are never
+// meant to be serialised by this package's callers.
+func (Credentials) MarshalJSON() ([]byte, error) { return []byte(`"[redacted credentials]"`), nil }
+
 // credentialKind is how a Session obtains its token.
 type credentialKind int
 

@@ -704,12 +704,18 @@ func TestPolicyTemplates(t *testing.T) {
 	if !bytes.Contains(cid.Configuration, []byte("credentialsOriginHasHttpBasicAuthenticationHeader")) {
 		t.Errorf("client-id-enforcement configuration lacks the Flex property name: %s", cid.Configuration)
 	}
-	bare, err := sess.ListPolicyTemplates(ctx, sim.DefaultOrgID, anypoint.PolicyTemplateQuery{})
+	all, err := sess.ListPolicyTemplates(ctx, sim.DefaultOrgID, anypoint.PolicyTemplateQuery{
+		APIInstanceID: sim.ExistingInstanceID, EnvironmentID: sim.SandboxEnvID})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(bare) <= len(list) {
-		t.Errorf("all versions (%d templates) should outnumber latest only (%d)", len(bare), len(list))
+	if len(all) <= len(list) {
+		t.Errorf("all versions (%d templates) should outnumber latest only (%d)", len(all), len(list))
+	}
+	for _, tpl := range all {
+		if tpl.Configuration != nil {
+			t.Errorf("%s %s has a configuration although includeConfiguration=false", tpl.AssetID, tpl.Version)
+		}
 	}
 }
 

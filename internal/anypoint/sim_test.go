@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -1057,5 +1058,106 @@ func TestUserAgentAndPathEscaping(t *testing.T) {
 	}
 	if want := "/exchange/api/v2/assets/g%2Fx/a%20b/1.0.0%3Fy"; gotPath != want {
 		t.Errorf("path = %q, want %q", gotPath, want)
+	}
+}
+
+// TestListsPageThroughEverything loads more environments, targets, assets
+// and instances than one page holds and proves every list call collects them
+// all with the expected number of pages.
+func TestListsPageThroughEverything(t *testing.T) {
+	t.Parallel()
+	f := sim.DefaultFixtures()
+	org, env := sim.DefaultOrgID, sim.SandboxEnvID
+	id := func(kind, i int) string { return fmt.Sprintf("%08x-0000-4000-8000-%012x", kind, i) }
+	const extraEnvs, extraTargets, extraAssets = 510, 230, 130
+	for i := 0; i < extraEnvs; i++ {
+		f.Environments = append(f.Environments, sim.FixtureEnv{ID: id(1, i), OrganizationID: org,
+			Name: fmt.Sprintf("env-%03d", i), Type: "sandbox", ClientID: fmt.Sprintf("%032x", i)})
+	}
+	for i := 0; i < extraTargets; i++ {
+		f.Targets = append(f.Targets, sim.FixtureTarget{ID: id(2, i), TargetID: id(3, i), OrganizationID: org,
+			EnvironmentID: env, Name: fmt.Sprintf("gw-%03d", i), Kind: "selfManaged", Status: "RUNNING",
+			TargetType: "flex", RowVersion: sim.TargetFlexSandboxVersion, RuntimeVersion: sim.TargetFlexSandboxVersion})
+	}
+	for i := 0; i < extraAssets; i++ {
+		assetID := fmt.Sprintf("paged-mcp-%03d", i)
+		f.Assets = append(f.Assets, sim.FixtureAsset{OrganizationID: org, GroupID: org, AssetID: assetID,
+			Version: "1.0.0", Name: "Paged " + assetID, Type: "mcp"})
+		f.Instances = append(f.Instances, sim.FixtureInstance{ID: int64(50000000 + i), OrganizationID: org,
+			EnvironmentID: env, GroupID: org, AssetID: assetID, AssetVersion: "1.0.0",
+			InstanceLabel: assetID + "-v1", Technology: "flexGateway", EndpointType: "mcp",
+			ProxyURI: fmt.Sprintf("http://0.0.0.0:%d/", 9000+i)})
+	}
+	s, c, _ := newSim(t, sim.WithFixtures(f))
+	ctx := context.Background()
+	sess := c.Session(appCredentials())
+
+	envs, err := sess.ListEnvironments(ctx, org, anypoint.EnvironmentQuery{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := extraEnvs + 2; len(envs) != want || s.Calls(sim.RouteListEnvironments) != 2 {
+		t.Errorf("environments: %d in %d pages, want %d in 2", len(envs), s.Calls(sim.RouteListEnvironments), want)
+	}
+	targets, err := sess.ListGatewayTargets(ctx, org, env, anypoint.TargetQuery{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := extraTargets + 3; len(targets) != want || s.Calls(sim.RouteListTargets) != 3 {
+		t.Errorf("targets: %d in %d pages, want %d in 3", len(targets), s.Calls(sim.RouteListTargets), want)
+	}
+	insts, err := sess.ListAPIInstances(ctx, org, env, anypoint.InstanceQuery{Family: anypoint.FamilyAgentic})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[int64]bool{}
+	for _, in := range insts {
+		seen[in.ID] = true
+	}
+	if want := extraAssets + 1; len(insts) != want || len(seen) != want || s.Calls(sim.RouteListAPIs) != 2 {
+		t.Errorf("instances: %d (%d distinct) in %d pages, want %d in 2", len(insts), len(seen), s.Calls(sim.RouteListAPIs), want)
+	}
+	assets, err := sess.SearchAllAssets(ctx, anypoint.AssetSearch{Types: []string{"mcp"}, OrganizationIDs: []string{org}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := extraAssets + 1; len(assets) != want {
+		t.Errorf("search found %d assets, want %d", len(assets), want)
+	}
+}
+
+// TestDocumentedShapeVariants serves the alternative shapes anypoint-api.md
+// records (the simulator serves only the preferred ones): the {total, data}
+// target envelope, the {policies} envelope, and 404 for "no deployments".
+func TestDocumentedShapeVariants(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		switch {
+		case strings.HasSuffix(r.URL.Path, "/gateway-targets"):
+			_, _ = w.Write([]byte(`{"total":1,"data":[{"id":"T1","name":"gw","kind":"flex","status":"connected","version":"1.6.0","replicas":2}]}`))
+		case strings.HasSuffix(r.URL.Path, "/policies"):
+			_, _ = w.Write([]byte(`{"policies":[{"id":11,"policyTemplateId":"1939","assetId":"cors","order":1,"apiId":7}],"tiers":{}}`))
+		case strings.HasSuffix(r.URL.Path, "/deployments"):
+			w.WriteHeader(http.StatusNotFound)
+			_, _ = w.Write([]byte(`{"name":"NotFoundError","message":"No deployments"}`))
+		default:
+			w.WriteHeader(http.StatusTeapot)
+		}
+	}))
+	defer srv.Close()
+	sess := anypoint.New(srv.URL).Session(anypoint.Credentials{Token: "t"})
+	ctx := context.Background()
+	targets, err := sess.ListGatewayTargets(ctx, "o", "e", anypoint.TargetQuery{})
+	if err != nil || len(targets) != 1 || targets[0].ID != "T1" || targets[0].GatewayVersion() != "1.6.0" {
+		t.Errorf("data envelope: %+v, %v", targets, err)
+	}
+	policies, err := sess.ListPolicies(ctx, "o", "e", 7)
+	if err != nil || len(policies) != 1 || policies[0].ID != 11 || policies[0].PolicyTemplateID != "1939" {
+		t.Errorf("policies envelope: %+v, %v", policies, err)
+	}
+	deps, err := sess.ListDeployments(ctx, "o", "e", 7)
+	if err != nil || deps == nil || len(deps) != 0 {
+		t.Errorf("404 deployments: %#v, %v; want empty", deps, err)
 	}
 }

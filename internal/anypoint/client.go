@@ -56,6 +56,7 @@ const (
 // it holds the token cache shared by every Session of the same credential.
 type Client struct {
 	baseURL    *url.URL
+	baseErr    error
 	httpClient *http.Client
 	timeout    time.Duration
 	logger     zerolog.Logger
@@ -100,13 +101,17 @@ func New(baseURL string, opts ...Option) *Client {
 		baseURL = DefaultBaseURL
 	}
 	u, err := url.Parse(strings.TrimRight(baseURL, "/"))
-	if err != nil || u.Scheme == "" || u.Host == "" {
-		// A bad base URL surfaces on the first call as an *Error rather than
-		// a panic here: configuration is validated by the caller.
-		u = &url.URL{Scheme: "invalid", Host: "invalid", Path: ""}
+	var baseErr error
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		// A bad base URL surfaces on every call as an invalid *Error rather
+		// than a panic here: configuration is validated by the caller.
+		baseErr = fmt.Errorf("invalid Anypoint base URL %q", baseURL)
+		u = &url.URL{}
 	}
+	u.RawQuery, u.Fragment, u.User = "", "", nil
 	c := &Client{
 		baseURL:    u,
+		baseErr:    baseErr,
 		httpClient: http.DefaultClient,
 		timeout:    DefaultTimeout,
 		logger:     zerolog.Nop(),
@@ -162,6 +167,10 @@ func (c *Client) send(ctx context.Context, r *request, token string) (*response,
 	defer cancel()
 
 	e := &Error{Op: r.op, Method: r.method, Path: r.path}
+	if c.baseErr != nil {
+		e.Class, e.Err = ClassInvalid, c.baseErr
+		return nil, e
+	}
 
 	var body io.Reader
 	contentType := r.contentType

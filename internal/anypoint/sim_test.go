@@ -1161,3 +1161,19 @@ func TestDocumentedShapeVariants(t *testing.T) {
 		t.Errorf("404 deployments: %#v, %v; want empty", deps, err)
 	}
 }
+
+func TestInvalidBaseURLIsInvalid(t *testing.T) {
+	t.Parallel()
+	for _, base := range []string{"ftp://example.com", "not a url", "/relative"} {
+		_, err := anypoint.New(base).Session(anypoint.Credentials{Token: "t"}).Me(context.Background())
+		if anypoint.ClassOf(err) != anypoint.ClassInvalid {
+			t.Errorf("%q: got %v, want an invalid error", base, err)
+		}
+	}
+	if got := anypoint.New("").BaseURL(); got != anypoint.DefaultBaseURL {
+		t.Errorf("default base URL = %q", got)
+	}
+	if got := anypoint.New("https://eu1.anypoint.mulesoft.com/").BaseURL(); got != "https://eu1.anypoint.mulesoft.com" {
+		t.Errorf("EU base URL = %q", got)
+	}
+}

@@ -1,0 +1,216 @@
+package anypoint
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+)
+
+// Environment is an Access Management environment of an organization.
+type Environment struct {
+	ID             string `json:"id"`
+	OrganizationID string `json:"organizationId"`
+	Name           string `json:"name"`
+	IsProduction   bool   `json:"isProduction"`
+	Type           string `json:"type"`
+	ClientID       string `json:"clientId"`
+}
+
+// EnvironmentQuery filters ListEnvironments; Name matches exactly.
+type EnvironmentQuery struct {
+	Name string
+}
+
+// Paging bounds: page sizes are each API's maximum, and the page count is
+// capped so a misbehaving server cannot keep us looping.
+const (
+	environmentPageSize = 500
+	targetPageSize      = 100
+	instancePageSize    = 100
+	maxPages            = 50
+)
+
+// ListEnvironments returns every environment of org matching q, paging with
+// offset/limit over the {data, total} envelope.
+func (s *Session) ListEnvironments(ctx context.Context, org string, q EnvironmentQuery) ([]Environment, error) {
+	var all []Environment
+	for page, offset := 0, 0; page < maxPages; page++ {
+		v := url.Values{}
+		if q.Name != "" {
+			v.Set("name", q.Name)
+		}
+		v.Set("offset", strconv.Itoa(offset))
+		v.Set("limit", strconv.Itoa(environmentPageSize))
+		r := &request{op: "listing environments", method: http.MethodGet,
+			path: pathf(prefixAccounts+"/api/organizations/%s/environments", org), query: v}
+		var body struct {
+			Data  []Environment `json:"data"`
+			Total int           `json:"total"`
+		}
+		if _, err := s.do(ctx, r, &body); err != nil {
+			return nil, err
+		}
+		all = append(all, body.Data...)
+		offset += len(body.Data)
+		if len(body.Data) == 0 || len(body.Data) < environmentPageSize || offset >= body.Total {
+			break
+		}
+	}
+	return all, nil
+}
+
+// GatewayTarget is a gateway an API can be deployed to (api-portal xapi).
+// ID is what deployments take as targetId; TargetID is a different cloud
+// resource (the private space).
+type GatewayTarget struct {
+	ID             string `json:"id"`
+	TargetID       string `json:"targetId"`
+	Name           string `json:"name"`
+	Kind           string `json:"kind"`
+	Status         string `json:"status"`
+	Ready          bool   `json:"ready"`
+	Running        bool   `json:"running"`
+	TargetType     string `json:"targetType"`
+	Version        string `json:"version"`
+	OrganizationID string `json:"organizationId"`
+	EnvironmentID  string `json:"environmentId"`
+	// The detail (GetGatewayTarget) may carry these as well.
+	RuntimeVersion string           `json:"runtimeVersion"`
+	Versions       []string         `json:"versions"`
+	PublicURL      string           `json:"-"`
+	Endpoints      []TargetEndpoint `json:"endpoints"`
+	// Raw keeps the whole row or detail, whose shape is only partly documented.
+	Raw json.RawMessage `json:"-"`
+}
+
+// TargetEndpoint is one URL a gateway target serves on.
+type TargetEndpoint struct {
+	URL    string `json:"url"`
+	Access string `json:"access"`
+}
+
+// UnmarshalJSON decodes a target row or detail, tolerating ids sent as
+// numbers and picking the public URL out of configuration.ingress.
+func (t *GatewayTarget) UnmarshalJSON(b []byte) error {
+	type plain GatewayTarget
+	aux := struct {
+		*plain
+		ID            flexString `json:"id"`
+		TargetID      flexString `json:"targetId"`
+		Version       flexString `json:"version"`
+		Configuration *struct {
+			Ingress *struct {
+				PublicURL string `json:"publicUrl"`
+			} `json:"ingress"`
+		} `json:"configuration"`
+		DeploymentTarget *struct {
+			RuntimeVersion     string `json:"runtimeVersion"`
+			DeploymentSettings *struct {
+				RuntimeVersion string `json:"runtimeVersion"`
+			} `json:"deploymentSettings"`
+		} `json:"deploymentTarget"`
+	}{plain: (*plain)(t)}
+	if err := json.Unmarshal(b, &aux); err != nil {
+		return err
+	}
+	t.ID, t.TargetID, t.Version = string(aux.ID), string(aux.TargetID), string(aux.Version)
+	if aux.Configuration != nil && aux.Configuration.Ingress != nil {
+		t.PublicURL = aux.Configuration.Ingress.PublicURL
+	}
+	if t.RuntimeVersion == "" && aux.DeploymentTarget != nil {
+		t.RuntimeVersion = aux.DeploymentTarget.RuntimeVersion
+		if t.RuntimeVersion == "" && aux.DeploymentTarget.DeploymentSettings != nil {
+			t.RuntimeVersion = aux.DeploymentTarget.DeploymentSettings.RuntimeVersion
+		}
+	}
+	t.Raw = append(json.RawMessage(nil), b...)
+	return nil
+}
+
+// IsRealVersion reports whether v names a runtime version rather than a
+// placeholder such as "-" that target rows sometimes show.
+func IsRealVersion(v string) bool {
+	v = strings.TrimSpace(v)
+	return v != "" && v != "-" && strings.ContainsAny(v, "0123456789")
+}
+
+// GatewayVersion returns the best runtime version the target states: its
+// runtimeVersion, its version, or the newest of its versions; "" when none is
+// a real version.
+func (t *GatewayTarget) GatewayVersion() string {
+	if IsRealVersion(t.RuntimeVersion) {
+		return t.RuntimeVersion
+	}
+	if IsRealVersion(t.Version) {
+		return t.Version
+	}
+	for i := len(t.Versions) - 1; i >= 0; i-- {
+		if IsRealVersion(t.Versions[i]) {
+			return t.Versions[i]
+		}
+	}
+	return ""
+}
+
+// Usable reports whether the target can take a deployment now.
+func (t *GatewayTarget) Usable() bool {
+	return t.Ready && t.Running && strings.EqualFold(t.Status, "RUNNING")
+}
+
+// TargetQuery filters ListGatewayTargets.
+type TargetQuery struct {
+	Name string
+}
+
+// ListGatewayTargets returns every gateway target of an environment, paging
+// with pageNumber/pageSize over the {rows, totalPages} envelope; the older
+// {data, total} envelope is accepted too.
+func (s *Session) ListGatewayTargets(ctx context.Context, org, env string, q TargetQuery) ([]GatewayTarget, error) {
+	var all []GatewayTarget
+	for page := 0; page < maxPages; page++ {
+		v := url.Values{}
+		if q.Name != "" {
+			v.Set("name", q.Name)
+		}
+		v.Set("pageNumber", strconv.Itoa(page))
+		v.Set("pageSize", strconv.Itoa(targetPageSize))
+		r := &request{op: "listing gateway targets", method: http.MethodGet,
+			path: pathf(prefixAPIManagerX+"/organizations/%s/environments/%s/gateway-targets", org, env), query: v}
+		var body struct {
+			Rows          []GatewayTarget `json:"rows"`
+			Data          []GatewayTarget `json:"data"`
+			TotalPages    int             `json:"totalPages"`
+			TotalElements int             `json:"totalElements"`
+			Total         int             `json:"total"`
+		}
+		if _, err := s.do(ctx, r, &body); err != nil {
+			return nil, err
+		}
+		if body.Rows == nil && body.Data != nil {
+			// The {total, data} form has no paging fields we can trust.
+			all = append(all, body.Data...)
+			break
+		}
+		all = append(all, body.Rows...)
+		if len(body.Rows) < targetPageSize || page+1 >= body.TotalPages ||
+			(body.TotalElements > 0 && len(all) >= body.TotalElements) {
+			break
+		}
+	}
+	return all, nil
+}
+
+// GetGatewayTarget reads one target's detail, which may carry the runtime
+// version when the list row shows "-" (see GatewayTarget.GatewayVersion).
+func (s *Session) GetGatewayTarget(ctx context.Context, org, env, targetID string) (*GatewayTarget, error) {
+	r := &request{op: "reading gateway target", method: http.MethodGet,
+		path: pathf(prefixAPIManagerX+"/organizations/%s/environments/%s/gateway-targets/%s", org, env, targetID)}
+	var t GatewayTarget
+	if _, err := s.do(ctx, r, &t); err != nil {
+		return nil, err
+	}
+	return &t, nil
+}

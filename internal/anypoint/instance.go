@@ -1,0 +1,232 @@
+package anypoint
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"strconv"
+)
+
+// Values the guide uses for a Flex (Omni) Gateway MCP instance.
+const (
+	TechnologyFlexGateway = "flexGateway"
+	DeploymentTypeHybrid  = "HY"
+	EndpointTypeMCP       = "mcp"
+	FamilyAgentic         = "agentic"
+)
+
+// APIInstanceInput is what CreateAPIInstance sends.
+type APIInstanceInput struct {
+	GroupID, AssetID, AssetVersion string
+	InstanceLabel                  string
+	// Technology defaults to flexGateway; the platform's own default (mule3)
+	// is wrong for MCP servers.
+	Technology string
+	// EndpointType is sent as endpoint.type when set ("mcp" for MCP servers).
+	EndpointType string
+	// UpstreamURI is endpoint.uri, the MCP server behind the gateway.
+	UpstreamURI string
+	// ProxyURI is endpoint.proxyUri, the gateway listener.
+	ProxyURI string
+	// DeploymentType defaults to HY (Flex Gateway).
+	DeploymentType string
+}
+
+// apiInstanceBody is the create body. endpoint.uri, endpoint.proxyUri and
+// endpoint.isCloudHub must be present as keys; isCloudHub must be null for
+// flexGateway (false is rejected), so it has no omitempty and no value.
+type apiInstanceBody struct {
+	Technology    string       `json:"technology"`
+	InstanceLabel *string      `json:"instanceLabel,omitempty"`
+	Spec          specBody     `json:"spec"`
+	Endpoint      endpointBody `json:"endpoint"`
+}
+
+type specBody struct {
+	GroupID string `json:"groupId"`
+	AssetID string `json:"assetId"`
+	Version string `json:"version"`
+}
+
+type endpointBody struct {
+	Type           string  `json:"type,omitempty"`
+	DeploymentType string  `json:"deploymentType,omitempty"`
+	URI            *string `json:"uri"`
+	ProxyURI       *string `json:"proxyUri"`
+	IsCloudHub     *bool   `json:"isCloudHub"`
+}
+
+// Endpoint is an API instance's endpoint.
+type Endpoint struct {
+	Type              string `json:"type"`
+	URI               string `json:"uri"`
+	ProxyURI          string `json:"proxyUri"`
+	DeploymentType    string `json:"deploymentType"`
+	IsCloudHub        *bool  `json:"isCloudHub"`
+	APIGatewayVersion string `json:"apiGatewayVersion"`
+}
+
+// InstanceDeployment is the deployment block embedded in an API instance.
+type InstanceDeployment struct {
+	ID             int64  `json:"id"`
+	APIID          int64  `json:"apiId"`
+	Type           string `json:"type"`
+	EnvironmentID  string `json:"environmentId"`
+	TargetID       string `json:"targetId"`
+	TargetName     string `json:"targetName"`
+	GatewayVersion string `json:"gatewayVersion"`
+	ExpectedStatus string `json:"expectedStatus"`
+}
+
+// UnmarshalJSON accepts targetId as a string or a number.
+func (d *InstanceDeployment) UnmarshalJSON(b []byte) error {
+	type plain InstanceDeployment
+	aux := struct {
+		*plain
+		TargetID flexString `json:"targetId"`
+	}{plain: (*plain)(d)}
+	if err := json.Unmarshal(b, &aux); err != nil {
+		return err
+	}
+	d.TargetID = string(aux.TargetID)
+	return nil
+}
+
+// APIInstance is an API Manager instance ("environment API"); its id is an
+// integer.
+type APIInstance struct {
+	ID                        int64               `json:"id"`
+	OrganizationID            string              `json:"organizationId"`
+	EnvironmentID             string              `json:"environmentId"`
+	GroupID                   string              `json:"groupId"`
+	AssetID                   string              `json:"assetId"`
+	AssetVersion              string              `json:"assetVersion"`
+	ProductVersion            string              `json:"productVersion"`
+	InstanceLabel             string              `json:"instanceLabel"`
+	Technology                string              `json:"technology"`
+	Status                    string              `json:"status"`
+	AutodiscoveryInstanceName string              `json:"autodiscoveryInstanceName"`
+	EndpointURI               string              `json:"endpointUri"`
+	Endpoint                  *Endpoint           `json:"endpoint"`
+	Deployment                *InstanceDeployment `json:"deployment"`
+}
+
+func (s *Session) apisPath(org, env string) string {
+	return pathf(prefixAPIManager+"/organizations/%s/environments/%s/apis", org, env)
+}
+
+func (s *Session) apiPath(org, env string, id int64) string {
+	return s.apisPath(org, env) + "/" + strconv.FormatInt(id, 10)
+}
+
+// CreateAPIInstance creates an API Manager instance for an Exchange asset
+// (guide step 5), without deploying it.
+func (s *Session) CreateAPIInstance(ctx context.Context, org, env string, in APIInstanceInput) (*APIInstance, error) {
+	body := apiInstanceBody{
+		Technology: in.Technology,
+		Spec:       specBody{GroupID: in.GroupID, AssetID: in.AssetID, Version: in.AssetVersion},
+		Endpoint: endpointBody{
+			Type:           in.EndpointType,
+			DeploymentType: in.DeploymentType,
+			URI:            nullable(in.UpstreamURI),
+			ProxyURI:       nullable(in.ProxyURI),
+		},
+	}
+	if body.Technology == "" {
+		body.Technology = TechnologyFlexGateway
+	}
+	if body.Endpoint.DeploymentType == "" {
+		body.Endpoint.DeploymentType = DeploymentTypeHybrid
+	}
+	if in.InstanceLabel != "" {
+		body.InstanceLabel = &in.InstanceLabel
+	}
+	r := &request{op: "creating API instance", method: http.MethodPost, path: s.apisPath(org, env), body: body}
+	var inst APIInstance
+	if _, err := s.do(ctx, r, &inst); err != nil {
+		return nil, err
+	}
+	return &inst, nil
+}
+
+func nullable(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+// GetAPIInstance reads one API instance.
+func (s *Session) GetAPIInstance(ctx context.Context, org, env string, id int64) (*APIInstance, error) {
+	r := &request{op: "reading API instance", method: http.MethodGet, path: s.apiPath(org, env, id)}
+	var inst APIInstance
+	if _, err := s.do(ctx, r, &inst); err != nil {
+		return nil, err
+	}
+	return &inst, nil
+}
+
+// InstanceQuery filters ListAPIInstances; Family "agentic" selects MCP servers
+// and agents.
+type InstanceQuery struct {
+	Family        string
+	GroupID       string
+	AssetID       string
+	AssetVersion  string
+	InstanceLabel string
+}
+
+// ListAPIInstances returns every instance matching q, flattening the
+// assets[].apis[] envelope. offset/limit count assets, not instances.
+func (s *Session) ListAPIInstances(ctx context.Context, org, env string, q InstanceQuery) ([]APIInstance, error) {
+	var all []APIInstance
+	for page, offset := 0, 0; page < maxPages; page++ {
+		v := url.Values{}
+		for k, val := range map[string]string{
+			"family": q.Family, "groupId": q.GroupID, "assetId": q.AssetID,
+			"assetVersion": q.AssetVersion, "instanceLabel": q.InstanceLabel,
+		} {
+			if val != "" {
+				v.Set(k, val)
+			}
+		}
+		v.Set("offset", strconv.Itoa(offset))
+		v.Set("limit", strconv.Itoa(instancePageSize))
+		r := &request{op: "listing API instances", method: http.MethodGet, path: s.apisPath(org, env), query: v}
+		var body struct {
+			Total  int `json:"total"`
+			Assets []struct {
+				GroupID string        `json:"groupId"`
+				AssetID string        `json:"assetId"`
+				APIs    []APIInstance `json:"apis"`
+			} `json:"assets"`
+		}
+		if _, err := s.do(ctx, r, &body); err != nil {
+			return nil, err
+		}
+		for _, a := range body.Assets {
+			for _, inst := range a.APIs {
+				if inst.GroupID == "" {
+					inst.GroupID = a.GroupID
+				}
+				if inst.AssetID == "" {
+					inst.AssetID = a.AssetID
+				}
+				all = append(all, inst)
+			}
+		}
+		offset += len(body.Assets)
+		if len(body.Assets) < instancePageSize || offset >= body.Total {
+			break
+		}
+	}
+	return all, nil
+}
+
+// DeleteAPIInstance deletes an API instance (and removes it from the gateway).
+func (s *Session) DeleteAPIInstance(ctx context.Context, org, env string, id int64) error {
+	r := &request{op: "deleting API instance", method: http.MethodDelete, path: s.apiPath(org, env, id)}
+	_, err := s.do(ctx, r, nil)
+	return err
+}

@@ -1,0 +1,180 @@
+package sim
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// Fault is what a route does instead of (or on top of) answering normally.
+// Fields combine: Latency is waited first, then Hang, then Status.
+type Fault struct {
+	// Latency delays the answer (cut short when the client gives up).
+	Latency time.Duration `json:"latency,omitempty"`
+	// Status answers with this status and a plausible body instead of serving:
+	// 429 carries X-RateLimit-*; 429 and 503 carry Retry-After when
+	// RetryAfterSeconds is set; 502 and 504 answer an edge HTML page.
+	Status int `json:"status,omitempty"`
+	// RetryAfterSeconds is when a 429 window resets (X-RateLimit-Reset) and
+	// the Retry-After of 429/503. Zero means 1 second for the reset header.
+	RetryAfterSeconds int `json:"retryAfterSeconds,omitempty"`
+	// Hang blocks until the client cancels the request (or Close is called).
+	Hang bool `json:"hang,omitempty"`
+	// DropAfterCommit serves the request in full (the write is committed),
+	// then closes the connection without answering.
+	DropAfterCommit bool `json:"dropAfterCommit,omitempty"`
+	// CommitFirst serves the request in full before applying Latency, Hang
+	// or Status, like the edge answering 504 while the platform created the
+	// resource anyway.
+	CommitFirst bool `json:"commitFirst,omitempty"`
+	// Times applies the fault to the next Times calls only; 0 means until cleared.
+	Times int `json:"times,omitempty"`
+}
+
+type faultState struct {
+	fault     Fault
+	remaining int // calls left when fault.Times > 0
+}
+
+// SetFault installs f on route, replacing any fault there. It panics on an
+// unknown route name: a typo would otherwise make a test pass vacuously.
+func (s *Server) SetFault(route string, f Fault) {
+	if !knownRoute(route) {
+		panic(fmt.Sprintf("sim: unknown route %q", route))
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faults[route] = &faultState{fault: f, remaining: f.Times}
+}
+
+// ClearFault removes the fault of one route.
+func (s *Server) ClearFault(route string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.faults, route)
+}
+
+// ClearFaults removes every fault.
+func (s *Server) ClearFaults() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faults = map[string]*faultState{}
+}
+
+// Faults returns the faults in force, by route.
+func (s *Server) Faults() map[string]Fault {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]Fault, len(s.faults))
+	for r, f := range s.faults {
+		ff := f.fault
+		if ff.Times > 0 {
+			ff.Times = f.remaining
+		}
+		out[r] = ff
+	}
+	return out
+}
+
+// Calls reports how many requests reached route, faulted or not.
+func (s *Server) Calls(route string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.calls[route]
+}
+
+// AllCalls reports the call count of every route called at least once.
+func (s *Server) AllCalls() map[string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]int, len(s.calls))
+	for k, v := range s.calls {
+		out[k] = v
+	}
+	return out
+}
+
+// ResetCalls sets every call count back to zero.
+func (s *Server) ResetCalls() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls = map[string]int{}
+}
+
+// takeFault counts the call and returns the fault for this call, consuming
+// one of its Times.
+func (s *Server) takeFault(route string) Fault {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls[route]++
+	fs := s.faults[route]
+	if fs == nil {
+		return Fault{}
+	}
+	f := fs.fault
+	if f.Times > 0 {
+		fs.remaining--
+		if fs.remaining <= 0 {
+			delete(s.faults, route)
+		}
+	}
+	return f
+}
+
+// applyFault waits, hangs or answers as f says. It reports whether it
+// answered (or the client left), in which case the caller must not serve.
+func (s *Server) applyFault(w http.ResponseWriter, r *http.Request, p product, f Fault) bool {
+	if f.Latency > 0 {
+		t := time.NewTimer(f.Latency)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			return true
+		case <-s.stop:
+			return true
+		}
+	}
+	if f.Hang {
+		select {
+		case <-r.Context().Done():
+		case <-s.stop:
+		}
+		return true
+	}
+	if f.Status == 0 {
+		return false
+	}
+	retry := f.RetryAfterSeconds
+	switch f.Status {
+	case http.StatusTooManyRequests:
+		reset := retry
+		if reset <= 0 {
+			reset = 1
+		}
+		setRateLimitHeaders(w, 100, 0, time.Now().Add(time.Duration(reset)*time.Second))
+		if retry > 0 {
+			w.Header().Set("Retry-After", strconv.Itoa(retry))
+		}
+		writeError(w, p, f.Status, "", "Too many requests")
+	case http.StatusServiceUnavailable:
+		if retry > 0 {
+			w.Header().Set("Retry-After", strconv.Itoa(retry))
+		}
+		writeError(w, p, f.Status, "", "Service temporarily unavailable")
+	case http.StatusBadGateway, http.StatusGatewayTimeout:
+		// The edge answers these, not the product: an HTML page, not JSON.
+		w.Header().Set("Content-Type", "text/html")
+		w.WriteHeader(f.Status)
+		text := strconv.Itoa(f.Status) + " " + http.StatusText(f.Status)
+		_, _ = w.Write([]byte("<html><head><title>" + text + "</title></head><body><center><h1>" + text + "</h1></center></body></html>\n"))
+	default:
+		msg := http.StatusText(f.Status)
+		if f.Status >= 500 {
+			msg = "An internal error occurred, please try again later"
+		}
+		writeError(w, p, f.Status, "", msg)
+	}
+	return true
+}

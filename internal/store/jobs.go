@@ -27,10 +27,10 @@ type Job struct {
 	// PreviousState is the state before the claim (queued for a fresh job).
 	PreviousState mcpguard.State
 	// PreviousOwner is the replica whose expired lease this claim took over, if any.
-	PreviousOwner   string
-	CurrentStep     string
-	Request         mcpguard.Request
-	Credentials     *mcpguard.Credentials
+	PreviousOwner string
+	CurrentStep   string
+	Request       mcpguard.Request
+	Credentials   *mcpguard.Credentials
 	// CredentialsErr is set when the sealed credentials do not open (wrong or rotated key).
 	CredentialsErr  error
 	Variables       map[string]any
@@ -430,7 +430,7 @@ func (db *DB) Listen(ctx context.Context, l Listener) {
 }
 
 func (db *DB) listenOnce(ctx context.Context, l Listener) error {
-	conn, err := pgx.Connect(ctx, db.url)
+	conn, err := pgx.ConnectConfig(ctx, db.pool.Config().ConnConfig.Copy())
 	if err != nil {
 		return fmt.Errorf("error connecting listener: %w", err)
 	}

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -34,7 +35,6 @@ const migrationLockID = 0x6d6370677561 // "mcpgua"
 // DB is a pool of connections to mcpguard's database.
 type DB struct {
 	pool   *pgxpool.Pool
-	url    string
 	sealer *Sealer
 }
 
@@ -54,11 +54,16 @@ func Open(ctx context.Context, databaseURL string, opts ...Option) (*DB, error) 
 	if err != nil {
 		return nil, fmt.Errorf("error parsing database URL: %w", err)
 	}
+	if !strings.Contains(databaseURL, "pool_max_conns") {
+		// Workers, heartbeats and the API share the pool; pgx's default
+		// (the number of CPUs, at least 4) starves them on small machines.
+		cfg.MaxConns = max(cfg.MaxConns, 20)
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("error creating database pool: %w", err)
 	}
-	db := &DB{pool: pool, url: databaseURL}
+	db := &DB{pool: pool}
 	for _, opt := range opts {
 		opt(db)
 	}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
@@ -906,4 +907,84 @@ func BenchmarkEngineThroughput(b *testing.B) {
 		e.waitState(b, "bench", id, mcpguard.StateSucceeded)
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "jobs/s")
+}
+
+func TestCancelOfAbandonedJobIsFinishedByTheNextClaim(t *testing.T) {
+	t.Parallel()
+	var c calls
+	cat := workflow.Catalogue{{Name: "only", Run: func(ctx context.Context, r *workflow.Run) (*workflow.Outcome, error) {
+		c.record("only", r)
+		return &workflow.Outcome{}, nil
+	}}}
+	e := newEnv(t, cat, true)
+	ctx := context.Background()
+	p := e.create(t, "acme")
+	job, err := e.db.Claim(ctx, "dead-replica", time.Second)
+	if err != nil || job == nil {
+		t.Fatalf("claim: %v", err)
+	}
+	if _, err := e.db.StartStep(ctx, job.Lease, job.CurrentStep, job.PreviousState); err != nil {
+		t.Fatal(err)
+	}
+	// The lease is live, so the cancel is only requested...
+	q, err := e.svc.CancelProtection(ctx, "acme", p.ID)
+	if err != nil || q.State != mcpguard.StateRunning {
+		t.Fatalf("cancel: %v %+v", err, q)
+	}
+	// ...and the replica that holds it dies. The survivor finishes the cancel.
+	e.startEngine(t, testConfig("survivor"))
+	p = e.waitState(t, "acme", p.ID, mcpguard.StateCancelled, mcpguard.StateSucceeded, mcpguard.StateFailed)
+	if p.State != mcpguard.StateCancelled {
+		t.Fatalf("state %s", p.State)
+	}
+	if len(c.of(p.ID, "only")) != 0 {
+		t.Error("the step ran although the job was cancelled")
+	}
+}
+
+func TestPanickingStepFailsTheJob(t *testing.T) {
+	t.Parallel()
+	cat := workflow.Catalogue{{Name: "buggy", Run: func(ctx context.Context, r *workflow.Run) (*workflow.Outcome, error) {
+		panic("a bug in a step")
+	}}}
+	e := newEnv(t, cat, true)
+	e.startEngine(t, testConfig("r1"))
+	p := e.create(t, "acme")
+	p = e.waitState(t, "acme", p.ID, mcpguard.StateFailed, mcpguard.StateSucceeded)
+	if p.State != mcpguard.StateFailed || p.Error.Step != "buggy" || p.Error.Message != "The step failed with an internal error." {
+		t.Fatalf("state %s error %+v", p.State, p.Error)
+	}
+}
+
+func TestUnreadableCredentialsFailWithHint(t *testing.T) {
+	t.Parallel()
+	var c calls
+	cat := workflow.Catalogue{{Name: "auth", Run: func(ctx context.Context, r *workflow.Run) (*workflow.Outcome, error) {
+		c.record("auth", r)
+		return &workflow.Outcome{}, nil
+	}}}
+	e := newEnv(t, cat, true)
+	p := e.create(t, "acme")
+	// The job was sealed under another row's id: it must not open here.
+	other := uuid.NewString()
+	sealed, err := e.seal.Seal(other, []byte(`{"token":"t"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.raw.Exec(context.Background(), `UPDATE protections SET credentials = $2 WHERE id = $1`, p.ID, sealed); err != nil {
+		t.Fatal(err)
+	}
+	e.startEngine(t, testConfig("r1"))
+	p = e.waitState(t, "acme", p.ID, mcpguard.StateFailed, mcpguard.StateSucceeded)
+	if p.State != mcpguard.StateFailed || p.Error.Hint == "" || len(c.of(p.ID, "auth")) != 0 {
+		t.Fatalf("state %s error %+v", p.State, p.Error)
+	}
+	// Fresh credentials on retry repair it.
+	if _, err := e.svc.RetryProtection(context.Background(), "acme", p.ID, mcpguard.RetryInput{Credentials: &mcpguard.Credentials{Token: "new"}}); err != nil {
+		t.Fatal(err)
+	}
+	p = e.waitState(t, "acme", p.ID, mcpguard.StateSucceeded, mcpguard.StateFailed)
+	if p.State != mcpguard.StateSucceeded {
+		t.Fatalf("after retry: %s %+v", p.State, p.Error)
+	}
 }

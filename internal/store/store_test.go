@@ -33,8 +33,10 @@ func TestMain(m *testing.M) {
 }
 
 func TestMigrateConcurrentlyAndReady(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
-	db, err := store.Open(ctx, testURL)
+	url := testdb.New(t, "storemig") // must start empty, however often the test runs
+	db, err := store.Open(ctx, url)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +48,7 @@ func TestMigrateConcurrentlyAndReady(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make([]error, 4)
 	for i := range errs {
-		wg.Go(func() { errs[i] = store.Migrate(ctx, testURL) })
+		wg.Go(func() { errs[i] = store.Migrate(ctx, url) })
 	}
 	wg.Wait()
 	for i, err := range errs {
@@ -63,13 +65,13 @@ func TestMigrateConcurrentlyAndReady(t *testing.T) {
 	if err := db.Ping(ctx); err != nil {
 		t.Fatal(err)
 	}
-	t.Run("constraints", func(t *testing.T) { testConstraints(t, db) })
+	t.Run("constraints", func(t *testing.T) { testConstraints(t, url) })
 }
 
 // testConstraints proves that impossible rows cannot be written.
-func testConstraints(t *testing.T, db *store.DB) {
+func testConstraints(t *testing.T, url string) {
 	ctx := context.Background()
-	raw, err := pgxpool.New(ctx, testURL)
+	raw, err := pgxpool.New(ctx, url)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -261,7 +261,8 @@ func TestEngineRunsStepsInOrder(t *testing.T) {
 	e := newEnv(t, cat, true)
 	e.startEngine(t, testConfig("r1"))
 	p := e.create(t, "acme")
-	if p.State != mcpguard.StateQueued || p.CurrentStep != "auth" {
+	// The engine may already have claimed it; the service-only tests check the queued answer.
+	if p.State.Finished() || p.CurrentStep == "" {
 		t.Fatalf("new protection: state %s step %s", p.State, p.CurrentStep)
 	}
 	p = e.waitState(t, "acme", p.ID, mcpguard.StateSucceeded, mcpguard.StateFailed)

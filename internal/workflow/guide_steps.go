@@ -263,7 +263,7 @@ func (g *Guide) target(ctx context.Context, run *Run) (*Outcome, error) {
 		return nil, Permanent(409, fmt.Sprintf("gateway target %q is %s", chosen.Name, chosen.Status), HintTargetNotRunning)
 	}
 	version, source := want.GatewayVersion, "request"
-	if version == "" && realVersion(chosen.Version) {
+	if version == "" && anypoint.IsRealVersion(chosen.Version) {
 		version, source = chosen.Version, "target"
 	}
 	if version == "" {
@@ -271,8 +271,8 @@ func (g *Guide) target(ctx context.Context, run *Run) (*Outcome, error) {
 		if err != nil && !isClass(err, anypoint.ClassNotFound) {
 			return nil, fail("reading the gateway target's detail", err, "")
 		}
-		if err == nil && realVersion(detail.RuntimeVersion()) {
-			version, source = detail.RuntimeVersion(), "target detail"
+		if err == nil && detail.GatewayVersion() != "" {
+			version, source = detail.GatewayVersion(), "target detail"
 		}
 	}
 	if version == "" {
@@ -281,12 +281,6 @@ func (g *Guide) target(ctx context.Context, run *Run) (*Outcome, error) {
 			map[string]any{"targetId": chosen.ID, "gatewayVersion": DefaultGatewayVersion})
 	}
 	return done(map[string]any{"targetId": chosen.ID, "targetName": chosen.Name, "gatewayVersion": version, "gatewayVersionSource": source})
-}
-
-// realVersion tells a runtime version from the "-" some target rows show.
-func realVersion(v string) bool {
-	v = strings.TrimSpace(v)
-	return v != "" && v != "-" && strings.ContainsAny(v, "0123456789")
 }
 
 // instanceLabel is the deterministic label that lets create find what an

@@ -311,4 +311,3 @@ func statusKey(st map[string]any) string {
 	}
 	return st["status"].(string) + "/" + v
 }
-

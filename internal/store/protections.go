@@ -1,0 +1,506 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/mcpguard/mcpguard"
+)
+
+// NewProtection is a job to insert: the request without credentials, the
+// credentials to seal, and the planned steps in catalogue order.
+type NewProtection struct {
+	ID             string
+	Tenant         string
+	Request        mcpguard.Request
+	Credentials    *mcpguard.Credentials
+	IdempotencyKey string
+	// RequestHash identifies the body under the idempotency key; set iff IdempotencyKey is.
+	RequestHash []byte
+	Steps       []NewStep
+	// Actor is recorded on the events ("api" or the tenant).
+	Actor string
+}
+
+// NewStep is one planned step; a skipped one never runs.
+type NewStep struct {
+	Name    string
+	Skipped bool
+}
+
+// Cursor is a position in a tenant's list, newest first.
+type Cursor struct {
+	CreatedAt time.Time
+	ID        string
+}
+
+// CreateProtection inserts a queued job with its steps and events and
+// announces it on JobsChannel. With an idempotency key already used by the
+// tenant, it inserts nothing and returns the first job's id with
+// replayed=true when the hash matches, and an EUNPROCESSABLE error when not.
+func (db *DB) CreateProtection(ctx context.Context, in NewProtection) (id string, replayed bool, err error) {
+	first := ""
+	for _, s := range in.Steps {
+		if !s.Skipped {
+			first = s.Name
+			break
+		}
+	}
+	if first == "" {
+		return "", false, mcpguard.Errorf(mcpguard.EINVALID, "No step of the guide applies to this request.")
+	}
+	if (in.IdempotencyKey == "") != (len(in.RequestHash) == 0) {
+		return "", false, errors.New("idempotency key and request hash must be set together")
+	}
+	request, err := json.Marshal(in.Request)
+	if err != nil {
+		return "", false, fmt.Errorf("error encoding request: %w", err)
+	}
+	sealed, err := db.sealCredentials(in.ID, in.Credentials)
+	if err != nil {
+		return "", false, err
+	}
+	var key, hash any
+	if in.IdempotencyKey != "" {
+		key, hash = in.IdempotencyKey, in.RequestHash
+	}
+
+	err = db.inTx(ctx, func(tx pgx.Tx) error {
+		var inserted string
+		err := tx.QueryRow(ctx, `
+			INSERT INTO protections (id, tenant, state, current_step, request, credentials, idempotency_key, request_hash)
+			VALUES ($1, $2, 'queued', $3, $4, $5, $6, $7)
+			ON CONFLICT (tenant, idempotency_key) DO NOTHING
+			RETURNING id::text`,
+			in.ID, in.Tenant, first, request, sealed, key, hash).Scan(&inserted)
+		if errors.Is(err, pgx.ErrNoRows) {
+			// The key was used before (or concurrently, by a transaction that
+			// committed while we waited on the unique index).
+			var existingHash []byte
+			if err := tx.QueryRow(ctx, `
+				SELECT id::text, request_hash FROM protections WHERE tenant = $1 AND idempotency_key = $2`,
+				in.Tenant, in.IdempotencyKey).Scan(&id, &existingHash); err != nil {
+				return fmt.Errorf("error reading protection of idempotency key: %w", err)
+			}
+			if string(existingHash) != string(in.RequestHash) {
+				return mcpguard.Errorf(mcpguard.EUNPROCESSABLE, "Idempotency-Key was already used with another request body.")
+			}
+			replayed = true
+			return nil
+		} else if err != nil {
+			return fmt.Errorf("error inserting protection: %w", err)
+		}
+		id = inserted
+
+		names := make([]string, len(in.Steps))
+		states := make([]string, len(in.Steps))
+		for i, s := range in.Steps {
+			names[i], states[i] = s.Name, string(mcpguard.StepPending)
+			if s.Skipped {
+				states[i] = string(mcpguard.StepSkipped)
+			}
+		}
+		if _, err := tx.Exec(ctx, `
+			INSERT INTO steps (protection_id, position, name, state)
+			SELECT $1, ord - 1, name, state FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS s(name, state, ord)`,
+			id, names, states); err != nil {
+			return fmt.Errorf("error inserting steps: %w", err)
+		}
+		if err := insertEvent(ctx, tx, id, mcpguard.EventCreated, "", 0, in.Actor, map[string]any{"state": mcpguard.StateQueued, "firstStep": first}); err != nil {
+			return err
+		}
+		for _, s := range in.Steps {
+			if s.Skipped {
+				if err := insertEvent(ctx, tx, id, mcpguard.EventStepSkipped, s.Name, 0, in.Actor, map[string]any{"reason": "the step does not apply to this request's source"}); err != nil {
+					return err
+				}
+			}
+		}
+		return notify(ctx, tx, JobsChannel, id)
+	})
+	if err != nil {
+		return "", false, err
+	}
+	return id, replayed, nil
+}
+
+// FindProtection returns a tenant's job with its steps; ENOTFOUND for an
+// unknown, malformed or another tenant's id.
+func (db *DB) FindProtection(ctx context.Context, tenant, id string) (*mcpguard.Protection, error) {
+	if !validID(id) {
+		return nil, notFound()
+	}
+	p, err := scanProtection(db.pool.QueryRow(ctx, `SELECT `+protectionColumns+` FROM protections WHERE id = $1 AND tenant = $2`, id, tenant))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, notFound()
+	} else if err != nil {
+		return nil, fmt.Errorf("error finding protection: %w", err)
+	}
+	if err := db.attachSteps(ctx, []*mcpguard.Protection{p}); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// ListProtections returns up to limit of a tenant's jobs after the cursor
+// (nil for the first page), newest first, optionally in one state.
+func (db *DB) ListProtections(ctx context.Context, tenant string, state mcpguard.State, limit int, after *Cursor) ([]*mcpguard.Protection, error) {
+	var afterAt, afterID any
+	if after != nil {
+		if !validID(after.ID) {
+			return nil, mcpguard.Errorf(mcpguard.EINVALID, "Invalid cursor.")
+		}
+		afterAt, afterID = after.CreatedAt, after.ID
+	}
+	rows, err := db.pool.Query(ctx, `
+		SELECT `+protectionColumns+` FROM protections
+		WHERE tenant = $1
+		  AND ($2 = '' OR state = $2)
+		  AND ($3::timestamptz IS NULL OR (created_at, id) < ($3::timestamptz, $4::uuid))
+		ORDER BY created_at DESC, id DESC
+		LIMIT $5`,
+		tenant, string(state), afterAt, afterID, limit)
+	if err != nil {
+		return nil, fmt.Errorf("error listing protections: %w", err)
+	}
+	list, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*mcpguard.Protection, error) { return scanProtection(row) })
+	if err != nil {
+		return nil, fmt.Errorf("error listing protections: %w", err)
+	}
+	if err := db.attachSteps(ctx, list); err != nil {
+		return nil, err
+	}
+	return list, nil
+}
+
+// RetryProtection puts a failed or cancelled job back in the queue at its
+// current step with a fresh attempt budget, keeping every captured
+// variable. correct, when not nil, amends the stored request; credentials,
+// when not nil, replace the sealed ones. ECONFLICT for any other state.
+func (db *DB) RetryProtection(ctx context.Context, tenant, id, actor string, correct func(*mcpguard.Request) []string, credentials *mcpguard.Credentials) error {
+	if !validID(id) {
+		return notFound()
+	}
+	sealed, err := db.sealCredentials(id, credentials)
+	if err != nil {
+		return err
+	}
+	return db.inTx(ctx, func(tx pgx.Tx) error {
+		var state, step string
+		var rawRequest []byte
+		err := tx.QueryRow(ctx, `SELECT state, current_step, request FROM protections WHERE id = $1 AND tenant = $2 FOR UPDATE`, id, tenant).
+			Scan(&state, &step, &rawRequest)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return notFound()
+		} else if err != nil {
+			return fmt.Errorf("error reading protection for retry: %w", err)
+		}
+		if state != string(mcpguard.StateFailed) && state != string(mcpguard.StateCancelled) {
+			return mcpguard.Errorf(mcpguard.ECONFLICT, "Only a failed or cancelled protection can be retried; this one is %s.", state)
+		}
+		var req mcpguard.Request
+		if err := decodeJSON(rawRequest, &req); err != nil {
+			return fmt.Errorf("error decoding stored request: %w", err)
+		}
+		var corrected []string
+		if correct != nil {
+			corrected = correct(&req)
+		}
+		request, err := json.Marshal(req)
+		if err != nil {
+			return fmt.Errorf("error encoding request: %w", err)
+		}
+		if _, err := tx.Exec(ctx, `
+			UPDATE protections SET state = 'queued', request = $2, credentials = COALESCE($3, credentials),
+				error = NULL, finished_at = NULL, cancel_requested = false, run_after = now(), updated_at = now()
+			WHERE id = $1`, id, request, sealed); err != nil {
+			return fmt.Errorf("error re-queuing protection: %w", err)
+		}
+		if _, err := tx.Exec(ctx, `
+			UPDATE steps SET state = 'pending', budget_attempts = 0, polling = false,
+				started_at = NULL, finished_at = NULL, error = NULL
+			WHERE protection_id = $1 AND name = $2`, id, step); err != nil {
+			return fmt.Errorf("error resetting step for retry: %w", err)
+		}
+		detail := map[string]any{"from": state, "freshCredentials": credentials != nil}
+		if len(corrected) > 0 {
+			detail["corrected"] = corrected
+		}
+		if err := insertEvent(ctx, tx, id, mcpguard.EventRetryRequested, step, 0, actor, detail); err != nil {
+			return err
+		}
+		if err := insertEvent(ctx, tx, id, mcpguard.EventStateChanged, step, 0, actor, map[string]any{"from": state, "to": mcpguard.StateQueued}); err != nil {
+			return err
+		}
+		return notify(ctx, tx, JobsChannel, id)
+	})
+}
+
+// CancelProtection cancels a job that no worker holds (queued, or running
+// but waiting for a poll or a retry) at once, and asks the worker holding a
+// running job to stop it, announcing that on CancelChannel. It returns the
+// job's state afterwards; ECONFLICT when the job already finished.
+func (db *DB) CancelProtection(ctx context.Context, tenant, id, actor string) (mcpguard.State, error) {
+	if !validID(id) {
+		return "", notFound()
+	}
+	var result mcpguard.State
+	err := db.inTx(ctx, func(tx pgx.Tx) error {
+		var state, step string
+		var leased, alreadyRequested bool
+		err := tx.QueryRow(ctx, `
+			SELECT state, current_step, lease_owner IS NOT NULL AND lease_expires_at > now(), cancel_requested
+			FROM protections WHERE id = $1 AND tenant = $2 FOR UPDATE`, id, tenant).
+			Scan(&state, &step, &leased, &alreadyRequested)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return notFound()
+		} else if err != nil {
+			return fmt.Errorf("error reading protection for cancel: %w", err)
+		}
+		if mcpguard.State(state).Finished() {
+			return mcpguard.Errorf(mcpguard.ECONFLICT, "The protection already finished (%s).", state)
+		}
+		if alreadyRequested && leased {
+			result = mcpguard.StateRunning
+			return nil
+		}
+		if err := insertEvent(ctx, tx, id, mcpguard.EventCancelRequested, step, 0, actor, map[string]any{"state": state}); err != nil {
+			return err
+		}
+		if leased {
+			if _, err := tx.Exec(ctx, `UPDATE protections SET cancel_requested = true, updated_at = now() WHERE id = $1`, id); err != nil {
+				return fmt.Errorf("error requesting cancel: %w", err)
+			}
+			result = mcpguard.StateRunning
+			return notify(ctx, tx, CancelChannel, id)
+		}
+		// No live lease: nobody runs the step, so cancel now. Clearing the
+		// owner and bumping the fence voids the writes of a worker whose
+		// lease expired without it noticing.
+		if err := cancelNow(ctx, tx, id, step, actor, state, "cancelled by request"); err != nil {
+			return err
+		}
+		result = mcpguard.StateCancelled
+		return nil
+	})
+	return result, err
+}
+
+// ListEvents returns a tenant's job's audit trail, oldest first.
+func (db *DB) ListEvents(ctx context.Context, tenant, id string) ([]mcpguard.Event, error) {
+	if !validID(id) {
+		return nil, notFound()
+	}
+	var exists bool
+	if err := db.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM protections WHERE id = $1 AND tenant = $2)`, id, tenant).Scan(&exists); err != nil {
+		return nil, fmt.Errorf("error finding protection: %w", err)
+	} else if !exists {
+		return nil, notFound()
+	}
+	rows, err := db.pool.Query(ctx, `SELECT at, kind, step, attempt, detail FROM events WHERE protection_id = $1 ORDER BY id`, id)
+	if err != nil {
+		return nil, fmt.Errorf("error listing events: %w", err)
+	}
+	events, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (mcpguard.Event, error) {
+		var e mcpguard.Event
+		var detail []byte
+		if err := row.Scan(&e.At, &e.Kind, &e.Step, &e.Attempt, &detail); err != nil {
+			return e, err
+		}
+		e.At = e.At.UTC()
+		if err := decodeJSON(detail, &e.Detail); err != nil {
+			return e, fmt.Errorf("error decoding event detail: %w", err)
+		}
+		if len(e.Detail) == 0 {
+			e.Detail = nil
+		}
+		return e, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("error listing events: %w", err)
+	}
+	return events, nil
+}
+
+// EventActors returns the actor of each event of a job, oldest first. The
+// API does not show actors; operators and tests read them.
+func (db *DB) EventActors(ctx context.Context, id string) ([]string, error) {
+	rows, err := db.pool.Query(ctx, `SELECT actor FROM events WHERE protection_id = $1 ORDER BY id`, id)
+	if err != nil {
+		return nil, fmt.Errorf("error listing event actors: %w", err)
+	}
+	actors, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("error listing event actors: %w", err)
+	}
+	return actors, nil
+}
+
+const protectionColumns = `id::text, tenant, state, current_step, request, variables, error, created_at, updated_at, finished_at`
+
+func scanProtection(row pgx.Row) (*mcpguard.Protection, error) {
+	var p mcpguard.Protection
+	var request, variables, jobErr []byte
+	if err := row.Scan(&p.ID, &p.Tenant, &p.State, &p.CurrentStep, &request, &variables, &jobErr, &p.CreatedAt, &p.UpdatedAt, &p.FinishedAt); err != nil {
+		return nil, err
+	}
+	if err := decodeJSON(request, &p.Request); err != nil {
+		return nil, fmt.Errorf("error decoding request: %w", err)
+	}
+	if err := decodeJSON(variables, &p.Variables); err != nil {
+		return nil, fmt.Errorf("error decoding variables: %w", err)
+	}
+	if p.Variables == nil {
+		p.Variables = map[string]any{}
+	}
+	if jobErr != nil {
+		p.Error = new(mcpguard.JobError)
+		if err := decodeJSON(jobErr, p.Error); err != nil {
+			return nil, fmt.Errorf("error decoding job error: %w", err)
+		}
+	}
+	p.CreatedAt, p.UpdatedAt = p.CreatedAt.UTC(), p.UpdatedAt.UTC()
+	p.FinishedAt = utc(p.FinishedAt)
+	return &p, nil
+}
+
+// attachSteps loads the steps of every job in list with one query.
+func (db *DB) attachSteps(ctx context.Context, list []*mcpguard.Protection) error {
+	if len(list) == 0 {
+		return nil
+	}
+	byID := make(map[string]*mcpguard.Protection, len(list))
+	ids := make([]string, len(list))
+	for i, p := range list {
+		ids[i] = p.ID
+		byID[p.ID] = p
+		p.Steps = []mcpguard.Step{}
+	}
+	rows, err := db.pool.Query(ctx, `
+		SELECT protection_id::text, name, state, attempts, started_at, finished_at, captured, error
+		FROM steps WHERE protection_id = ANY($1::uuid[]) ORDER BY protection_id, position`, ids)
+	if err != nil {
+		return fmt.Errorf("error listing steps: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var pid string
+		var s mcpguard.Step
+		var captured, stepErr []byte
+		if err := rows.Scan(&pid, &s.Name, &s.State, &s.Attempts, &s.StartedAt, &s.FinishedAt, &captured, &stepErr); err != nil {
+			return fmt.Errorf("error reading step: %w", err)
+		}
+		if err := decodeJSON(captured, &s.Captured); err != nil {
+			return fmt.Errorf("error decoding captured variables: %w", err)
+		}
+		if s.Captured == nil {
+			s.Captured = map[string]any{}
+		}
+		if stepErr != nil {
+			s.Error = new(mcpguard.JobError)
+			if err := decodeJSON(stepErr, s.Error); err != nil {
+				return fmt.Errorf("error decoding step error: %w", err)
+			}
+		}
+		s.StartedAt, s.FinishedAt = utc(s.StartedAt), utc(s.FinishedAt)
+		byID[pid].Steps = append(byID[pid].Steps, s)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("error listing steps: %w", err)
+	}
+	return nil
+}
+
+// sealCredentials encodes and seals credentials for the row id; nil stays nil.
+func (db *DB) sealCredentials(id string, c *mcpguard.Credentials) ([]byte, error) {
+	if c == nil {
+		return nil, nil
+	}
+	if db.sealer == nil {
+		return nil, mcpguard.Errorf(mcpguard.EINTERNAL, "Credentials cannot be stored: no credentials key is configured.")
+	}
+	plain, err := json.Marshal(c)
+	if err != nil {
+		return nil, fmt.Errorf("error encoding credentials: %w", err)
+	}
+	return db.sealer.Seal(id, plain)
+}
+
+// openCredentials reverses sealCredentials.
+func (db *DB) openCredentials(id string, sealed []byte) (*mcpguard.Credentials, error) {
+	if sealed == nil {
+		return nil, nil
+	}
+	if db.sealer == nil {
+		return nil, errors.New("credentials are sealed but no credentials key is configured")
+	}
+	plain, err := db.sealer.Open(id, sealed)
+	if err != nil {
+		return nil, err
+	}
+	var c mcpguard.Credentials
+	if err := json.Unmarshal(plain, &c); err != nil {
+		return nil, errors.New("sealed credentials are not valid JSON")
+	}
+	return &c, nil
+}
+
+func insertEvent(ctx context.Context, tx pgx.Tx, id, kind, step string, attempt int, actor string, detail map[string]any) error {
+	if detail == nil {
+		detail = map[string]any{}
+	}
+	b, err := json.Marshal(detail)
+	if err != nil {
+		return fmt.Errorf("error encoding %s event: %w", kind, err)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO events (protection_id, kind, step, attempt, actor, detail) VALUES ($1, $2, $3, $4, $5, $6)`,
+		id, kind, step, attempt, actor, b); err != nil {
+		return fmt.Errorf("error inserting %s event: %w", kind, err)
+	}
+	return nil
+}
+
+func notify(ctx context.Context, tx pgx.Tx, channel, payload string) error {
+	if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, channel, payload); err != nil {
+		return fmt.Errorf("error notifying %s: %w", channel, err)
+	}
+	return nil
+}
+
+// cancelNow ends a job no worker holds as cancelled. Its current step, if it
+// had started, goes back to pending: its work was abandoned.
+func cancelNow(ctx context.Context, tx pgx.Tx, id, step, actor, from, reason string) error {
+	if _, err := tx.Exec(ctx, `
+		UPDATE protections SET state = 'cancelled', cancel_requested = false, lease_owner = NULL, lease_expires_at = NULL,
+			fence = fence + 1, finished_at = now(), updated_at = now()
+		WHERE id = $1`, id); err != nil {
+		return fmt.Errorf("error cancelling protection: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `UPDATE steps SET state = 'pending', polling = false WHERE protection_id = $1 AND name = $2 AND state = 'running'`, id, step); err != nil {
+		return fmt.Errorf("error resetting cancelled step: %w", err)
+	}
+	return insertEvent(ctx, tx, id, mcpguard.EventStateChanged, step, 0, actor, map[string]any{"from": from, "to": mcpguard.StateCancelled, "reason": reason})
+}
+
+func validID(id string) bool {
+	_, err := uuid.Parse(id)
+	return err == nil && len(id) == 36
+}
+
+func notFound() error {
+	return mcpguard.Errorf(mcpguard.ENOTFOUND, "Protection not found.")
+}
+
+func utc(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}

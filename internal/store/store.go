@@ -1,0 +1,185 @@
+// Package store is mcpguard's Postgres access layer: every SQL statement of
+// the service lives here. The protections table is the job queue; the engine
+// and the service in internal/workflow call the methods of DB.
+package store
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
+
+	"github.com/mcpguard/mcpguard/migrations"
+)
+
+// JobsChannel is the NOTIFY channel that announces work: a created or
+// retried protection. The payload is the protection id.
+const JobsChannel = "mcpguard_jobs"
+
+// CancelChannel is the NOTIFY channel that asks the replica running a
+// protection to abandon its step now rather than at its next heartbeat.
+const CancelChannel = "mcpguard_cancel"
+
+// migrationLockID is the advisory lock key under which replicas migrate one at a time.
+const migrationLockID = 0x6d6370677561 // "mcpgua"
+
+// DB is a pool of connections to mcpguard's database.
+type DB struct {
+	pool   *pgxpool.Pool
+	sealer *Sealer
+}
+
+// Option configures Open.
+type Option func(*DB)
+
+// WithSealer sets the key that seals credentials at rest. Without it,
+// storing credentials fails.
+func WithSealer(s *Sealer) Option {
+	return func(db *DB) { db.sealer = s }
+}
+
+// Open connects to the database at databaseURL and checks that it answers.
+// It does not migrate; call Migrate first.
+func Open(ctx context.Context, databaseURL string, opts ...Option) (*DB, error) {
+	cfg, err := pgxpool.ParseConfig(databaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("error parsing database URL: %w", err)
+	}
+	if !strings.Contains(databaseURL, "pool_max_conns") {
+		// Workers, heartbeats and the API share the pool; pgx's default
+		// (the number of CPUs, at least 4) starves them on small machines.
+		cfg.MaxConns = max(cfg.MaxConns, 20)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("error creating database pool: %w", err)
+	}
+	db := &DB{pool: pool}
+	for _, opt := range opts {
+		opt(db)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("error connecting to database: %w", err)
+	}
+	return db, nil
+}
+
+// Close closes every connection of the pool.
+func (db *DB) Close() { db.pool.Close() }
+
+// Sealer returns the credentials sealer, nil when none was configured.
+func (db *DB) Sealer() *Sealer { return db.sealer }
+
+// Ping checks that the database answers.
+func (db *DB) Ping(ctx context.Context) error {
+	if err := db.pool.Ping(ctx); err != nil {
+		return fmt.Errorf("error pinging database: %w", err)
+	}
+	return nil
+}
+
+// Ready checks that the database answers and that every embedded migration
+// has been applied, which is what /readyz reports.
+func (db *DB) Ready(ctx context.Context) error {
+	sqlDB := stdlib.OpenDBFromPool(db.pool)
+	defer sqlDB.Close()
+	p, err := newProvider(sqlDB)
+	if err != nil {
+		return err
+	}
+	current, target, err := p.GetVersions(ctx)
+	if err != nil {
+		return fmt.Errorf("error reading migration version: %w", err)
+	}
+	if current != target {
+		return fmt.Errorf("database schema at version %d, want %d", current, target)
+	}
+	return nil
+}
+
+// Migrate applies the pending migrations through this pool.
+func (db *DB) Migrate(ctx context.Context) error {
+	sqlDB := stdlib.OpenDBFromPool(db.pool)
+	defer sqlDB.Close()
+	return migrate(ctx, sqlDB)
+}
+
+// Migrate applies every pending migration to the database at databaseURL.
+// Replicas that start together serialize on a Postgres advisory lock.
+func Migrate(ctx context.Context, databaseURL string) error {
+	sqlDB, err := sql.Open("pgx", databaseURL)
+	if err != nil {
+		return fmt.Errorf("error opening database for migrations: %w", err)
+	}
+	defer sqlDB.Close()
+	return migrate(ctx, sqlDB)
+}
+
+func migrate(ctx context.Context, sqlDB *sql.DB) error {
+	p, err := newProvider(sqlDB)
+	if err != nil {
+		return err
+	}
+	if _, err := p.Up(ctx); err != nil {
+		return fmt.Errorf("error applying migrations: %w", err)
+	}
+	return nil
+}
+
+func newProvider(sqlDB *sql.DB) (*goose.Provider, error) {
+	locker, err := lock.NewPostgresSessionLocker(lock.WithLockID(migrationLockID))
+	if err != nil {
+		return nil, fmt.Errorf("error creating migration lock: %w", err)
+	}
+	p, err := goose.NewProvider(goose.DialectPostgres, sqlDB, migrations.FS,
+		goose.WithSessionLocker(locker), goose.WithDisableGlobalRegistry(true))
+	if err != nil {
+		return nil, fmt.Errorf("error creating migration provider: %w", err)
+	}
+	return p, nil
+}
+
+// decodeJSON decodes b into v keeping numbers as json.Number, so integer
+// Anypoint ids survive exactly and are encoded back as integers.
+func decodeJSON(b []byte, v any) error {
+	if len(b) == 0 {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	return dec.Decode(v)
+}
+
+// DecodeJSON is decodeJSON for the other packages that hold JSON from the
+// database or compare canonical forms (numbers kept as json.Number).
+func DecodeJSON(b []byte, v any) error { return decodeJSON(b, v) }
+
+// inTx runs fn in a transaction and commits it when fn returns nil.
+func (db *DB) inTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
+	tx, err := db.pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("error beginning transaction: %w", err)
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	if err := fn(tx); err != nil {
+		return err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("error committing transaction: %w", err)
+	}
+	return nil
+}
+
+// ErrLeaseLost means the worker no longer holds the protection: another
+// claim bumped the fence or the lease was released. It wrote nothing.
+var ErrLeaseLost = errors.New("lease lost")

@@ -1,0 +1,217 @@
+package workflow
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/mcpguard/mcpguard"
+	"github.com/mcpguard/mcpguard/internal/store"
+)
+
+// Default and largest page sizes of ListProtections.
+const (
+	DefaultListLimit = 20
+	MaxListLimit     = 100
+)
+
+// Service implements mcpguard.ProtectionService over the store: it plans,
+// queues, cancels and retries jobs; the Engine runs them.
+type Service struct {
+	db  *store.DB
+	cat Catalogue
+}
+
+var _ mcpguard.ProtectionService = (*Service)(nil)
+
+// NewService returns a Service that plans jobs from cat. Credentials are
+// sealed with db's Sealer (store.WithSealer).
+func NewService(db *store.DB, cat Catalogue) *Service {
+	return &Service{db: db, cat: cat}
+}
+
+// CreateProtection plans the steps that apply to the request, seals the
+// credentials and queues the job. The request's business fields are the
+// API's to validate.
+func (s *Service) CreateProtection(ctx context.Context, tenant string, in mcpguard.NewProtection, idempotencyKey string) (*mcpguard.Protection, bool, error) {
+	if tenant == "" {
+		return nil, false, mcpguard.Errorf(mcpguard.EUNAUTHORIZED, "No tenant.")
+	}
+	id, err := uuid.NewV7()
+	if err != nil {
+		return nil, false, fmt.Errorf("error generating protection id: %w", err)
+	}
+	np := store.NewProtection{
+		ID:          id.String(),
+		Tenant:      tenant,
+		Request:     in.Request,
+		Credentials: in.Credentials,
+		Actor:       tenant,
+	}
+	for _, step := range s.cat {
+		np.Steps = append(np.Steps, store.NewStep{Name: step.Name, Skipped: step.Applies != nil && !step.Applies(&in.Request)})
+	}
+	if idempotencyKey != "" {
+		np.IdempotencyKey = idempotencyKey
+		if np.RequestHash, err = s.requestHash(in); err != nil {
+			return nil, false, err
+		}
+	}
+	pid, replayed, err := s.db.CreateProtection(ctx, np)
+	if err != nil {
+		return nil, false, err
+	}
+	p, err := s.db.FindProtection(ctx, tenant, pid)
+	if err != nil {
+		return nil, false, err
+	}
+	return p, replayed, nil
+}
+
+// requestHash identifies a body under an idempotency key. It is keyed by the
+// credentials key, so the stored hash says nothing about the credentials.
+func (s *Service) requestHash(in mcpguard.NewProtection) ([]byte, error) {
+	canonical, err := canonicalJSON(in)
+	if err != nil {
+		return nil, fmt.Errorf("error hashing request: %w", err)
+	}
+	if sealer := s.db.Sealer(); sealer != nil {
+		return sealer.Digest(canonical), nil
+	}
+	if in.Credentials != nil {
+		return nil, mcpguard.Errorf(mcpguard.EINTERNAL, "Credentials cannot be stored: no credentials key is configured.")
+	}
+	sum := sha256.Sum256(canonical)
+	return sum[:], nil
+}
+
+// canonicalJSON encodes v with sorted keys and no insignificant space, so two
+// equal bodies hash alike however their free-form parts were written.
+func canonicalJSON(v any) ([]byte, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	var generic any
+	if err := store.DecodeJSON(b, &generic); err != nil {
+		return nil, err
+	}
+	return json.Marshal(generic)
+}
+
+// FindProtection returns one of the tenant's jobs with its steps.
+func (s *Service) FindProtection(ctx context.Context, tenant, id string) (*mcpguard.Protection, error) {
+	return s.db.FindProtection(ctx, tenant, id)
+}
+
+// ListProtections returns a page of the tenant's jobs, newest first, and the
+// cursor of the next page ("" on the last page).
+func (s *Service) ListProtections(ctx context.Context, tenant string, f mcpguard.ProtectionFilter) ([]*mcpguard.Protection, string, error) {
+	switch f.State {
+	case "", mcpguard.StateQueued, mcpguard.StateRunning, mcpguard.StateSucceeded, mcpguard.StateFailed, mcpguard.StateCancelled:
+	default:
+		return nil, "", &mcpguard.Error{Code: mcpguard.EINVALID, Message: "Invalid state filter.",
+			Fields: []mcpguard.FieldError{{Field: "state", Message: "must be one of queued, running, succeeded, failed, cancelled"}}}
+	}
+	limit := f.Limit
+	if limit == 0 {
+		limit = DefaultListLimit
+	}
+	if limit < 1 || limit > MaxListLimit {
+		return nil, "", &mcpguard.Error{Code: mcpguard.EINVALID, Message: "Invalid limit.",
+			Fields: []mcpguard.FieldError{{Field: "limit", Message: fmt.Sprintf("must be between 1 and %d", MaxListLimit)}}}
+	}
+	var after *store.Cursor
+	if f.Cursor != "" {
+		c, err := decodeCursor(f.Cursor)
+		if err != nil {
+			return nil, "", &mcpguard.Error{Code: mcpguard.EINVALID, Message: "Invalid cursor.",
+				Fields: []mcpguard.FieldError{{Field: "cursor", Message: "is not a cursor this server issued"}}}
+		}
+		after = c
+	}
+	list, err := s.db.ListProtections(ctx, tenant, f.State, limit+1, after)
+	if err != nil {
+		return nil, "", err
+	}
+	next := ""
+	if len(list) > limit {
+		list = list[:limit]
+		last := list[limit-1]
+		next = encodeCursor(store.Cursor{CreatedAt: last.CreatedAt, ID: last.ID})
+	}
+	return list, next, nil
+}
+
+// encodeCursor makes an opaque page token of a position in the list.
+func encodeCursor(c store.Cursor) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(c.CreatedAt.UTC().Format(time.RFC3339Nano) + "|" + c.ID))
+}
+
+func decodeCursor(s string) (*store.Cursor, error) {
+	raw, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		return nil, err
+	}
+	at, id, ok := strings.Cut(string(raw), "|")
+	if !ok {
+		return nil, fmt.Errorf("cursor has no separator")
+	}
+	t, err := time.Parse(time.RFC3339Nano, at)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := uuid.Parse(id); err != nil {
+		return nil, err
+	}
+	return &store.Cursor{CreatedAt: t, ID: id}, nil
+}
+
+// RetryProtection re-queues a failed or cancelled job at the step where it
+// stopped, applying corrected inputs and fresh credentials.
+func (s *Service) RetryProtection(ctx context.Context, tenant, id string, in mcpguard.RetryInput) (*mcpguard.Protection, error) {
+	correct := func(req *mcpguard.Request) []string {
+		var corrected []string
+		if in.Target != nil {
+			req.Target = in.Target
+			corrected = append(corrected, "target")
+		}
+		if in.Environment != nil {
+			req.Environment = in.Environment
+			corrected = append(corrected, "environment")
+		}
+		if in.Instance != nil {
+			req.Instance = in.Instance
+			corrected = append(corrected, "instance")
+		}
+		if len(in.Policies) > 0 {
+			req.Policies = in.Policies
+			corrected = append(corrected, "policies")
+		}
+		return corrected
+	}
+	if err := s.db.RetryProtection(ctx, tenant, id, tenant, correct, in.Credentials); err != nil {
+		return nil, err
+	}
+	return s.db.FindProtection(ctx, tenant, id)
+}
+
+// CancelProtection cancels a queued job at once and asks the worker of a
+// running one to stop it; the answer shows running until it has.
+func (s *Service) CancelProtection(ctx context.Context, tenant, id string) (*mcpguard.Protection, error) {
+	if _, err := s.db.CancelProtection(ctx, tenant, id, tenant); err != nil {
+		return nil, err
+	}
+	return s.db.FindProtection(ctx, tenant, id)
+}
+
+// ListEvents returns the job's audit trail, oldest first.
+func (s *Service) ListEvents(ctx context.Context, tenant, id string) ([]mcpguard.Event, error) {
+	return s.db.ListEvents(ctx, tenant, id)
+}

@@ -62,7 +62,7 @@ func decodeError(err error) error {
 	case errors.As(err, &syntaxErr):
 		return mcpguard.Errorf(mcpguard.EINVALID, "The body is malformed JSON at byte %d.", syntaxErr.Offset)
 	case errors.As(err, &typeErr):
-		field := typeErr.Field
+		field := jsonPath(typeErr.Field)
 		if field == "" {
 			field = "(body)"
 		}
@@ -83,6 +83,19 @@ func decodeError(err error) error {
 		}
 	}
 	return mcpguard.Errorf(mcpguard.EINVALID, "The body is not valid JSON for this request.")
+}
+
+// jsonPath drops the Go names of embedded structs (NewProtection embeds
+// Request) from a decoder field path; every JSON name of the API starts with a
+// lower-case letter, so an upper-case segment is always a Go name.
+func jsonPath(goPath string) string {
+	var kept []string
+	for _, seg := range strings.Split(goPath, ".") {
+		if seg != "" && (seg[0] < 'A' || seg[0] > 'Z') {
+			kept = append(kept, seg)
+		}
+	}
+	return strings.Join(kept, ".")
 }
 
 // jsonTypeName names a Go kind the way a JSON author thinks of it.

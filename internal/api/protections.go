@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
@@ -168,6 +169,9 @@ func (s *Server) handleListEvents(w http.ResponseWriter, r *http.Request) {
 	if events == nil {
 		events = []mcpguard.Event{}
 	}
+	for i := range events {
+		events[i].At = events[i].At.UTC()
+	}
 	s.encode(w, r, http.StatusOK, EventList{Items: events})
 }
 
@@ -197,6 +201,9 @@ func truncate(s string, n int) string {
 // changed.
 func view(p *mcpguard.Protection) *mcpguard.Protection {
 	v := *p
+	v.CreatedAt = v.CreatedAt.UTC()
+	v.UpdatedAt = v.UpdatedAt.UTC()
+	v.FinishedAt = utc(v.FinishedAt)
 	if v.Variables == nil {
 		v.Variables = map[string]any{}
 	}
@@ -206,9 +213,21 @@ func view(p *mcpguard.Protection) *mcpguard.Protection {
 	v.Steps = make([]mcpguard.Step, len(p.Steps))
 	copy(v.Steps, p.Steps)
 	for i := range v.Steps {
+		v.Steps[i].StartedAt = utc(v.Steps[i].StartedAt)
+		v.Steps[i].FinishedAt = utc(v.Steps[i].FinishedAt)
 		if v.Steps[i].Captured == nil {
 			v.Steps[i].Captured = map[string]any{}
 		}
 	}
 	return &v
+}
+
+// utc keeps the contract's promise that times are UTC whatever the database
+// session's time zone.
+func utc(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
 }

@@ -93,12 +93,13 @@ func runTests(m *testing.M) int {
 	cat := testCatalogue()
 	env.service = workflow.NewService(db, cat)
 	engine := workflow.NewEngine(db, cat, workflow.EngineConfig{
-		Workers:       4,
-		PollInterval:  50 * time.Millisecond,
-		BackoffBase:   10 * time.Millisecond,
-		BackoffMax:    50 * time.Millisecond,
-		ShutdownGrace: 200 * time.Millisecond,
-		Logger:        logger,
+		Workers:           4,
+		PollInterval:      50 * time.Millisecond,
+		BackoffBase:       10 * time.Millisecond,
+		BackoffMax:        50 * time.Millisecond,
+		ShutdownGrace:     200 * time.Millisecond,
+		HeartbeatInterval: 100 * time.Millisecond,
+		Logger:            logger,
 	})
 	engineDone := make(chan error, 1)
 	go func() { engineDone <- engine.Run(ctx) }()

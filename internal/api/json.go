@@ -75,7 +75,7 @@ func decodeError(err error) error {
 			}},
 		}
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		name := truncate(strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`), 100)
 		return &mcpguard.Error{
 			Code:    mcpguard.EINVALID,
 			Message: fmt.Sprintf("The request has an unknown field %q.", name),

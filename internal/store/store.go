@@ -16,7 +16,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
-	"github.com/pressly/goose/v3/lock"
 
 	"github.com/mcpguard/mcpguard/migrations"
 )
@@ -130,6 +129,20 @@ func migrate(ctx context.Context, sqlDB *sql.DB) error {
 	if err != nil {
 		return err
 	}
+	// A session advisory lock, waited for without polling, so replicas that
+	// start together migrate one after the other and the later ones find
+	// nothing to do.
+	conn, err := sqlDB.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("error acquiring connection for migration lock: %w", err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock($1)`, migrationLockID); err != nil {
+		return fmt.Errorf("error taking migration lock: %w", err)
+	}
+	defer func() {
+		_, _ = conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, migrationLockID)
+	}()
 	if _, err := p.Up(ctx); err != nil {
 		return fmt.Errorf("error applying migrations: %w", err)
 	}
@@ -137,12 +150,7 @@ func migrate(ctx context.Context, sqlDB *sql.DB) error {
 }
 
 func newProvider(sqlDB *sql.DB) (*goose.Provider, error) {
-	locker, err := lock.NewPostgresSessionLocker(lock.WithLockID(migrationLockID))
-	if err != nil {
-		return nil, fmt.Errorf("error creating migration lock: %w", err)
-	}
-	p, err := goose.NewProvider(goose.DialectPostgres, sqlDB, migrations.FS,
-		goose.WithSessionLocker(locker), goose.WithDisableGlobalRegistry(true))
+	p, err := goose.NewProvider(goose.DialectPostgres, sqlDB, migrations.FS, goose.WithDisableGlobalRegistry(true))
 	if err != nil {
 		return nil, fmt.Errorf("error creating migration provider: %w", err)
 	}

@@ -217,7 +217,11 @@ func (e *Engine) work(ctx, stepsCtx context.Context, worker int) {
 	timer := time.NewTimer(e.cfg.PollInterval)
 	defer timer.Stop()
 	for ctx.Err() == nil {
-		job, err := e.db.Claim(ctx, e.cfg.Owner, e.cfg.LeaseDuration)
+		// The claim is not cancelled with ctx: a claim that committed but
+		// whose answer was lost would strand the job until its lease expired.
+		claimCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), dbTimeout)
+		job, err := e.db.Claim(claimCtx, e.cfg.Owner, e.cfg.LeaseDuration)
+		cancel()
 		if err != nil && ctx.Err() == nil {
 			log.Error().Err(err).Msg("error claiming a job")
 		}
@@ -248,6 +252,21 @@ func (e *Engine) process(stepsCtx context.Context, job *store.Job) {
 		e.finish(log, job.Lease, store.StepResult{Kind: store.ResultCancelled, Step: job.CurrentStep})
 		return
 	}
+
+	// Registered before the step starts, so a cancel notified from now on
+	// reaches the step; one notified earlier is caught by the heartbeat.
+	stepCtx, cancelStep := context.WithCancelCause(stepsCtx)
+	defer cancelStep(nil)
+	e.mu.Lock()
+	e.running[job.ProtectionID] = runningStep{fence: job.Fence, cancel: cancelStep}
+	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		if r, ok := e.running[job.ProtectionID]; ok && r.fence == job.Fence {
+			delete(e.running, job.ProtectionID)
+		}
+		e.mu.Unlock()
+	}()
 
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(stepsCtx), dbTimeout)
 	start, err := e.db.StartStep(ctx, job.Lease, job.CurrentStep, job.PreviousState)
@@ -282,7 +301,7 @@ func (e *Engine) process(stepsCtx context.Context, job *store.Job) {
 	} else {
 		log.Info().Msg("step started")
 	}
-	outcome, runErr, cause := e.runStep(stepsCtx, log, job, step, start)
+	outcome, runErr, cause := e.runStep(stepCtx, cancelStep, log, job, step, start)
 
 	result := store.StepResult{Step: step.Name, Attempt: start.Attempt, Counted: start.Counted}
 	switch {
@@ -337,20 +356,7 @@ func (e *Engine) classify(r *store.StepResult, step Step, start store.StepStart,
 
 // runStep runs one step under a heartbeat, returning its result and the
 // reason the engine cancelled its context, if it did.
-func (e *Engine) runStep(stepsCtx context.Context, log zerolog.Logger, job *store.Job, step Step, start store.StepStart) (outcome *Outcome, runErr error, cause error) {
-	ctx, cancel := context.WithCancelCause(stepsCtx)
-	defer cancel(nil)
-	e.mu.Lock()
-	e.running[job.ProtectionID] = runningStep{fence: job.Fence, cancel: cancel}
-	e.mu.Unlock()
-	defer func() {
-		e.mu.Lock()
-		if r, ok := e.running[job.ProtectionID]; ok && r.fence == job.Fence {
-			delete(e.running, job.ProtectionID)
-		}
-		e.mu.Unlock()
-	}()
-
+func (e *Engine) runStep(ctx context.Context, cancel context.CancelCauseFunc, log zerolog.Logger, job *store.Job, step Step, start store.StepStart) (outcome *Outcome, runErr error, cause error) {
 	stopHeartbeat := make(chan struct{})
 	heartbeatDone := make(chan struct{})
 	go func() {

@@ -1,0 +1,177 @@
+package store_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/mcpguard/mcpguard"
+	"github.com/mcpguard/mcpguard/internal/store"
+	"github.com/mcpguard/mcpguard/internal/testdb"
+)
+
+var testURL string
+
+func TestMain(m *testing.M) {
+	url, drop, err := testdb.Create(context.Background(), "store")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	testURL = url
+	code := m.Run()
+	drop()
+	os.Exit(code)
+}
+
+func TestMigrateConcurrentlyAndReady(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := testdb.New(t, "storemig") // must start empty, however often the test runs
+	db, err := store.Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Ready(ctx); err == nil {
+		t.Fatal("ready before migrating")
+	}
+	// Replicas starting together: the advisory lock serializes them.
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	for i := range errs {
+		wg.Go(func() { errs[i] = store.Migrate(ctx, url) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("migrate %d: %v", i, err)
+		}
+	}
+	if err := db.Migrate(ctx); err != nil {
+		t.Fatalf("migrating again: %v", err)
+	}
+	if err := db.Ready(ctx); err != nil {
+		t.Fatalf("not ready after migrating: %v", err)
+	}
+	if err := db.Ping(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Run("constraints", func(t *testing.T) { testConstraints(t, url) })
+}
+
+// testConstraints proves that impossible rows cannot be written.
+func testConstraints(t *testing.T, url string) {
+	ctx := context.Background()
+	raw, err := pgxpool.New(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	id := uuid.NewString()
+	if _, err := raw.Exec(ctx, `INSERT INTO protections (id, tenant, state, current_step, request) VALUES ($1, 't', 'queued', 'auth', '{}')`, id); err != nil {
+		t.Fatalf("valid row refused: %v", err)
+	}
+	if _, err := raw.Exec(ctx, `INSERT INTO steps (protection_id, position, name, state) VALUES ($1, 0, 'auth', 'pending')`, id); err != nil {
+		t.Fatalf("valid step refused: %v", err)
+	}
+	bad := map[string]string{
+		"unknown state":              `UPDATE protections SET state = 'done' WHERE id = $1`,
+		"finished without time":      `UPDATE protections SET state = 'succeeded' WHERE id = $1`,
+		"finished time when queued":  `UPDATE protections SET finished_at = now() WHERE id = $1`,
+		"half a lease":               `UPDATE protections SET state = 'running', lease_owner = 'x' WHERE id = $1`,
+		"queued with a lease":        `UPDATE protections SET lease_owner = 'x', lease_expires_at = now() WHERE id = $1`,
+		"failed without error":       `UPDATE protections SET state = 'failed', finished_at = now() WHERE id = $1`,
+		"cancel flag when queued":    `UPDATE protections SET cancel_requested = true WHERE id = $1`,
+		"credentials after success":  `UPDATE protections SET state = 'succeeded', finished_at = now(), credentials = '\x01' WHERE id = $1`,
+		"key without hash":           `UPDATE protections SET idempotency_key = 'k' WHERE id = $1`,
+		"step done without time":     `UPDATE steps SET state = 'succeeded', started_at = now() WHERE protection_id = $1`,
+		"step running never started": `UPDATE steps SET state = 'running' WHERE protection_id = $1`,
+		"step failed without error":  `UPDATE steps SET state = 'failed', started_at = now(), finished_at = now() WHERE protection_id = $1`,
+		"duplicate step name":        `INSERT INTO steps (protection_id, position, name, state) VALUES ($1, 1, 'auth', 'pending')`,
+		"event rewritten":            `UPDATE events SET kind = 'x' WHERE protection_id = $1 OR true`,
+	}
+	if _, err := raw.Exec(ctx, `INSERT INTO events (protection_id, kind, actor) VALUES ($1, 'created', 't')`, id); err != nil {
+		t.Fatal(err)
+	}
+	for name, sql := range bad {
+		if _, err := raw.Exec(ctx, sql, id); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+func TestSealer(t *testing.T) {
+	t.Parallel()
+	key := bytes.Repeat([]byte{1}, 32)
+	s, err := store.ParseSealerKey(base64.StdEncoding.EncodeToString(key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := uuid.NewString()
+	secret := []byte(`{"clientSecret":"hunter2-hunter2"}`)
+	a, err := s.Seal(id, secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := s.Seal(id, secret)
+	if bytes.Equal(a, b) {
+		t.Error("two seals are equal: the nonce is not random")
+	}
+	if bytes.Contains(a, []byte("hunter2")) {
+		t.Error("sealed blob holds the plaintext")
+	}
+	if got, err := s.Open(id, a); err != nil || !bytes.Equal(got, secret) {
+		t.Fatalf("open: %v", err)
+	}
+	if _, err := s.Open(uuid.NewString(), a); err == nil {
+		t.Error("opened for another id")
+	}
+	tampered := append([]byte(nil), a...)
+	tampered[len(tampered)-1] ^= 1
+	if _, err := s.Open(id, tampered); err == nil {
+		t.Error("opened a tampered blob")
+	}
+	if _, err := s.Open(id, a[:5]); err == nil {
+		t.Error("opened a truncated blob")
+	}
+	other, _ := store.NewSealer(bytes.Repeat([]byte{2}, 32))
+	if _, err := other.Open(id, a); err == nil {
+		t.Error("opened with another key")
+	} else if strings.Contains(err.Error(), "hunter2") {
+		t.Error("error leaks the secret")
+	}
+	if bytes.Equal(s.Digest([]byte("x")), other.Digest([]byte("x"))) || !bytes.Equal(s.Digest([]byte("x")), s.Digest([]byte("x"))) {
+		t.Error("digest is not keyed or not deterministic")
+	}
+	for _, bad := range []string{"", "not base64!", base64.StdEncoding.EncodeToString([]byte("short"))} {
+		if _, err := store.ParseSealerKey(bad); err == nil {
+			t.Errorf("key %q accepted", bad)
+		}
+	}
+}
+
+func TestCredentialsNeedASealer(t *testing.T) {
+	ctx := context.Background()
+	if err := store.Migrate(ctx, testURL); err != nil {
+		t.Fatal(err)
+	}
+	db, err := store.Open(ctx, testURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	_, _, err = db.CreateProtection(ctx, store.NewProtection{ID: uuid.NewString(), Tenant: "t", Actor: "t",
+		Credentials: &mcpguard.Credentials{Token: "tok-secret"}, Steps: []store.NewStep{{Name: "auth"}}})
+	if err == nil || strings.Contains(err.Error(), "tok-secret") {
+		t.Fatalf("stored credentials without a key: %v", err)
+	}
+}

@@ -1,0 +1,179 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/mcpguard/mcpguard/internal/store"
+)
+
+// envPrefix is the prefix of every configuration variable.
+const envPrefix = "MCPGUARD"
+
+// Config is the server's configuration, read from MCPGUARD_* variables. The
+// struct tags are envconfig's, so `mcpguard help` prints this table through
+// envconfig.Usagef; loadConfig reads the same tags through a getenv function
+// so tests can pass a fake environment.
+type Config struct {
+	DatabaseURL          string        `envconfig:"DATABASE_URL" required:"true" secret:"true" desc:"Postgres connection URL, e.g. postgres://mcpguard@db:5432/mcpguard"`
+	HTTPAddr             string        `envconfig:"HTTP_ADDR" default:":8080" desc:"address the HTTP API listens on"`
+	AnypointURL          string        `envconfig:"ANYPOINT_URL" default:"https://anypoint.mulesoft.com" desc:"base URL of Anypoint Platform (or of the simulator)"`
+	AnypointClientID     string        `envconfig:"ANYPOINT_CLIENT_ID" desc:"default connected app, used when a request carries no credentials"`
+	AnypointClientSecret string        `envconfig:"ANYPOINT_CLIENT_SECRET" secret:"true" desc:"secret of the default connected app"`
+	APIKeys              string        `envconfig:"API_KEYS" secret:"true" desc:"tenant=key pairs separated by commas; required by serve"`
+	CredentialsKey       string        `envconfig:"CREDENTIALS_KEY" secret:"true" desc:"base64 of 32 random bytes that encrypt stored credentials; required by serve"`
+	Workers              int           `envconfig:"WORKERS" default:"4" desc:"steps this replica runs at once"`
+	LogLevel             string        `envconfig:"LOG_LEVEL" default:"info" desc:"trace, debug, info, warn or error"`
+	ShutdownGrace        time.Duration `envconfig:"SHUTDOWN_GRACE" default:"20s" desc:"how long running steps and HTTP requests may finish after SIGTERM"`
+	VerifyTimeout        time.Duration `envconfig:"VERIFY_TIMEOUT" default:"20m" desc:"how long the verify step waits for the deployment and instance to be live"`
+}
+
+// loadConfig fills a Config from getenv, applying defaults and reporting every
+// bad or missing variable at once. Values of secret variables never appear in
+// its errors.
+func loadConfig(getenv func(string) string) (Config, error) {
+	var cfg Config
+	var problems []string
+	v := reflect.ValueOf(&cfg).Elem()
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		name := envPrefix + "_" + f.Tag.Get("envconfig")
+		raw, isSet := getenv(name), true
+		if raw == "" {
+			raw, isSet = f.Tag.Get("default"), false
+		}
+		if raw == "" {
+			if f.Tag.Get("required") == "true" {
+				problems = append(problems, name+" is required")
+			}
+			continue
+		}
+		shown := strconv.Quote(raw)
+		if f.Tag.Get("secret") == "true" || !isSet {
+			shown = "the value given"
+		}
+		switch field := v.Field(i); field.Kind() {
+		case reflect.String:
+			field.SetString(raw)
+		case reflect.Int:
+			n, err := strconv.Atoi(raw)
+			if err != nil || n < 1 {
+				problems = append(problems, fmt.Sprintf("%s must be a positive integer; %s is not", name, shown))
+				continue
+			}
+			field.SetInt(int64(n))
+		case reflect.Int64: // time.Duration
+			d, err := time.ParseDuration(raw)
+			if err != nil || d <= 0 {
+				problems = append(problems, fmt.Sprintf("%s must be a positive duration such as 30s or 5m; %s is not", name, shown))
+				continue
+			}
+			field.SetInt(int64(d))
+		}
+	}
+	if cfg.DatabaseURL != "" {
+		if u, err := url.Parse(cfg.DatabaseURL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+			problems = append(problems, envPrefix+"_DATABASE_URL must be a postgres:// URL")
+		}
+	}
+	if u, err := url.Parse(cfg.AnypointURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		problems = append(problems, envPrefix+"_ANYPOINT_URL must be an absolute http(s) URL")
+	}
+	if _, err := zerolog.ParseLevel(cfg.LogLevel); err != nil || cfg.LogLevel == "" {
+		problems = append(problems, fmt.Sprintf("%s_LOG_LEVEL must be trace, debug, info, warn or error; %q is not", envPrefix, cfg.LogLevel))
+	}
+	if (cfg.AnypointClientID == "") != (cfg.AnypointClientSecret == "") {
+		problems = append(problems, envPrefix+"_ANYPOINT_CLIENT_ID and "+envPrefix+"_ANYPOINT_CLIENT_SECRET must be set together")
+	}
+	if len(problems) > 0 {
+		return cfg, errors.New("invalid configuration: " + strings.Join(problems, "; "))
+	}
+	return cfg, nil
+}
+
+// serveSecrets are what serve needs beyond the shared configuration.
+type serveSecrets struct {
+	keys   map[string]string
+	sealer *store.Sealer
+}
+
+// parseServeSecrets checks the variables only serve needs. Its errors name the
+// variable and the bad entry by position, never a key.
+func parseServeSecrets(cfg Config) (serveSecrets, error) {
+	var problems []string
+	keys, err := parseAPIKeys(cfg.APIKeys)
+	if err != nil {
+		problems = append(problems, err.Error())
+	}
+	var sealer *store.Sealer
+	if cfg.CredentialsKey == "" {
+		problems = append(problems, envPrefix+"_CREDENTIALS_KEY is required: the base64 of 32 random bytes (openssl rand -base64 32)")
+	} else if sealer, err = store.ParseSealerKey(strings.TrimSpace(cfg.CredentialsKey)); err != nil {
+		problems = append(problems, envPrefix+"_CREDENTIALS_KEY must be the base64 of exactly 32 bytes (openssl rand -base64 32)")
+	}
+	if len(problems) > 0 {
+		return serveSecrets{}, errors.New("invalid configuration: " + strings.Join(problems, "; "))
+	}
+	return serveSecrets{keys: keys, sealer: sealer}, nil
+}
+
+// parseAPIKeys reads "tenant=key,tenant2=key2". Keys are at least 16
+// characters so that a typo cannot leave a guessable key in production.
+func parseAPIKeys(raw string) (map[string]string, error) {
+	const name = envPrefix + "_API_KEYS"
+	const minKeyLength = 16
+	if strings.TrimSpace(raw) == "" {
+		return nil, errors.New(name + " is required: tenant=key pairs separated by commas")
+	}
+	keys := map[string]string{}
+	owner := map[string]string{}
+	for i, entry := range strings.Split(raw, ",") {
+		n := i + 1
+		tenant, key, ok := strings.Cut(strings.TrimSpace(entry), "=")
+		tenant, key = strings.TrimSpace(tenant), strings.TrimSpace(key)
+		switch {
+		case !ok:
+			return nil, fmt.Errorf("%s entry %d is not tenant=key", name, n)
+		case tenant == "":
+			return nil, fmt.Errorf("%s entry %d has no tenant before '='", name, n)
+		case !validTenant(tenant):
+			return nil, fmt.Errorf("%s entry %d: the tenant name may only have letters, digits, '.', '-' and '_'", name, n)
+		case key == "":
+			return nil, fmt.Errorf("%s entry %d (tenant %q) has an empty key", name, n, tenant)
+		case len(key) < minKeyLength:
+			return nil, fmt.Errorf("%s entry %d (tenant %q) has a key shorter than %d characters", name, n, tenant, minKeyLength)
+		}
+		if _, dup := keys[tenant]; dup {
+			return nil, fmt.Errorf("%s entry %d repeats tenant %q", name, n, tenant)
+		}
+		if other, dup := owner[key]; dup {
+			return nil, fmt.Errorf("%s entry %d (tenant %q) reuses the key of tenant %q", name, n, tenant, other)
+		}
+		keys[tenant], owner[key] = key, tenant
+	}
+	return keys, nil
+}
+
+func validTenant(s string) bool {
+	for _, c := range s {
+		ok := c == '.' || c == '-' || c == '_' || (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// newLogger returns the JSON logger of the process.
+func newLogger(cfg Config, stdout interface{ Write([]byte) (int, error) }) zerolog.Logger {
+	level, _ := zerolog.ParseLevel(cfg.LogLevel)
+	return zerolog.New(stdout).Level(level).With().Timestamp().Str("service", "mcpguard").Logger()
+}

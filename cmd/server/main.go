@@ -1,0 +1,79 @@
+// Command server runs mcpguard: the HTTP API and the engine that carries
+// protections through the guide's steps against Anypoint Platform.
+//
+// Usage:
+//
+//	server [serve]   apply migrations, then serve the API and run jobs (default)
+//	server migrate   apply migrations and exit
+//	server help      list the MCPGUARD_* variables
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"text/tabwriter"
+
+	"github.com/kelseyhightower/envconfig"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args, os.Getenv, os.Stdout); err != nil {
+		fmt.Fprintf(os.Stderr, "mcpguard: %v\n", err)
+		stop()
+		os.Exit(1)
+	}
+}
+
+// run is main without the process: tests call it with their own context,
+// environment and output.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	command := "serve"
+	if len(args) > 1 {
+		command = args[1]
+	}
+	if len(args) > 2 {
+		return fmt.Errorf("unexpected arguments after %q: configuration comes from MCPGUARD_* variables", command)
+	}
+	switch command {
+	case "help", "-h", "-help", "--help":
+		return usage(stdout)
+	case "serve", "migrate":
+	default:
+		return fmt.Errorf("unknown command %q: want serve, migrate or help", command)
+	}
+
+	cfg, err := loadConfig(getenv)
+	if err != nil {
+		return err
+	}
+	logger := newLogger(cfg, stdout)
+	if command == "migrate" {
+		if err := migrate(ctx, cfg); err != nil {
+			return err
+		}
+		logger.Info().Msg("migrations applied")
+		return nil
+	}
+	secrets, err := parseServeSecrets(cfg)
+	if err != nil {
+		return err
+	}
+	return serve(ctx, cfg, secrets, logger)
+}
+
+// usage prints every variable with its default, from Config's tags.
+func usage(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	const format = "Usage: server [serve|migrate|help]\n\nConfiguration:\n\nVARIABLE\tDEFAULT\tREQUIRED\tMEANING\n" +
+		"{{range .}}{{usage_key .}}\t{{usage_default .}}\t{{usage_required .}}\t{{usage_description .}}\n{{end}}"
+	if err := envconfig.Usagef(envPrefix, &Config{}, tw, format); err != nil {
+		return fmt.Errorf("error printing usage: %w", err)
+	}
+	return tw.Flush()
+}

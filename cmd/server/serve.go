@@ -1,0 +1,125 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/rs/zerolog"
+
+	"github.com/mcpguard/mcpguard/internal/api"
+	"github.com/mcpguard/mcpguard/internal/store"
+	"github.com/mcpguard/mcpguard/internal/workflow"
+)
+
+// migrate applies pending migrations. Replicas starting together serialize on
+// the store's advisory lock, so every replica may call it.
+func migrate(ctx context.Context, cfg Config) error {
+	if err := store.Migrate(ctx, cfg.DatabaseURL); err != nil {
+		return fmt.Errorf("error migrating database %s: %w", redactURL(cfg.DatabaseURL), err)
+	}
+	return nil
+}
+
+// serve runs the API and the engine until ctx is done, then shuts down in
+// order: stop accepting HTTP and claiming jobs, let running requests and steps
+// finish within the grace, release leases, close the database.
+func serve(ctx context.Context, cfg Config, secrets serveSecrets, logger zerolog.Logger) error {
+	if err := migrate(ctx, cfg); err != nil {
+		return err
+	}
+	db, err := store.Open(ctx, cfg.DatabaseURL, store.WithSealer(secrets.sealer))
+	if err != nil {
+		return fmt.Errorf("error opening database %s: %w", redactURL(cfg.DatabaseURL), err)
+	}
+	defer db.Close()
+
+	registry := prometheus.NewRegistry()
+	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	cat := newCatalogue(cfg, logger)
+	engine := workflow.NewEngine(db, cat, workflow.EngineConfig{
+		Workers:       cfg.Workers,
+		ShutdownGrace: cfg.ShutdownGrace,
+		Logger:        logger.With().Str("component", "engine").Logger(),
+		Registerer:    registry,
+	})
+	handler, err := api.NewServer(api.Config{
+		Service:  workflow.NewService(db, cat),
+		Keys:     secrets.keys,
+		Ready:    db.Ready,
+		Registry: registry,
+		Logger:   logger.With().Str("component", "api").Logger(),
+	})
+	if err != nil {
+		return fmt.Errorf("error building the API: %w", err)
+	}
+
+	listener, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("error listening on %s: %w", cfg.HTTPAddr, err)
+	}
+	httpServer := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          nil,
+	}
+
+	// Either half failing stops the other.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	engineDone := make(chan error, 1)
+	go func() {
+		err := engine.Run(ctx)
+		cancel()
+		engineDone <- err
+	}()
+	httpDone := make(chan error, 1)
+	go func() {
+		err := httpServer.Serve(listener)
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		}
+		cancel()
+		httpDone <- err
+	}()
+	logger.Info().Str("addr", listener.Addr().String()).Str("engine", engine.Owner()).
+		Int("workers", cfg.Workers).Int("steps", len(cat)).Msg("mcpguard serving")
+
+	<-ctx.Done()
+	logger.Info().Dur("grace", cfg.ShutdownGrace).Msg("shutting down")
+	shutdownCtx, cancelShutdown := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
+	defer cancelShutdown()
+	var errs []error
+	if err := httpServer.Shutdown(shutdownCtx); err != nil {
+		errs = append(errs, fmt.Errorf("error draining HTTP connections: %w", err))
+	}
+	if err := <-httpDone; err != nil {
+		errs = append(errs, fmt.Errorf("error serving HTTP: %w", err))
+	}
+	if err := <-engineDone; err != nil && !errors.Is(err, context.Canceled) {
+		errs = append(errs, fmt.Errorf("error running the engine: %w", err))
+	}
+	if len(errs) == 0 {
+		logger.Info().Msg("mcpguard stopped")
+	}
+	return errors.Join(errs...)
+}
+
+// redactURL hides the password of a database URL in errors and logs.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparseable URL)"
+	}
+	return u.Redacted()
+}

@@ -1,0 +1,39 @@
+package api
+
+import (
+	"context"
+	"net/http"
+	"time"
+)
+
+// readyTimeout bounds the readiness check so a hung database answers 503
+// before the orchestrator's probe times out.
+const readyTimeout = 2 * time.Second
+
+// Status is the body of the health and readiness probes.
+type Status struct {
+	Status string `json:"status"`
+}
+
+func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) {
+	s.encode(w, r, http.StatusOK, Status{Status: "ok"})
+}
+
+func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
+	if s.ready != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
+		defer cancel()
+		if err := s.ready(ctx); err != nil {
+			// The cause may name hosts or users; it goes to the log only.
+			s.logger.Warn().Err(err).Str("request_id", requestIDFrom(r.Context())).Msg("not ready")
+			s.writeProblem(w, r, Problem{
+				Type:   problemTypePrefix + "not_ready",
+				Title:  "Not ready",
+				Status: http.StatusServiceUnavailable,
+				Detail: "The service cannot take work yet: its database is unreachable or not migrated.",
+			})
+			return
+		}
+	}
+	s.encode(w, r, http.StatusOK, Status{Status: "ready"})
+}

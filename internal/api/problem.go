@@ -1,0 +1,111 @@
+package api
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/mcpguard/mcpguard"
+)
+
+// Problem is an RFC 9457 problem details body. RequestID is an extension
+// member so that a caller can quote it when reporting an issue.
+type Problem struct {
+	Type      string                `json:"type"`
+	Title     string                `json:"title"`
+	Status    int                   `json:"status"`
+	Detail    string                `json:"detail"`
+	Instance  string                `json:"instance,omitempty"`
+	RequestID string                `json:"requestId,omitempty"`
+	Errors    []mcpguard.FieldError `json:"errors,omitempty"`
+}
+
+// problemTypePrefix makes problem types URNs: stable identifiers that do not
+// promise a documentation page at some URL.
+const problemTypePrefix = "urn:mcpguard:problem:"
+
+// codeStatus maps each application error code to its one HTTP status.
+var codeStatus = map[string]int{
+	mcpguard.EINVALID:       http.StatusBadRequest,
+	mcpguard.EUNAUTHORIZED:  http.StatusUnauthorized,
+	mcpguard.ENOTFOUND:      http.StatusNotFound,
+	mcpguard.ECONFLICT:      http.StatusConflict,
+	mcpguard.EUNPROCESSABLE: http.StatusUnprocessableEntity,
+	mcpguard.EINTERNAL:      http.StatusInternalServerError,
+}
+
+// codeTitle is the short, fixed summary of each code's problem type.
+var codeTitle = map[string]string{
+	mcpguard.EINVALID:       "Invalid request",
+	mcpguard.EUNAUTHORIZED:  "Unauthorized",
+	mcpguard.ENOTFOUND:      "Not found",
+	mcpguard.ECONFLICT:      "Conflict",
+	mcpguard.EUNPROCESSABLE: "Unprocessable request",
+	mcpguard.EINTERNAL:      "Internal error",
+}
+
+// ErrorStatus returns the HTTP status of an application error.
+func ErrorStatus(err error) int {
+	if status, ok := codeStatus[mcpguard.ErrorCode(err)]; ok {
+		return status
+	}
+	return http.StatusInternalServerError
+}
+
+// fail writes err as problem+json. Internal errors are logged with their
+// detail and answered with a generic message, so internals never leak.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	code := mcpguard.ErrorCode(err)
+	if _, known := codeStatus[code]; !known {
+		code = mcpguard.EINTERNAL
+	}
+	if code == mcpguard.EINTERNAL {
+		s.logger.Error().Err(err).Str("request_id", requestIDFrom(r.Context())).
+			Str("method", r.Method).Str("path", r.URL.Path).Msg("internal error")
+	}
+	p := Problem{
+		Type:   problemTypePrefix + code,
+		Title:  codeTitle[code],
+		Status: codeStatus[code],
+		Detail: mcpguard.ErrorMessage(err),
+	}
+	var e *mcpguard.Error
+	if errors.As(err, &e) {
+		p.Errors = e.Fields
+	}
+	if code == mcpguard.EUNAUTHORIZED {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="mcpguard"`)
+	}
+	s.writeProblem(w, r, p)
+}
+
+func (s *Server) writeProblem(w http.ResponseWriter, r *http.Request, p Problem) {
+	p.Instance = r.URL.Path
+	p.RequestID = requestIDFrom(r.Context())
+	writeJSON(w, "application/problem+json", p.Status, p)
+}
+
+func (s *Server) handleNotFound(w http.ResponseWriter, r *http.Request) {
+	s.fail(w, r, mcpguard.Errorf(mcpguard.ENOTFOUND, "There is no route %s %s.", r.Method, r.URL.Path))
+}
+
+// handleMethodNotAllowed answers 405 with the Allow header RFC 9110 requires;
+// chi does not hand the allowed methods to a custom handler, so they are found
+// by matching the path once per method.
+func (s *Server) handleMethodNotAllowed(w http.ResponseWriter, r *http.Request) {
+	var allowed []string
+	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+		if s.router.Match(chi.NewRouteContext(), m, r.URL.Path) {
+			allowed = append(allowed, m)
+		}
+	}
+	w.Header().Set("Allow", strings.Join(allowed, ", "))
+	s.writeProblem(w, r, Problem{
+		Type:   problemTypePrefix + "method_not_allowed",
+		Title:  "Method not allowed",
+		Status: http.StatusMethodNotAllowed,
+		Detail: "Method " + r.Method + " is not allowed on " + r.URL.Path + "; allowed: " + strings.Join(allowed, ", ") + ".",
+	})
+}

@@ -1,0 +1,233 @@
+package api
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/google/uuid"
+
+	"github.com/mcpguard/mcpguard"
+)
+
+// Idempotency headers (draft-ietf-httpapi-idempotency-key-header).
+const (
+	IdempotencyKeyHeader     = "Idempotency-Key"
+	IdempotentReplayedHeader = "Idempotent-Replayed"
+	MaxIdempotencyKeyLength  = 255
+	DefaultListLimit         = 20
+	MaxListLimit             = 100
+)
+
+// ProtectionList is the body of GET /protections. NextCursor is null on the
+// last page.
+type ProtectionList struct {
+	Items      []*mcpguard.Protection `json:"items"`
+	NextCursor *string                `json:"nextCursor"`
+}
+
+// EventList is the body of GET /protections/{id}/events.
+type EventList struct {
+	Items []mcpguard.Event `json:"items"`
+}
+
+func (s *Server) handleCreateProtection(w http.ResponseWriter, r *http.Request) {
+	key := r.Header.Get(IdempotencyKeyHeader)
+	if len(key) > MaxIdempotencyKeyLength || (key != "" && strings.TrimSpace(key) == "") {
+		s.fail(w, r, &mcpguard.Error{
+			Code:    mcpguard.EINVALID,
+			Message: "The Idempotency-Key header is invalid.",
+			Fields: []mcpguard.FieldError{{
+				Field:   IdempotencyKeyHeader,
+				Message: "must be 1 to 255 characters and not blank",
+			}},
+		})
+		return
+	}
+	var in mcpguard.NewProtection
+	if err := decode(w, r, &in, false); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	p, replayed, err := s.service.CreateProtection(r.Context(), tenantFrom(r.Context()), in, key)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	infoFrom(r.Context()).protectionID = p.ID
+	w.Header().Set("Location", "/protections/"+p.ID)
+	if replayed {
+		w.Header().Set(IdempotentReplayedHeader, "true")
+	}
+	s.encode(w, r, http.StatusAccepted, view(p))
+}
+
+func (s *Server) handleListProtections(w http.ResponseWriter, r *http.Request) {
+	filter, err := listFilter(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	items, next, err := s.service.ListProtections(r.Context(), tenantFrom(r.Context()), filter)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	list := ProtectionList{Items: make([]*mcpguard.Protection, 0, len(items))}
+	for _, p := range items {
+		list.Items = append(list.Items, view(p))
+	}
+	if next != "" {
+		list.NextCursor = &next
+	}
+	s.encode(w, r, http.StatusOK, list)
+}
+
+// listFilter reads state, limit and cursor, reporting every bad parameter.
+func listFilter(r *http.Request) (mcpguard.ProtectionFilter, error) {
+	q := r.URL.Query()
+	f := mcpguard.ProtectionFilter{Limit: DefaultListLimit, Cursor: q.Get("cursor")}
+	var fields []mcpguard.FieldError
+	if st := q.Get("state"); st != "" {
+		switch mcpguard.State(st) {
+		case mcpguard.StateQueued, mcpguard.StateRunning, mcpguard.StateSucceeded, mcpguard.StateFailed, mcpguard.StateCancelled:
+			f.State = mcpguard.State(st)
+		default:
+			fields = append(fields, mcpguard.FieldError{Field: "state", Message: "must be one of queued, running, succeeded, failed, cancelled"})
+		}
+	}
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > MaxListLimit {
+			fields = append(fields, mcpguard.FieldError{Field: "limit", Message: "must be an integer from 1 to " + strconv.Itoa(MaxListLimit)})
+		} else {
+			f.Limit = n
+		}
+	}
+	if len(fields) > 0 {
+		return f, &mcpguard.Error{Code: mcpguard.EINVALID, Message: "The query has invalid parameters; see errors.", Fields: fields}
+	}
+	return f, nil
+}
+
+func (s *Server) handleGetProtection(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.protectionID(w, r)
+	if !ok {
+		return
+	}
+	p, err := s.service.FindProtection(r.Context(), tenantFrom(r.Context()), id)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.encode(w, r, http.StatusOK, view(p))
+}
+
+func (s *Server) handleRetryProtection(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.protectionID(w, r)
+	if !ok {
+		return
+	}
+	var in mcpguard.RetryInput
+	if err := decode(w, r, &in, true); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	p, err := s.service.RetryProtection(r.Context(), tenantFrom(r.Context()), id, in)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.encode(w, r, http.StatusAccepted, view(p))
+}
+
+func (s *Server) handleCancelProtection(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.protectionID(w, r)
+	if !ok {
+		return
+	}
+	p, err := s.service.CancelProtection(r.Context(), tenantFrom(r.Context()), id)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.encode(w, r, http.StatusAccepted, view(p))
+}
+
+func (s *Server) handleListEvents(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.protectionID(w, r)
+	if !ok {
+		return
+	}
+	events, err := s.service.ListEvents(r.Context(), tenantFrom(r.Context()), id)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if events == nil {
+		events = []mcpguard.Event{}
+	}
+	for i := range events {
+		events[i].At = events[i].At.UTC()
+	}
+	s.encode(w, r, http.StatusOK, EventList{Items: events})
+}
+
+// protectionID reads the {id} path parameter. Ids are UUIDs; anything else
+// cannot name a protection, so it is a 404 like any unknown id rather than a
+// database error.
+func (s *Server) protectionID(w http.ResponseWriter, r *http.Request) (string, bool) {
+	raw := chi.URLParam(r, "id")
+	id, err := uuid.Parse(raw)
+	if err != nil {
+		s.fail(w, r, mcpguard.Errorf(mcpguard.ENOTFOUND, "There is no protection with id %q.", truncate(raw, 64)))
+		return "", false
+	}
+	infoFrom(r.Context()).protectionID = id.String()
+	return id.String(), true
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// view fills the collections a nil would turn into JSON null, so the response
+// always has the shape of the contract. It copies; the service's value is not
+// changed.
+func view(p *mcpguard.Protection) *mcpguard.Protection {
+	v := *p
+	v.CreatedAt = v.CreatedAt.UTC()
+	v.UpdatedAt = v.UpdatedAt.UTC()
+	v.FinishedAt = utc(v.FinishedAt)
+	if v.Variables == nil {
+		v.Variables = map[string]any{}
+	}
+	if v.Request.Policies == nil {
+		v.Request.Policies = []mcpguard.PolicyInput{}
+	}
+	v.Steps = make([]mcpguard.Step, len(p.Steps))
+	copy(v.Steps, p.Steps)
+	for i := range v.Steps {
+		v.Steps[i].StartedAt = utc(v.Steps[i].StartedAt)
+		v.Steps[i].FinishedAt = utc(v.Steps[i].FinishedAt)
+		if v.Steps[i].Captured == nil {
+			v.Steps[i].Captured = map[string]any{}
+		}
+	}
+	return &v
+}
+
+// utc keeps the contract's promise that times are UTC whatever the database
+// session's time zone.
+func utc(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}

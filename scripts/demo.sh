@@ -41,7 +41,6 @@ MCPGUARD_HTTP_ADDR="$SRV_ADDR" \
 MCPGUARD_ANYPOINT_URL="http://$SIM_ADDR" \
 MCPGUARD_API_KEYS="demo=$API_KEY" \
 MCPGUARD_CREDENTIALS_KEY="$(head -c 32 /dev/urandom | base64)" \
-MCPGUARD_POLL_INTERVAL=250ms \
 MCPGUARD_LOG_LEVEL=warn \
   bin/mcpguard serve >"$WORK/server.log" 2>&1 &
 pids+=($!)
@@ -53,5 +52,5 @@ for i in $(seq 1 100); do
 done
 
 echo
-MCPGUARD_DEMO_API_KEY="$API_KEY" MCPGUARD_DEMO_PASSWORD="${MCPGUARD_DEMO_PASSWORD:-alice-password}" \
+MCPGUARD_DEMO_API_KEY="$API_KEY" MCPGUARD_DEMO_PASSWORD="${MCPGUARD_DEMO_PASSWORD:-alice-Passw0rd!}" \
   bin/mcpguard-demo -server "http://$SRV_ADDR" || { echo; echo "server log tail:"; tail -20 "$WORK/server.log"; exit 1; }

@@ -3,6 +3,7 @@ package main
 import (
 	"github.com/rs/zerolog"
 
+	"github.com/mcpguard/mcpguard/internal/anypoint"
 	"github.com/mcpguard/mcpguard/internal/workflow"
 )
 
@@ -10,13 +11,14 @@ import (
 // that the wiring test can run jobs without reaching Anypoint.
 var newCatalogue = catalogue
 
-// catalogue is the one place the guide's steps are wired into the server.
-// Until the guide's steps are merged it returns an empty catalogue, with
-// which the service refuses new protections ("No step of the guide applies").
-// Wiring the guide is a one-line change of the return statement:
-//
-//	return workflow.GuideCatalogue(workflow.GuideConfig{Anypoint: <client for cfg.AnypointURL>,
-//		DefaultApp: <cfg.AnypointClientID/Secret when set>, VerifyTimeout: cfg.VerifyTimeout})
+// catalogue is the one place the guide's steps are wired into the server:
+// one Anypoint client (its token cache shared by every job) and the server's
+// default connected app, when configured.
 func catalogue(cfg Config, logger zerolog.Logger) workflow.Catalogue {
-	return workflow.Catalogue{}
+	client := anypoint.New(cfg.AnypointURL, anypoint.WithLogger(logger.With().Str("component", "anypoint").Logger()))
+	var app *anypoint.Credentials
+	if cfg.AnypointClientID != "" {
+		app = &anypoint.Credentials{ClientID: cfg.AnypointClientID, ClientSecret: cfg.AnypointClientSecret}
+	}
+	return workflow.GuideCatalogue(workflow.GuideConfig{Anypoint: client, DefaultApp: app, VerifyTimeout: cfg.VerifyTimeout})
 }

@@ -70,7 +70,7 @@ type protection struct {
 func run(ctx context.Context, args []string, getenv func(string) string, out io.Writer) error {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	server := fs.String("server", "http://127.0.0.1:18080", "mcpguard base URL")
-	version := fs.String("version", time.Now().UTC().Format("1.0.20060102150405"), "asset version to publish")
+	version := fs.String("version", fmt.Sprintf("1.0.%d", time.Now().Unix()), "asset version to publish")
 	user := fs.String("user", "alice", "Anypoint username")
 	timeout := fs.Duration("timeout", 90*time.Second, "give up after this long")
 	if err := fs.Parse(args); err != nil {
@@ -172,5 +172,7 @@ func call(ctx context.Context, method, url, key, body string, out any) error {
 	if resp.StatusCode >= 300 {
 		return fmt.Errorf("%s %s: %d %s", method, url, resp.StatusCode, strings.TrimSpace(string(data)))
 	}
-	return json.Unmarshal(data, out)
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber() // ids are integers; keep them as Anypoint wrote them
+	return dec.Decode(out)
 }

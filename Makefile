@@ -5,7 +5,11 @@ GO          ?= go
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TEST_TIMEOUT ?= 10m
 
-.PHONY: test lint run build bench
+.PHONY: demo test lint run build bench
+
+# demo: the simulator, the server and one protection from a spec, step by step.
+demo:
+	bash scripts/demo.sh
 
 test:
 	$(GO) test -race -timeout $(TEST_TIMEOUT) ./internal/workflow/...

@@ -39,13 +39,13 @@ func TestValidateConfigurationLegacy(t *testing.T) {
 	t.Parallel()
 	s := mustSchema(t, legacyClientID)
 
-	got, problems := validateConfiguration(s, map[string]any{"credentialsOrigin": "customExpression"})
+	_, problems := validateConfiguration(s, map[string]any{"credentialsOrigin": "customExpression"})
 	if len(problems) != 1 || !strings.Contains(problems[0], `unknown property "credentialsOrigin"`) ||
 		!strings.Contains(problems[0], `did you mean "credentialsOriginHasHttpBasicAuthenticationHeader"`) {
 		t.Fatalf("problems = %q", problems)
 	}
 
-	got, problems = validateConfiguration(s, map[string]any{"credentialsOriginHasHttpBasicAuthenticationHeader": "httpBasicAuthenticationHeader"})
+	got, problems := validateConfiguration(s, map[string]any{"credentialsOriginHasHttpBasicAuthenticationHeader": "httpBasicAuthenticationHeader"})
 	if len(problems) != 0 {
 		t.Fatalf("unexpected problems %q", problems)
 	}

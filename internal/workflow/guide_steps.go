@@ -199,7 +199,8 @@ func (g *Guide) env(ctx context.Context, run *Run) (*Outcome, error) {
 	if want == nil {
 		return nil, Permanent(0, "the request names no environment", HintEnvironmentNotFound)
 	}
-	envs, err := s.ListEnvironments(ctx, varString(run, "organizationId"), anypoint.EnvironmentQuery{Name: want.Name})
+	// No name filter: when the environment is missing, the error lists what exists.
+	envs, err := s.ListEnvironments(ctx, varString(run, "organizationId"), anypoint.EnvironmentQuery{})
 	if err != nil {
 		return nil, fail("listing environments", err, "")
 	}
@@ -242,7 +243,8 @@ func (g *Guide) target(ctx context.Context, run *Run) (*Outcome, error) {
 		return nil, Permanent(0, "the request names no gateway target", HintTargetNotFound)
 	}
 	org, env := varString(run, "organizationId"), varString(run, "environmentId")
-	targets, err := s.ListGatewayTargets(ctx, org, env, anypoint.TargetQuery{Name: want.Name})
+	// No name filter: when the target is missing, the error lists what exists.
+	targets, err := s.ListGatewayTargets(ctx, org, env, anypoint.TargetQuery{})
 	if err != nil {
 		return nil, fail("listing gateway targets", err, "")
 	}

@@ -1,0 +1,327 @@
+// Package e2e runs whole protections through the server's HTTP API, the
+// engine, a real Postgres and the Anypoint simulator.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/mcpguard/mcpguard/internal/anypoint"
+	"github.com/mcpguard/mcpguard/internal/anypoint/sim"
+	"github.com/mcpguard/mcpguard/internal/api"
+	"github.com/mcpguard/mcpguard/internal/store"
+	"github.com/mcpguard/mcpguard/internal/testdb"
+	"github.com/mcpguard/mcpguard/internal/workflow"
+)
+
+const (
+	tenant = "portal"
+	apiKey = "portal-key-0123456789abcdef"
+)
+
+// stack is one running mcpguard (API + engine) against one simulator and
+// one fresh database.
+type stack struct {
+	t       testing.TB
+	sim     *sim.Server
+	simURL  string
+	apiURL  string
+	db      *store.DB
+	logs    *syncBuffer
+	anyp    *anypoint.Client
+	session *anypoint.Session
+}
+
+type stackOptions struct {
+	simOptions    []sim.Option
+	verifyTimeout time.Duration
+	defaultApp    bool
+	workers       int
+}
+
+type option func(*stackOptions)
+
+func withSim(opts ...sim.Option) option {
+	return func(o *stackOptions) { o.simOptions = append(o.simOptions, opts...) }
+}
+
+func withVerifyTimeout(d time.Duration) option {
+	return func(o *stackOptions) { o.verifyTimeout = d }
+}
+
+func withDefaultApp() option { return func(o *stackOptions) { o.defaultApp = true } }
+
+// syncBuffer collects logs from several goroutines.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func newStack(t testing.TB, opts ...option) *stack {
+	t.Helper()
+	o := stackOptions{verifyTimeout: 20 * time.Second, workers: 4}
+	for _, f := range opts {
+		f(&o)
+	}
+	simOpts := append([]sim.Option{sim.WithDeploymentDelay(150 * time.Millisecond), sim.WithPublicationDelay(100 * time.Millisecond)}, o.simOptions...)
+	s := sim.New(simOpts...)
+	simSrv := httptest.NewServer(s)
+	t.Cleanup(simSrv.Close)
+
+	ctx := context.Background()
+	dbURL := testdb.New(t, "e2e")
+	if err := store.Migrate(ctx, dbURL); err != nil {
+		t.Fatalf("migrating: %v", err)
+	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		t.Fatal(err)
+	}
+	sealer, err := store.NewSealer(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := store.Open(ctx, dbURL, store.WithSealer(sealer))
+	if err != nil {
+		t.Fatalf("opening store: %v", err)
+	}
+	t.Cleanup(db.Close)
+
+	logs := &syncBuffer{}
+	logger := zerolog.New(logs).Level(zerolog.DebugLevel)
+	client := anypoint.New(simSrv.URL, anypoint.WithTimeout(2*time.Second), anypoint.WithLogger(logger))
+	var app *anypoint.Credentials
+	if o.defaultApp {
+		app = &anypoint.Credentials{ClientID: sim.ClientID, ClientSecret: sim.ClientSecret}
+	}
+	cat := workflow.GuideCatalogue(workflow.GuideConfig{
+		Anypoint: client, DefaultApp: app, VerifyTimeout: o.verifyTimeout,
+		PollInterval: 30 * time.Millisecond, PollMax: 150 * time.Millisecond,
+	})
+	engine := workflow.NewEngine(db, cat, workflow.EngineConfig{
+		Workers: o.workers, LeaseDuration: 5 * time.Second, PollInterval: 50 * time.Millisecond,
+		BackoffBase: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond, ShutdownGrace: 2 * time.Second,
+		Logger: logger,
+	})
+	engineCtx, stopEngine := context.WithCancel(ctx)
+	engineDone := make(chan struct{})
+	go func() {
+		defer close(engineDone)
+		_ = engine.Run(engineCtx)
+	}()
+	t.Cleanup(func() {
+		stopEngine()
+		<-engineDone
+	})
+	handler, err := api.NewServer(api.Config{
+		Service: workflow.NewService(db, cat), Keys: map[string]string{tenant: apiKey},
+		Ready: db.Ready, Logger: logger,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	apiSrv := httptest.NewServer(handler)
+	t.Cleanup(apiSrv.Close)
+	t.Cleanup(func() {
+		if t.Failed() && os.Getenv("E2E_LOGS") != "" {
+			t.Logf("logs:\n%s", logs.String())
+		}
+	})
+	return &stack{
+		t: t, sim: s, simURL: simSrv.URL, apiURL: apiSrv.URL, db: db, logs: logs, anyp: client,
+		session: client.Session(anypoint.Credentials{Username: sim.Username, Password: sim.Password}),
+	}
+}
+
+// protection is the API's answer, decoded loosely so tests see the wire format.
+type protection struct {
+	ID          string         `json:"id"`
+	State       string         `json:"state"`
+	CurrentStep string         `json:"currentStep"`
+	Variables   map[string]any `json:"variables"`
+	Steps       []struct {
+		Name     string         `json:"name"`
+		State    string         `json:"state"`
+		Attempts int            `json:"attempts"`
+		Captured map[string]any `json:"captured"`
+		Error    *jobError      `json:"error"`
+	} `json:"steps"`
+	Error *jobError `json:"error"`
+}
+
+type jobError struct {
+	Step    string `json:"step"`
+	Status  int    `json:"status"`
+	Message string `json:"message"`
+	Hint    string `json:"hint"`
+}
+
+func (p *protection) step(name string) (state string, attempts int) {
+	for _, s := range p.Steps {
+		if s.Name == name {
+			return s.State, s.Attempts
+		}
+	}
+	return "", 0
+}
+
+// do sends one API request and decodes the answer into out (when not nil).
+func (s *stack) do(method, path string, body any, wantStatus int, out any) []byte {
+	s.t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, s.apiURL+path, rd)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+apiKey)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		s.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != wantStatus {
+		s.t.Fatalf("%s %s: status %d, want %d: %s", method, path, resp.StatusCode, wantStatus, data)
+	}
+	if out != nil {
+		if err := json.Unmarshal(data, out); err != nil {
+			s.t.Fatalf("decoding %s %s: %v: %s", method, path, err, data)
+		}
+	}
+	return data
+}
+
+// submit posts a protection request and returns its id.
+func (s *stack) submit(req map[string]any) string {
+	s.t.Helper()
+	var p protection
+	s.do(http.MethodPost, "/protections", req, http.StatusAccepted, &p)
+	return p.ID
+}
+
+// wait polls the protection until it is no longer queued or running.
+func (s *stack) wait(id string) *protection {
+	s.t.Helper()
+	deadline := time.Now().Add(45 * time.Second)
+	for {
+		var p protection
+		s.do(http.MethodGet, "/protections/"+id, nil, http.StatusOK, &p)
+		if p.State != "queued" && p.State != "running" {
+			return &p
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("protection %s still %s at step %s", id, p.State, p.CurrentStep)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+// run submits and waits, and checks the final state.
+func (s *stack) run(req map[string]any, wantState string) *protection {
+	s.t.Helper()
+	p := s.wait(s.submit(req))
+	if p.State != wantState {
+		s.t.Fatalf("protection ended %s, want %s; error: %+v", p.State, wantState, p.Error)
+	}
+	return p
+}
+
+func (s *stack) events(id string) []map[string]any {
+	s.t.Helper()
+	var out struct {
+		Items []map[string]any `json:"items"`
+	}
+	s.do(http.MethodGet, "/protections/"+id+"/events", nil, http.StatusOK, &out)
+	return out.Items
+}
+
+var versionSeq struct {
+	sync.Mutex
+	n int
+}
+
+// uniqueVersion gives each test its own asset version so tests that share
+// nothing never collide on a GAV.
+func uniqueVersion() string {
+	versionSeq.Lock()
+	defer versionSeq.Unlock()
+	versionSeq.n++
+	return fmt.Sprintf("1.0.%d", versionSeq.n)
+}
+
+func userCredentials() map[string]any {
+	return map[string]any{"username": sim.Username, "password": sim.Password}
+}
+
+// specRequest is the demo's request: a spec with client-id enforcement and
+// rate limiting, on the sandbox Flex Gateway.
+func specRequest(assetID string) map[string]any {
+	return map[string]any{
+		"environment": map[string]any{"name": sim.EnvSandbox},
+		"source": map[string]any{"spec": map[string]any{
+			"assetId": assetID, "version": uniqueVersion(), "name": "Orders MCP",
+			"metadata": map[string]any{"transport": map[string]any{"kind": "streamable-http", "url": "https://orders.internal/mcp"}},
+		}},
+		"target":   map[string]any{"name": sim.TargetFlexSandbox},
+		"instance": map[string]any{"upstreamUri": "https://orders.internal/mcp", "proxyUri": "http://0.0.0.0:8081/orders"},
+		"policies": []any{
+			map[string]any{"assetId": "rate-limiting", "configuration": map[string]any{
+				"rateLimits": []any{map[string]any{"maximumRequests": 100, "timePeriodInMilliseconds": 60000}}}},
+			map[string]any{"assetId": "client-id-enforcement", "configuration": map[string]any{
+				"credentialsOriginHasHttpBasicAuthenticationHeader": "customExpression"}},
+		},
+		"credentials": userCredentials(),
+	}
+}
+
+func number(v any) int64 {
+	switch n := v.(type) {
+	case float64:
+		return int64(n)
+	case json.Number:
+		i, _ := n.Int64()
+		return i
+	}
+	return 0
+}
+
+func contains(haystack, needle string) bool { return strings.Contains(haystack, needle) }
+
+func publishInput(group, asset, name string) anypoint.PublishAsset {
+	return anypoint.PublishAsset{GroupID: group, AssetID: asset, Version: "1.0.0", Name: name, Type: "mcp", Sync: true}
+}

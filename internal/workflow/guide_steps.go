@@ -286,16 +286,13 @@ func (g *Guide) target(ctx context.Context, run *Run) (*Outcome, error) {
 }
 
 // instanceLabel is the deterministic label that lets create find what an
-// earlier attempt made.
+// earlier attempt made. It carries the whole protection id: ids are UUIDv7,
+// so a prefix would be shared by jobs created in the same minute.
 func instanceLabel(run *Run) string {
 	if in := run.Request.Instance; in != nil && in.Label != "" {
 		return in.Label
 	}
-	id := run.ProtectionID
-	if len(id) > 8 {
-		id = id[:8]
-	}
-	return "mcpguard-" + id
+	return "mcpguard-" + run.ProtectionID
 }
 
 // create makes the API Manager instance (guide step 5).
@@ -316,7 +313,7 @@ func (g *Guide) create(ctx context.Context, run *Run) (*Outcome, error) {
 			return nil, err
 		}
 		for i, in := range list {
-			if in.InstanceLabel == label && in.AssetID == asset {
+			if in.InstanceLabel == label && in.AssetID == asset && in.GroupID == group {
 				return &list[i], nil
 			}
 		}

@@ -1,0 +1,54 @@
+package e2e
+
+import (
+	"testing"
+
+	"github.com/mcpguard/mcpguard/internal/anypoint/sim"
+)
+
+// TestGatewayVersionResolution follows design.md §2: the request's override,
+// else the target row's real version, else the target's detail, else the
+// guide's 1.0.0 recorded as a warning.
+func TestGatewayVersionResolution(t *testing.T) {
+	t.Parallel()
+	fx := sim.DefaultFixtures()
+	fx.Targets = append(fx.Targets, sim.FixtureTarget{
+		ID: "0f0e0d0c-0b0a-4909-8807-060504030201", TargetID: "0f0e0d0c-0b0a-4909-8807-060504030202",
+		OrganizationID: sim.DefaultOrgID, EnvironmentID: sim.SandboxEnvID, Name: "flex-versionless",
+		Kind: "selfManaged", Status: "RUNNING", TargetType: "self-managed", RowVersion: "-",
+	})
+	s := newStack(t, withSim(sim.WithFixtures(fx)))
+
+	cases := []struct {
+		target  map[string]any
+		version string
+		source  string
+		warned  bool
+	}{
+		{map[string]any{"name": sim.TargetFlexSandbox, "gatewayVersion": sim.TargetFlexSandboxVersion}, sim.TargetFlexSandboxVersion, "request", false},
+		{map[string]any{"name": sim.TargetFlexSandbox}, sim.TargetFlexSandboxVersion, "target", false},
+		{map[string]any{"name": sim.TargetFlexLegacy}, sim.TargetFlexLegacyVersion, "target detail", false},
+		{map[string]any{"name": "flex-versionless"}, "1.0.0", "default", true},
+	}
+	for _, c := range cases {
+		req := specRequest("version-mcp")
+		req["target"] = c.target
+		p := s.run(req, "succeeded")
+		if p.Variables["gatewayVersion"] != c.version || p.Variables["gatewayVersionSource"] != c.source {
+			t.Errorf("target %v: gatewayVersion %v from %v, want %s from %s", c.target, p.Variables["gatewayVersion"], p.Variables["gatewayVersionSource"], c.version, c.source)
+		}
+		warned := false
+		for _, e := range s.events(p.ID) {
+			if e["kind"] == "warning" && e["step"] == "target" {
+				warned = true
+			}
+		}
+		if warned != c.warned {
+			t.Errorf("target %v: warning event %v, want %v", c.target, warned, c.warned)
+		}
+		dep := s.sim.State().DeploymentsOf(number(p.Variables["environmentApiId"]))
+		if len(dep) != 1 || dep[0].GatewayVersion != c.version {
+			t.Errorf("target %v: deployments %+v, want one with version %s", c.target, dep, c.version)
+		}
+	}
+}

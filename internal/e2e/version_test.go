@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/mcpguard/mcpguard/internal/anypoint/sim"
+	"github.com/mcpguard/mcpguard/internal/workflow"
 )
 
 // TestGatewayVersionResolution follows design.md §2: the request's override,
@@ -50,5 +51,30 @@ func TestGatewayVersionResolution(t *testing.T) {
 		if len(dep) != 1 || dep[0].GatewayVersion != c.version {
 			t.Errorf("target %v: deployments %+v, want one with version %s", c.target, dep, c.version)
 		}
+	}
+}
+
+// TestPublishAdoptsOrRefusesAnExistingVersion: a spec whose GAV already holds
+// an MCP asset adopts it without publishing; one whose GAV holds another kind
+// of asset fails at publish with the hint to bump the version.
+func TestPublishAdoptsOrRefusesAnExistingVersion(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	spec := func(assetID, version string) map[string]any {
+		req := specRequest(assetID)
+		src := req["source"].(map[string]any)["spec"].(map[string]any)
+		src["version"] = version
+		return req
+	}
+	p := s.run(spec(sim.ExistingAssetID, sim.ExistingAssetVersion), "succeeded")
+	if n := s.sim.Calls(sim.RoutePublishAsset); n != 0 {
+		t.Errorf("publish called %d times for an existing MCP asset", n)
+	}
+	if p.Variables["assetVersion"] != sim.ExistingAssetVersion {
+		t.Errorf("assetVersion = %v", p.Variables["assetVersion"])
+	}
+	p = s.run(spec("orders-api", "1.0.0"), "failed")
+	if p.Error.Step != "publish" || p.Error.Status != 409 || p.Error.Hint != workflow.HintAssetVersionTaken {
+		t.Fatalf("error = %+v", p.Error)
 	}
 }

@@ -12,9 +12,10 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/mcpguard/mcpguard/internal/testlog"
 
 	"github.com/rs/zerolog"
 
@@ -22,24 +23,6 @@ import (
 	"github.com/mcpguard/mcpguard/internal/testdb"
 	"github.com/mcpguard/mcpguard/internal/workflow"
 )
-
-// syncBuffer is run's stdout, read while the server writes to it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 func fakeEnv(vars map[string]string) func(string) string {
 	return func(name string) string { return vars[name] }
@@ -92,7 +75,7 @@ func TestRunServesAndShutsDown(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	stdout := &syncBuffer{}
+	stdout := &testlog.Buffer{}
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, []string{"server"}, fakeEnv(env), stdout) }()
 
@@ -213,7 +196,7 @@ func waitReady(t *testing.T, base string, done <-chan error) {
 func TestRunMigrate(t *testing.T) {
 	t.Parallel()
 	dbURL := testdb.New(t, "servermigrate")
-	stdout := &syncBuffer{}
+	stdout := &testlog.Buffer{}
 	// migrate needs neither API keys nor a credentials key.
 	if err := run(context.Background(), []string{"server", "migrate"}, fakeEnv(map[string]string{"MCPGUARD_DATABASE_URL": dbURL}), stdout); err != nil {
 		t.Fatalf("migrate: %v", err)

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mcpguard/mcpguard/internal/testlog"
+
 	"github.com/rs/zerolog"
 
 	"github.com/mcpguard/mcpguard/internal/anypoint"
@@ -995,7 +997,7 @@ func TestCallerCancellationAbandonsTheCall(t *testing.T) {
 func TestDebugLogHasNoSecrets(t *testing.T) {
 	t.Parallel()
 	_, _, base := newSim(t)
-	var buf syncBuffer
+	var buf testlog.Buffer
 	c := anypoint.New(base, anypoint.WithLogger(zerolog.New(&buf).Level(zerolog.DebugLevel)))
 	sess := c.Session(appCredentials())
 	tok, err := sess.Token(context.Background())
@@ -1015,24 +1017,6 @@ func TestDebugLogHasNoSecrets(t *testing.T) {
 			t.Errorf("debug log contains a secret:\n%s", out)
 		}
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the concurrent writes of a logger.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func TestUserAgentAndPathEscaping(t *testing.T) {

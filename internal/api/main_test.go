@@ -11,9 +11,10 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/mcpguard/mcpguard/internal/testlog"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
@@ -32,27 +33,8 @@ var env struct {
 	dbURL   string
 	service *workflow.Service
 	server  *httptest.Server
-	logs    *syncBuffer
+	logs    *testlog.Buffer
 	keys    map[string]string
-}
-
-// syncBuffer collects the server's and engine's log lines, so tests can prove
-// no secret reaches them.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func TestMain(m *testing.M) {
@@ -88,7 +70,7 @@ func runTests(m *testing.M) int {
 	defer db.Close()
 
 	env.db, env.dbURL = db, dbURL
-	env.logs = &syncBuffer{}
+	env.logs = &testlog.Buffer{}
 	logger := zerolog.New(env.logs).With().Timestamp().Logger()
 	cat := testCatalogue()
 	env.service = workflow.NewService(db, cat)

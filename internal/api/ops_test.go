@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mcpguard/mcpguard/internal/testlog"
+
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
@@ -231,7 +233,7 @@ func TestInternalErrorsAreGeneric(t *testing.T) {
 		t.Fatal(err)
 	}
 	db.Close()
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	srv, err := api.NewServer(api.Config{
 		Service: workflow.NewService(db, testCatalogue()),
 		Keys:    map[string]string{"t": "k"},

@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mcpguard/mcpguard/internal/testlog"
+
 	"github.com/rs/zerolog"
 
 	"github.com/mcpguard/mcpguard/internal/anypoint"
@@ -40,7 +42,7 @@ type stack struct {
 	simURL  string
 	apiURL  string
 	db      *store.DB
-	logs    *syncBuffer
+	logs    *testlog.Buffer
 	anyp    *anypoint.Client
 	session *anypoint.Session
 }
@@ -63,24 +65,6 @@ func withVerifyTimeout(d time.Duration) option {
 }
 
 func withDefaultApp() option { return func(o *stackOptions) { o.defaultApp = true } }
-
-// syncBuffer collects logs from several goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 func newStack(t testing.TB, opts ...option) *stack {
 	t.Helper()
@@ -112,7 +96,7 @@ func newStack(t testing.TB, opts ...option) *stack {
 	}
 	t.Cleanup(db.Close)
 
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	logger := zerolog.New(logs).Level(zerolog.DebugLevel)
 	client := anypoint.New(simSrv.URL, anypoint.WithTimeout(2*time.Second), anypoint.WithLogger(logger))
 	var app *anypoint.Credentials

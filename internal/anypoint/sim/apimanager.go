@@ -225,6 +225,22 @@ func int64OrNil(p *int64) any {
 
 // rawObject decodes a JSON object keeping each member raw, so the handler can
 // tell a missing key from an explicit null, as API Manager's validator does.
+// decodeObjectBody reads a JSON object body, answering API Manager's
+// request-validation 400 itself when the body is not one.
+func decodeObjectBody(w http.ResponseWriter, r *http.Request) (map[string]json.RawMessage, bool) {
+	var raw json.RawMessage
+	if err := decodeJSON(r, &raw); err != nil {
+		writeValidation(w, validationError{"/body", "must be valid JSON", "type.openapi.validation"})
+		return nil, false
+	}
+	body, ok := rawObject(raw)
+	if !ok {
+		writeValidation(w, validationError{"/body", "must be object", "type.openapi.validation"})
+		return nil, false
+	}
+	return body, true
+}
+
 func rawObject(data json.RawMessage) (map[string]json.RawMessage, bool) {
 	data = bytes.TrimSpace(data)
 	if len(data) == 0 || data[0] != '{' {
@@ -274,14 +290,8 @@ func endpointTypeFor(assetType string) string {
 // anypoint-api.md 6.1 and 13.3.
 func (s *Server) createAPI(w http.ResponseWriter, r *http.Request, c *caller) {
 	org, env := chi.URLParam(r, "org"), chi.URLParam(r, "env")
-	var raw json.RawMessage
-	if err := decodeJSON(r, &raw); err != nil {
-		writeValidation(w, validationError{"/body", "must be valid JSON", "type.openapi.validation"})
-		return
-	}
-	body, ok := rawObject(raw)
+	body, ok := decodeObjectBody(w, r)
 	if !ok {
-		writeValidation(w, validationError{"/body", "must be object", "type.openapi.validation"})
 		return
 	}
 	if !s.envExists(org, env) {
@@ -511,14 +521,8 @@ func (s *Server) getAPI(w http.ResponseWriter, r *http.Request, _ *caller) {
 
 // updateAPI serves PATCH .../apis/{id} with a partial instance.
 func (s *Server) updateAPI(w http.ResponseWriter, r *http.Request, c *caller) {
-	var raw json.RawMessage
-	if err := decodeJSON(r, &raw); err != nil {
-		writeValidation(w, validationError{"/body", "must be valid JSON", "type.openapi.validation"})
-		return
-	}
-	body, ok := rawObject(raw)
+	body, ok := decodeObjectBody(w, r)
 	if !ok {
-		writeValidation(w, validationError{"/body", "must be object", "type.openapi.validation"})
 		return
 	}
 	s.mu.Lock()

@@ -111,14 +111,8 @@ func (s *Server) deployLocked(in *instance, env string, body map[string]json.Raw
 // createDeployment serves POST /proxies/xapi/v1/.../apis/{id}/deployments with
 // the flat HY body of the guide's step 6.
 func (s *Server) createDeployment(w http.ResponseWriter, r *http.Request, _ *caller) {
-	var raw json.RawMessage
-	if err := decodeJSON(r, &raw); err != nil {
-		writeValidation(w, validationError{"/body", "must be valid JSON", "type.openapi.validation"})
-		return
-	}
-	body, ok := rawObject(raw)
+	body, ok := decodeObjectBody(w, r)
 	if !ok {
-		writeValidation(w, validationError{"/body", "must be object", "type.openapi.validation"})
 		return
 	}
 	if _, has := body["type"]; !has {

@@ -183,14 +183,8 @@ func decodeConfiguration(raw json.RawMessage) (map[string]any, bool) {
 // createPolicy serves POST .../apis/{id}/policies[?allowDuplicated=true]
 // (anypoint-api.md 10.1 and 13.7).
 func (s *Server) createPolicy(w http.ResponseWriter, r *http.Request, _ *caller) {
-	var raw json.RawMessage
-	if err := decodeJSON(r, &raw); err != nil {
-		writeValidation(w, validationError{"/body", "must be valid JSON", "type.openapi.validation"})
-		return
-	}
-	body, ok := rawObject(raw)
+	body, ok := decodeObjectBody(w, r)
 	if !ok {
-		writeValidation(w, validationError{"/body", "must be object", "type.openapi.validation"})
 		return
 	}
 	s.mu.Lock()
@@ -363,14 +357,8 @@ func (s *Server) getPolicy(w http.ResponseWriter, r *http.Request, _ *caller) {
 // updatePolicy serves PATCH .../policies/{policyId}: configurationData,
 // assetVersion, order, disabled, label, pointcutData.
 func (s *Server) updatePolicy(w http.ResponseWriter, r *http.Request, _ *caller) {
-	var raw json.RawMessage
-	if err := decodeJSON(r, &raw); err != nil {
-		writeValidation(w, validationError{"/body", "must be valid JSON", "type.openapi.validation"})
-		return
-	}
-	body, ok := rawObject(raw)
+	body, ok := decodeObjectBody(w, r)
 	if !ok {
-		writeValidation(w, validationError{"/body", "must be object", "type.openapi.validation"})
 		return
 	}
 	s.mu.Lock()

@@ -2,7 +2,6 @@ package anypoint
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -67,31 +66,9 @@ type Endpoint struct {
 	APIGatewayVersion string `json:"apiGatewayVersion"`
 }
 
-// InstanceDeployment is the deployment block embedded in an API instance.
-type InstanceDeployment struct {
-	ID             int64  `json:"id"`
-	APIID          int64  `json:"apiId"`
-	Type           string `json:"type"`
-	EnvironmentID  string `json:"environmentId"`
-	TargetID       string `json:"targetId"`
-	TargetName     string `json:"targetName"`
-	GatewayVersion string `json:"gatewayVersion"`
-	ExpectedStatus string `json:"expectedStatus"`
-}
-
-// UnmarshalJSON accepts targetId as a string or a number.
-func (d *InstanceDeployment) UnmarshalJSON(b []byte) error {
-	type plain InstanceDeployment
-	aux := struct {
-		*plain
-		TargetID flexString `json:"targetId"`
-	}{plain: (*plain)(d)}
-	if err := json.Unmarshal(b, &aux); err != nil {
-		return err
-	}
-	d.TargetID = string(aux.TargetID)
-	return nil
-}
+// InstanceDeployment is the deployment block embedded in an API instance;
+// it has the shape of a proxies-xapi deployment.
+type InstanceDeployment = Deployment
 
 // APIInstance is an API Manager instance ("environment API"); its id is an
 // integer.

@@ -73,10 +73,18 @@ func (s *stack) finished(b *testing.B, id string) *timedProtection {
 
 // BenchmarkProtectionThroughput submits batches of protections from specs
 // and waits for all of them to succeed, with a simulator that answers at
-// once: the rate at which one replica (4 workers) turns POSTs into
-// protected MCP servers when Anypoint is not the bottleneck.
+// once: the rate at which one replica turns POSTs into protected MCP
+// servers when Anypoint is not the bottleneck, with the default 4 workers
+// and with 16.
 func BenchmarkProtectionThroughput(b *testing.B) {
-	s := newStack(b, instantSim())
+	for _, workers := range []int{4, 16} {
+		b.Run(fmt.Sprintf("workers=%d", workers), func(b *testing.B) {
+			benchThroughput(b, newStack(b, instantSim(), func(o *stackOptions) { o.workers = workers }))
+		})
+	}
+}
+
+func benchThroughput(b *testing.B, s *stack) {
 	batch := 0
 	var latencies []time.Duration
 	var jobs int
@@ -164,14 +172,21 @@ func BenchmarkStepOverhead(b *testing.B) {
 	}
 
 	var all []time.Duration
+	var inSteps time.Duration
 	for _, name := range order {
+		for _, d := range costs[name] {
+			inSteps += d
+		}
 		all = append(all, costs[name]...)
 		b.ReportMetric(ms(mean(costs[name])), "ms-overhead/"+name)
 	}
 	b.ReportMetric(ms(mean(all)), "ms-overhead/step")
+	b.ReportMetric(ms(inSteps)/float64(totalCalls), "ms-overhead/call")
 	b.ReportMetric(ms(mean(handoffs)), "ms-handoff/step")
 	b.ReportMetric(ms(mean(jobOverheads)), "ms-overhead/job")
 	b.ReportMetric(float64(totalCalls)/float64(n), "calls/job")
+	// The latency itself, so the figures above say what they are beyond.
+	b.ReportMetric(ms(benchLatency), "ms-upstream/call")
 }
 
 // stepCosts reads the engine's and the client's JSON log lines of one job

@@ -26,5 +26,38 @@ run:
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/mcpguard ./cmd/server
 
+# bench: end-to-end throughput (POST to succeeded, instant simulator), each
+# step's overhead beyond a 20 ms upstream latency, API p50/p99 under 4
+# clients, then the api and workflow packages' own benchmarks; ~1 minute on
+# 2 cores. Figures only: nothing here asserts a time. A short summary ends it.
+BENCH_E2E = $(GO) test -run='^$$' ./internal/e2e
 bench:
-	$(GO) test -run='^$$' -bench=. ./...
+	@{ $(BENCH_E2E) -bench='^BenchmarkProtectionThroughput$$' -benchtime=10x; \
+	  $(BENCH_E2E) -bench='^BenchmarkStepOverhead$$' -benchtime=20x; \
+	  $(BENCH_E2E) -bench='^BenchmarkAPILatency$$' -benchtime=500x; \
+	  $(GO) test -run='^$$' -bench=. -benchtime=200x ./internal/api ./internal/workflow; \
+	} 2>&1 | awk -v cores="$$(nproc 2>/dev/null || echo ?)" ' \
+	{ print } \
+	/^(FAIL|--- FAIL|panic:)/ { failed = 1 } \
+	/^Benchmark/ { \
+	  name = $$1; sub(/^Benchmark/, "", name); sub(/-[0-9]+$$/, "", name); seen[name] = 1; steps = ""; \
+	  for (i = 3; i < NF; i += 2) { \
+	    m[name, $$(i+1)] = $$i; \
+	    if ($$(i+1) ~ /^ms-overhead\// && $$(i+1) !~ /\/(step|job|call)$$/) { s = $$(i+1); sub(/^ms-overhead\//, "", s); steps = steps " " s "=" $$i } \
+	  } \
+	  if (steps != "") stepList = steps \
+	} \
+	END { \
+	  if (failed) { print "make bench: a benchmark failed"; exit 1 } \
+	  printf "\nSummary (%s cores):\n", cores; \
+	  for (w = 1; w <= 64; w++) { n = "ProtectionThroughput/workers=" w; if (n in seen) \
+	    printf "  throughput, %d workers, instant Anypoint: %s protections/s (job p50 %s ms, p99 %s ms)\n", w, m[n, "jobs/s"], m[n, "ms-job-p50"], m[n, "ms-job-p99"] } \
+	  n = "StepOverhead"; if (n in seen) { \
+	    printf "  overhead beyond %s ms/call upstream latency: %s ms per step, %s ms per call, %s ms hand-off between steps (%s calls/job)\n", m[n, "ms-upstream/call"], m[n, "ms-overhead/step"], m[n, "ms-overhead/call"], m[n, "ms-handoff/step"], m[n, "calls/job"]; \
+	    printf "    per step (ms):%s\n", stepList } \
+	  n = "APILatency/GET"; if (n in seen) printf "  GET /protections/{id}, 4 clients: p50 %s ms, p99 %s ms (%s req/s)\n", m[n, "ms-p50"], m[n, "ms-p99"], m[n, "req/s"]; \
+	  n = "APILatency/POST"; if (n in seen) printf "  POST /protections, 4 clients: p50 %s ms, p99 %s ms (%s req/s)\n", m[n, "ms-p50"], m[n, "ms-p99"], m[n, "req/s"]; \
+	  n = "GetProtection"; if (n in seen) printf "  api package, one client: GET %.2f ms", m[n, "ns/op"] / 1e6; \
+	  n = "CreateProtection"; if (n in seen) printf ", POST %.2f ms\n", m[n, "ns/op"] / 1e6; \
+	  n = "EngineThroughput"; if (n in seen) printf "  engine alone (two no-op steps): %s jobs/s\n", m[n, "jobs/s"] \
+	}'

@@ -348,3 +348,37 @@ func TestThreeReplicasShareOneDatabase(t *testing.T) {
 	}
 	t.Logf("steps started per replica: %v", ranSteps)
 }
+
+// TestJobsOfOneAssetGetTheirOwnInstances: two protections of one Exchange
+// asset, submitted together, each create their own API instance (design
+// section 2: "a deterministic instanceLabel per protection").
+//
+// It fails today, so it is skipped: instanceLabel (workflow/guide_steps.go)
+// keeps the first 8 hex digits of the protection id, a UUIDv7, which are the
+// top of its millisecond timestamp and so the same for every job created
+// within about 65 seconds. The second job then adopts the first one's
+// instance. Remove the skip once the label uses the id's random part.
+func TestJobsOfOneAssetGetTheirOwnInstances(t *testing.T) {
+	t.Skip("known bug: default instance labels collide for jobs created within ~65s (UUIDv7 timestamp prefix)")
+	t.Parallel()
+	rs := newReplicaSet(t, replicaOptions{replicas: 2, workers: 2, lease: 5 * time.Second})
+	s := rs.stack
+	var ids []string
+	for range 2 {
+		req := specRequest("unused")
+		req["source"] = map[string]any{"asset": map[string]any{"groupId": sim.PartnerOrgID, "assetId": sim.PartnerAssetID}}
+		ids = append(ids, s.submit(req))
+	}
+	apis := map[int64]string{}
+	for _, id := range ids {
+		p := s.wait(id)
+		if p.State != "succeeded" {
+			t.Fatalf("job %s ended %s: %+v", id, p.State, p.Error)
+		}
+		api := number(p.Variables["environmentApiId"])
+		if other, dup := apis[api]; dup {
+			t.Fatalf("jobs %s and %s share API instance %d (labels %v): one adopted the other's instance", other, id, api, p.Variables["instanceLabel"])
+		}
+		apis[api] = id
+	}
+}

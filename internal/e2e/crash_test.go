@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os/exec"
 	"path/filepath"
 	"sort"
@@ -381,4 +382,130 @@ func TestCrashedReplicaIsTakenOver(t *testing.T) {
 		}
 	}
 	t.Logf("trail: %s", fmt.Sprint(trail))
+}
+
+// waitTolerant polls a protection until it finishes, riding out the API's
+// 5xx answers while its database connections are being killed.
+func waitTolerant(t *testing.T, apiURL, id string, deadline time.Time) *protection {
+	t.Helper()
+	for {
+		req, err := http.NewRequest(http.MethodGet, apiURL+"/protections/"+id, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+apiKey)
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			data, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			switch {
+			case resp.StatusCode == http.StatusOK:
+				var p protection
+				if err := json.Unmarshal(data, &p); err != nil {
+					t.Fatalf("decoding protection: %v: %s", err, data)
+				}
+				if p.State != "queued" && p.State != "running" {
+					return &p
+				}
+			case resp.StatusCode < 500:
+				t.Fatalf("GET protection %s: status %d: %s", id, resp.StatusCode, data)
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("protection %s not finished in time", id)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestPostgresConnectionLoss terminates every connection of the replicas to
+// their database, again and again, while jobs run: listeners, pooled
+// connections and in-flight transactions die. The shared Postgres server
+// stays up (other packages use it); only this test's database is affected.
+// Every job still succeeds and nothing is created twice upstream.
+func TestPostgresConnectionLoss(t *testing.T) {
+	t.Parallel()
+	rs := newReplicaSet(t, replicaOptions{replicas: 2, workers: 3, lease: 2 * time.Second,
+		sim: []sim.Option{sim.WithDeploymentDelay(1500 * time.Millisecond), sim.WithPublicationDelay(300 * time.Millisecond)}})
+	s := rs.stack
+	u, err := url.Parse(rs.dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dbName := strings.TrimPrefix(u.Path, "/")
+
+	const jobs = 6
+	ids := make([]string, jobs)
+	for i := range jobs {
+		req := specRequest(fmt.Sprintf("pgloss-mcp-%d", i))
+		req["policies"] = policySets[i%len(policySets)]
+		ids[i] = s.submit(req)
+	}
+
+	ctx := context.Background()
+	admin, err := pgx.Connect(ctx, testdb.AdminURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	// Rounds of termination while the jobs run: each round ends every
+	// backend of this test's database.
+	terminated, rounds := 0, 0
+	finished := func() bool {
+		// A fresh connection each time: the pools' ones are being killed.
+		c, err := pgx.Connect(ctx, rs.dbURL)
+		if err != nil {
+			return false
+		}
+		defer c.Close(ctx)
+		var open int
+		if err := c.QueryRow(ctx, `SELECT count(*) FROM protections WHERE state IN ('queued', 'running')`).Scan(&open); err != nil {
+			return false
+		}
+		return open == 0
+	}
+	for rounds < 8 && !finished() {
+		var n int
+		if err := admin.QueryRow(ctx, `
+			SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity
+			WHERE datname = $1 AND pid <> pg_backend_pid()`, dbName).Scan(&n); err != nil {
+			t.Fatalf("terminating backends: %v", err)
+		}
+		terminated += n
+		rounds++
+		time.Sleep(400 * time.Millisecond)
+	}
+	if terminated == 0 {
+		t.Fatal("no connection was terminated: the test proved nothing")
+	}
+	t.Logf("%d backends terminated in %d rounds", terminated, rounds)
+
+	deadline := time.Now().Add(60 * time.Second)
+	state := func() sim.Snapshot { return s.sim.State() }
+	for i, id := range ids {
+		p := waitTolerant(t, s.apiURL, id, deadline)
+		if p.State != "succeeded" {
+			t.Errorf("job %s ended %s at %s: %+v", id, p.State, p.CurrentStep, p.Error)
+			continue
+		}
+		snap := state()
+		label, _ := p.Variables["instanceLabel"].(string)
+		instances := instancesOf(snap, label, fmt.Sprintf("pgloss-mcp-%d", i))
+		if len(instances) != 1 {
+			t.Errorf("job %s: %d instances, want 1", id, len(instances))
+			continue
+		}
+		api := instances[0].ID
+		if deps := snap.DeploymentsOf(api); len(deps) != 1 {
+			t.Errorf("job %s: %d deployments, want 1", id, len(deps))
+		}
+		var got []string
+		for _, pol := range snap.PoliciesOf(api) {
+			got = append(got, pol.AssetID)
+		}
+		sort.Strings(got)
+		if want := policyAssets(policySets[i%len(policySets)]); strings.Join(got, ",") != strings.Join(want, ",") {
+			t.Errorf("job %s: policies %v, want %v once each", id, got, want)
+		}
+	}
 }

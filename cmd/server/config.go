@@ -31,6 +31,7 @@ type Config struct {
 	CredentialsKey       string        `envconfig:"CREDENTIALS_KEY" secret:"true" desc:"base64 of 32 random bytes that encrypt stored credentials; required by serve"`
 	Workers              int           `envconfig:"WORKERS" default:"4" desc:"steps this replica runs at once"`
 	LogLevel             string        `envconfig:"LOG_LEVEL" default:"info" desc:"trace, debug, info, warn or error"`
+	LeaseDuration        time.Duration `envconfig:"LEASE_DURATION" default:"30s" desc:"how long a replica holds a job between heartbeats; a crashed replica's job is taken over after it expires"`
 	ShutdownGrace        time.Duration `envconfig:"SHUTDOWN_GRACE" default:"20s" desc:"how long running steps and HTTP requests may finish after SIGTERM"`
 	VerifyTimeout        time.Duration `envconfig:"VERIFY_TIMEOUT" default:"20m" desc:"how long the verify step waits for the deployment and instance to be live"`
 }

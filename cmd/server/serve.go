@@ -46,6 +46,7 @@ func serve(ctx context.Context, cfg Config, secrets serveSecrets, logger zerolog
 	cat := newCatalogue(cfg, logger)
 	engine := workflow.NewEngine(db, cat, workflow.EngineConfig{
 		Workers:       cfg.Workers,
+		LeaseDuration: cfg.LeaseDuration,
 		ShutdownGrace: cfg.ShutdownGrace,
 		Logger:        logger.With().Str("component", "engine").Logger(),
 		Registerer:    registry,

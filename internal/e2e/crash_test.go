@@ -23,6 +23,7 @@ import (
 
 	"github.com/mcpguard/mcpguard/internal/anypoint/sim"
 	"github.com/mcpguard/mcpguard/internal/testdb"
+	"github.com/mcpguard/mcpguard/internal/testlog"
 )
 
 // buildBinaries builds cmd/server and cmd/anypoint-sim into a temporary
@@ -61,7 +62,7 @@ func freeAddr(t *testing.T) string {
 type process struct {
 	name string
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *testlog.Buffer
 	done chan struct{}
 	// lines receives each line of output while someone is listening.
 	lines chan string
@@ -74,7 +75,7 @@ func start(t *testing.T, name, path string, env []string, args ...string) *proce
 	cmd.Env = env
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw
-	p := &process{name: name, cmd: cmd, out: &syncBuffer{}, done: make(chan struct{}), lines: make(chan string, 1024)}
+	p := &process{name: name, cmd: cmd, out: &testlog.Buffer{}, done: make(chan struct{}), lines: make(chan string, 1024)}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting %s: %v", name, err)
 	}
@@ -194,8 +195,7 @@ func (a simAdmin) calls(route string) int {
 }
 
 // serverEnv is a replica's whole environment: nothing leaks in from the
-// test's own. MCPGUARD_LEASE_DURATION is not read by cmd/server today; it is
-// set so that the test speeds up by itself once it is.
+// test's own. A 2s lease lets replica B take over a killed A's job quickly.
 func serverEnv(dbURL, simURL, credentialsKey string) []string {
 	return []string{
 		"MCPGUARD_DATABASE_URL=" + dbURL,
@@ -244,9 +244,6 @@ func dbTrail(t *testing.T, dbURL, id string) []trailEvent {
 // call hangs after the platform committed the deployment; a second replica
 // on the same database takes the job over once the lease expires, adopts the
 // deployment instead of creating another, and finishes the job.
-//
-// cmd/server does not let the lease be configured, so this waits out the
-// engine's default 30s lease.
 func TestCrashedReplicaIsTakenOver(t *testing.T) {
 	t.Parallel()
 	serverBin, simBin := buildBinaries(t)

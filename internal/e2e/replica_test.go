@@ -19,6 +19,7 @@ import (
 	"github.com/mcpguard/mcpguard/internal/api"
 	"github.com/mcpguard/mcpguard/internal/store"
 	"github.com/mcpguard/mcpguard/internal/testdb"
+	"github.com/mcpguard/mcpguard/internal/testlog"
 	"github.com/mcpguard/mcpguard/internal/workflow"
 )
 
@@ -65,7 +66,7 @@ func newReplicaSet(t *testing.T, o replicaOptions) *replicaSet {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	logger := zerolog.New(logs).Level(zerolog.DebugLevel)
 	client := anypoint.New(simSrv.URL, anypoint.WithTimeout(2*time.Second), anypoint.WithLogger(logger))
 	cat := workflow.GuideCatalogue(workflow.GuideConfig{
@@ -352,14 +353,9 @@ func TestThreeReplicasShareOneDatabase(t *testing.T) {
 // TestJobsOfOneAssetGetTheirOwnInstances: two protections of one Exchange
 // asset, submitted together, each create their own API instance (design
 // section 2: "a deterministic instanceLabel per protection").
-//
-// It fails today, so it is skipped: instanceLabel (workflow/guide_steps.go)
-// keeps the first 8 hex digits of the protection id, a UUIDv7, which are the
-// top of its millisecond timestamp and so the same for every job created
-// within about 65 seconds. The second job then adopts the first one's
-// instance. Remove the skip once the label uses the id's random part.
+// A regression test: labels once kept only the first 8 hex digits of the
+// UUIDv7 protection id, shared by every job of the same minute.
 func TestJobsOfOneAssetGetTheirOwnInstances(t *testing.T) {
-	t.Skip("known bug: default instance labels collide for jobs created within ~65s (UUIDv7 timestamp prefix)")
 	t.Parallel()
 	rs := newReplicaSet(t, replicaOptions{replicas: 2, workers: 2, lease: 5 * time.Second})
 	s := rs.stack

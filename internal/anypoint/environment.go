@@ -137,6 +137,48 @@ func IsRealVersion(v string) bool {
 	return v != "" && v != "-" && strings.ContainsAny(v, "0123456789")
 }
 
+// CompareVersions orders semantic versions numerically (1.10.0 after 1.9.3);
+// pre-release suffixes sort before the release.
+func CompareVersions(a, b string) int {
+	split := func(v string) ([3]int, string) {
+		v = strings.TrimPrefix(v, "v")
+		if i := strings.IndexByte(v, '+'); i >= 0 {
+			v = v[:i]
+		}
+		pre := ""
+		if i := strings.IndexByte(v, '-'); i >= 0 {
+			v, pre = v[:i], v[i+1:]
+		}
+		var n [3]int
+		for i, p := range strings.SplitN(v, ".", 3) {
+			n[i], _ = strconv.Atoi(p)
+		}
+		return n, pre
+	}
+	na, pa := split(a)
+	nb, pb := split(b)
+	for i := range na {
+		if na[i] != nb[i] {
+			if na[i] < nb[i] {
+				return -1
+			}
+			return 1
+		}
+	}
+	switch {
+	case pa == pb:
+		return 0
+	case pa == "":
+		return 1
+	case pb == "":
+		return -1
+	case pa < pb:
+		return -1
+	default:
+		return 1
+	}
+}
+
 // GatewayVersion returns the best runtime version the target states: its
 // runtimeVersion, its version, or the newest of its versions; "" when none is
 // a real version.

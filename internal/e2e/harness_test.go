@@ -37,14 +37,19 @@ const (
 // stack is one running mcpguard (API + engine) against one simulator and
 // one fresh database.
 type stack struct {
-	t       testing.TB
-	sim     *sim.Server
-	simURL  string
-	apiURL  string
-	db      *store.DB
-	logs    *testlog.Buffer
-	anyp    *anypoint.Client
-	session *anypoint.Session
+	t      testing.TB
+	sim    *sim.Server
+	simURL string
+	apiURL string
+	dbURL  string
+	// db is the first replica's pool.
+	db *store.DB
+	// owners names each replica's engine; stopReplica ends one gracefully.
+	owners      []string
+	stopReplica []func()
+	logs        *testlog.Buffer
+	anyp        *anypoint.Client
+	session     *anypoint.Session
 }
 
 type stackOptions struct {
@@ -52,6 +57,8 @@ type stackOptions struct {
 	verifyTimeout time.Duration
 	defaultApp    bool
 	workers       int
+	replicas      int
+	lease         time.Duration
 }
 
 type option func(*stackOptions)
@@ -64,11 +71,16 @@ func withVerifyTimeout(d time.Duration) option {
 	return func(o *stackOptions) { o.verifyTimeout = d }
 }
 
+// withReplicas runs n engines, each with its own pool, on the one database.
+func withReplicas(n, workers int, lease time.Duration) option {
+	return func(o *stackOptions) { o.replicas, o.workers, o.lease = n, workers, lease }
+}
+
 func withDefaultApp() option { return func(o *stackOptions) { o.defaultApp = true } }
 
 func newStack(t testing.TB, opts ...option) *stack {
 	t.Helper()
-	o := stackOptions{verifyTimeout: 20 * time.Second, workers: 4}
+	o := stackOptions{verifyTimeout: 20 * time.Second, workers: 4, replicas: 1, lease: 5 * time.Second}
 	for _, f := range opts {
 		f(&o)
 	}
@@ -76,12 +88,15 @@ func newStack(t testing.TB, opts ...option) *stack {
 	s := sim.New(simOpts...)
 	simSrv := httptest.NewServer(s)
 	t.Cleanup(simSrv.Close)
+	t.Cleanup(s.Close) // release hanging requests before the server closes
 
 	ctx := context.Background()
 	dbURL := testdb.New(t, "e2e")
 	if err := store.Migrate(ctx, dbURL); err != nil {
 		t.Fatalf("migrating: %v", err)
 	}
+	// Every replica shares the credentials key, or one could not open what
+	// another sealed.
 	key := make([]byte, 32)
 	if _, err := rand.Read(key); err != nil {
 		t.Fatal(err)
@@ -90,11 +105,6 @@ func newStack(t testing.TB, opts ...option) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	db, err := store.Open(ctx, dbURL, store.WithSealer(sealer))
-	if err != nil {
-		t.Fatalf("opening store: %v", err)
-	}
-	t.Cleanup(db.Close)
 
 	logs := &testlog.Buffer{}
 	logger := zerolog.New(logs).Level(zerolog.DebugLevel)
@@ -107,24 +117,41 @@ func newStack(t testing.TB, opts ...option) *stack {
 		Anypoint: client, DefaultApp: app, VerifyTimeout: o.verifyTimeout,
 		PollInterval: 30 * time.Millisecond, PollMax: 150 * time.Millisecond,
 	})
-	engine := workflow.NewEngine(db, cat, workflow.EngineConfig{
-		Workers: o.workers, LeaseDuration: 5 * time.Second, PollInterval: 50 * time.Millisecond,
-		BackoffBase: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond, ShutdownGrace: 2 * time.Second,
-		Logger: logger,
-	})
-	engineCtx, stopEngine := context.WithCancel(ctx)
-	engineDone := make(chan struct{})
-	go func() {
-		defer close(engineDone)
-		_ = engine.Run(engineCtx)
-	}()
-	t.Cleanup(func() {
-		stopEngine()
-		<-engineDone
-	})
+	st := &stack{
+		t: t, sim: s, simURL: simSrv.URL, dbURL: dbURL, logs: logs, anyp: client,
+		session: client.Session(anypoint.Credentials{Username: sim.Username, Password: sim.Password}),
+	}
+	// Each replica has its own pool and engine, as separate processes would.
+	for i := range o.replicas {
+		db, err := store.Open(ctx, dbURL, store.WithSealer(sealer))
+		if err != nil {
+			t.Fatalf("opening store of replica %d: %v", i, err)
+		}
+		t.Cleanup(db.Close)
+		if st.db == nil {
+			st.db = db
+		}
+		owner := fmt.Sprintf("replica-%c", 'a'+i)
+		engine := workflow.NewEngine(db, cat, workflow.EngineConfig{
+			Owner: owner, Workers: o.workers, LeaseDuration: o.lease, PollInterval: 50 * time.Millisecond,
+			BackoffBase: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond, ShutdownGrace: 2 * time.Second,
+			Logger: logger.With().Str("replica", owner).Logger(),
+		})
+		engineCtx, stopEngine := context.WithCancel(ctx)
+		engineDone := make(chan struct{})
+		go func() {
+			defer close(engineDone)
+			_ = engine.Run(engineCtx)
+		}()
+		var once sync.Once
+		stop := func() { once.Do(func() { stopEngine(); <-engineDone }) }
+		t.Cleanup(stop)
+		st.owners = append(st.owners, owner)
+		st.stopReplica = append(st.stopReplica, stop)
+	}
 	handler, err := api.NewServer(api.Config{
-		Service: workflow.NewService(db, cat), Keys: map[string]string{tenant: apiKey},
-		Ready: db.Ready, Logger: logger,
+		Service: workflow.NewService(st.db, cat), Keys: map[string]string{tenant: apiKey},
+		Ready: st.db.Ready, Logger: logger,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -136,10 +163,8 @@ func newStack(t testing.TB, opts ...option) *stack {
 			t.Logf("logs:\n%s", logs.String())
 		}
 	})
-	return &stack{
-		t: t, sim: s, simURL: simSrv.URL, apiURL: apiSrv.URL, db: db, logs: logs, anyp: client,
-		session: client.Session(anypoint.Credentials{Username: sim.Username, Password: sim.Password}),
-	}
+	st.apiURL = apiSrv.URL
+	return st
 }
 
 // protection is the API's answer, decoded loosely so tests see the wire format.

@@ -2,25 +2,14 @@ package e2e
 
 import (
 	"context"
-	"crypto/rand"
 	"fmt"
-	"net/http/httptest"
-	"os"
 	"sort"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
-
-	"github.com/mcpguard/mcpguard/internal/anypoint"
 	"github.com/mcpguard/mcpguard/internal/anypoint/sim"
-	"github.com/mcpguard/mcpguard/internal/api"
-	"github.com/mcpguard/mcpguard/internal/store"
-	"github.com/mcpguard/mcpguard/internal/testdb"
-	"github.com/mcpguard/mcpguard/internal/testlog"
-	"github.com/mcpguard/mcpguard/internal/workflow"
 )
 
 // replicaSet is several engines on one database, as several replicas of the
@@ -45,81 +34,8 @@ type replicaOptions struct {
 // simulator and one API (on the first replica's pool).
 func newReplicaSet(t *testing.T, o replicaOptions) *replicaSet {
 	t.Helper()
-	simOpts := append([]sim.Option{sim.WithDeploymentDelay(150 * time.Millisecond), sim.WithPublicationDelay(100 * time.Millisecond)}, o.sim...)
-	s := sim.New(simOpts...)
-	simSrv := httptest.NewServer(s)
-	t.Cleanup(simSrv.Close)
-	t.Cleanup(s.Close) // release hanging requests before the server closes
-
-	ctx := context.Background()
-	dbURL := testdb.New(t, "e2e_replica")
-	if err := store.Migrate(ctx, dbURL); err != nil {
-		t.Fatalf("migrating: %v", err)
-	}
-	// Every replica must share the credentials key, or one could not open
-	// what another sealed.
-	key := make([]byte, 32)
-	if _, err := rand.Read(key); err != nil {
-		t.Fatal(err)
-	}
-	sealer, err := store.NewSealer(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs := &testlog.Buffer{}
-	logger := zerolog.New(logs).Level(zerolog.DebugLevel)
-	client := anypoint.New(simSrv.URL, anypoint.WithTimeout(2*time.Second), anypoint.WithLogger(logger))
-	cat := workflow.GuideCatalogue(workflow.GuideConfig{
-		Anypoint: client, VerifyTimeout: 20 * time.Second,
-		PollInterval: 30 * time.Millisecond, PollMax: 150 * time.Millisecond,
-	})
-
-	rs := &replicaSet{dbURL: dbURL}
-	var dbs []*store.DB
-	for i := range o.replicas {
-		db, err := store.Open(ctx, dbURL, store.WithSealer(sealer))
-		if err != nil {
-			t.Fatalf("opening store of replica %d: %v", i, err)
-		}
-		t.Cleanup(db.Close)
-		dbs = append(dbs, db)
-		owner := fmt.Sprintf("replica-%c", 'a'+i)
-		engine := workflow.NewEngine(db, cat, workflow.EngineConfig{
-			Owner: owner, Workers: o.workers, LeaseDuration: o.lease, PollInterval: 50 * time.Millisecond,
-			BackoffBase: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond, ShutdownGrace: 2 * time.Second,
-			Logger: logger.With().Str("replica", owner).Logger(),
-		})
-		engineCtx, stopEngine := context.WithCancel(ctx)
-		engineDone := make(chan struct{})
-		go func() {
-			defer close(engineDone)
-			_ = engine.Run(engineCtx)
-		}()
-		var once sync.Once
-		stop := func() { once.Do(func() { stopEngine(); <-engineDone }) }
-		t.Cleanup(stop)
-		rs.owners = append(rs.owners, owner)
-		rs.stop = append(rs.stop, stop)
-	}
-	handler, err := api.NewServer(api.Config{
-		Service: workflow.NewService(dbs[0], cat), Keys: map[string]string{tenant: apiKey},
-		Ready: dbs[0].Ready, Logger: logger,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	apiSrv := httptest.NewServer(handler)
-	t.Cleanup(apiSrv.Close)
-	t.Cleanup(func() {
-		if t.Failed() && os.Getenv("E2E_LOGS") != "" {
-			t.Logf("logs:\n%s", logs.String())
-		}
-	})
-	rs.stack = &stack{
-		t: t, sim: s, simURL: simSrv.URL, apiURL: apiSrv.URL, db: dbs[0], logs: logs, anyp: client,
-		session: client.Session(anypoint.Credentials{Username: sim.Username, Password: sim.Password}),
-	}
-	return rs
+	st := newStack(t, withReplicas(o.replicas, o.workers, o.lease), withSim(o.sim...))
+	return &replicaSet{stack: st, dbURL: st.dbURL, owners: st.owners, stop: st.stopReplica}
 }
 
 // actorEvent is one event of a job's trail with the replica that wrote it,

@@ -99,6 +99,15 @@ func (g *Guide) session(run *Run) (*anypoint.Session, error) {
 	return nil, Permanent(0, "no Anypoint credentials: the job has none and the server has no default connected app", HintNoCredentials)
 }
 
+// start checks that earlier steps captured what this step needs, then opens
+// the job's Anypoint session.
+func (g *Guide) start(run *Run, needed ...string) (*anypoint.Session, error) {
+	if err := need(run, needed...); err != nil {
+		return nil, err
+	}
+	return g.session(run)
+}
+
 // fail classifies an Anypoint error for the engine, attaching the guide's hint.
 func fail(op string, err error, hint string) error {
 	if err == nil {

@@ -23,10 +23,7 @@ type plannedPolicy struct {
 // policy (step 9). Every configuration is checked before anything is posted,
 // and an identical policy applied by an earlier attempt is adopted.
 func (g *Guide) policies(ctx context.Context, run *Run) (*Outcome, error) {
-	if err := need(run, "organizationId", "environmentId", "environmentApiId"); err != nil {
-		return nil, err
-	}
-	s, err := g.session(run)
+	s, err := g.start(run, "organizationId", "environmentId", "environmentApiId")
 	if err != nil {
 		return nil, err
 	}
@@ -133,7 +130,7 @@ func findTemplate(templates []anypoint.PolicyTemplate, in mcpguard.PolicyInput) 
 		if t.AssetID != in.AssetID || (in.GroupID != "" && t.GroupID != in.GroupID) || (in.Version != "" && t.Version != in.Version) {
 			continue
 		}
-		if !found || compareVersions(t.Version, best.Version) > 0 {
+		if !found || anypoint.CompareVersions(t.Version, best.Version) > 0 {
 			best, found = t, true
 		}
 	}
@@ -227,58 +224,11 @@ func jsonEqual(a, b any) bool {
 	return reflect.DeepEqual(na, nb)
 }
 
-// compareVersions orders semantic versions numerically, part by part; a
-// pre-release sorts before its release.
-func compareVersions(a, b string) int {
-	split := func(v string) ([]string, string) {
-		v = strings.TrimPrefix(v, "v")
-		if i := strings.IndexByte(v, '+'); i >= 0 {
-			v = v[:i]
-		}
-		pre := ""
-		if i := strings.IndexByte(v, '-'); i >= 0 {
-			v, pre = v[:i], v[i+1:]
-		}
-		return strings.Split(v, "."), pre
-	}
-	pa, prea := split(a)
-	pb, preb := split(b)
-	for i := 0; i < max(len(pa), len(pb)); i++ {
-		var x, y int
-		if i < len(pa) {
-			x, _ = strconv.Atoi(pa[i])
-		}
-		if i < len(pb) {
-			y, _ = strconv.Atoi(pb[i])
-		}
-		if x != y {
-			if x < y {
-				return -1
-			}
-			return 1
-		}
-	}
-	switch {
-	case prea == preb:
-		return 0
-	case prea == "":
-		return 1
-	case preb == "":
-		return -1
-	case prea < preb:
-		return -1
-	}
-	return 1
-}
-
 // verify walks the guide's completion checklist: the deployment applied and
 // active, every policy listed and enabled, the instance active. It polls until
 // VerifyTimeout has passed since verify first started.
 func (g *Guide) verify(ctx context.Context, run *Run) (*Outcome, error) {
-	if err := need(run, "organizationId", "environmentId", "environmentApiId"); err != nil {
-		return nil, err
-	}
-	s, err := g.session(run)
+	s, err := g.start(run, "organizationId", "environmentId", "environmentApiId")
 	if err != nil {
 		return nil, err
 	}

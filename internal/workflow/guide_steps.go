@@ -33,10 +33,7 @@ func (g *Guide) auth(ctx context.Context, run *Run) (*Outcome, error) {
 // publish puts the MCP server's spec in Exchange as an asset of type mcp
 // (guide step 1). It adopts the GAV when an earlier attempt published it.
 func (g *Guide) publish(ctx context.Context, run *Run) (*Outcome, error) {
-	if err := need(run, "organizationId"); err != nil {
-		return nil, err
-	}
-	s, err := g.session(run)
+	s, err := g.start(run, "organizationId")
 	if err != nil {
 		return nil, err
 	}
@@ -162,7 +159,7 @@ func (g *Guide) search(ctx context.Context, run *Run) (*Outcome, error) {
 	}
 	best := found[0]
 	for _, a := range found[1:] {
-		if compareVersions(a.Version, best.Version) > 0 {
+		if anypoint.CompareVersions(a.Version, best.Version) > 0 {
 			best = a
 		}
 	}
@@ -188,10 +185,7 @@ func describeAsset(a *mcpguard.AssetSource) string {
 
 // env selects the environment (guide step 3).
 func (g *Guide) env(ctx context.Context, run *Run) (*Outcome, error) {
-	if err := need(run, "organizationId"); err != nil {
-		return nil, err
-	}
-	s, err := g.session(run)
+	s, err := g.start(run, "organizationId")
 	if err != nil {
 		return nil, err
 	}
@@ -231,10 +225,7 @@ func listOrNone(names []string) string {
 
 // target selects the Flex Gateway target and its runtime version (guide step 4).
 func (g *Guide) target(ctx context.Context, run *Run) (*Outcome, error) {
-	if err := need(run, "organizationId", "environmentId"); err != nil {
-		return nil, err
-	}
-	s, err := g.session(run)
+	s, err := g.start(run, "organizationId", "environmentId")
 	if err != nil {
 		return nil, err
 	}
@@ -297,10 +288,7 @@ func instanceLabel(run *Run) string {
 
 // create makes the API Manager instance (guide step 5).
 func (g *Guide) create(ctx context.Context, run *Run) (*Outcome, error) {
-	if err := need(run, "organizationId", "environmentId", "groupId", "assetId", "assetVersion"); err != nil {
-		return nil, err
-	}
-	s, err := g.session(run)
+	s, err := g.start(run, "organizationId", "environmentId", "groupId", "assetId", "assetVersion")
 	if err != nil {
 		return nil, err
 	}
@@ -364,10 +352,7 @@ func errText(err error) string {
 // deploy deploys the instance to the Flex Gateway target with the flat HY
 // body (guide step 6), adopting a deployment to the same target.
 func (g *Guide) deploy(ctx context.Context, run *Run) (*Outcome, error) {
-	if err := need(run, "organizationId", "environmentId", "environmentApiId", "targetId", "gatewayVersion"); err != nil {
-		return nil, err
-	}
-	s, err := g.session(run)
+	s, err := g.start(run, "organizationId", "environmentId", "environmentApiId", "targetId", "gatewayVersion")
 	if err != nil {
 		return nil, err
 	}
@@ -413,10 +398,7 @@ func (g *Guide) deploy(ctx context.Context, run *Run) (*Outcome, error) {
 
 // instance finds an existing MCP server instance (guide step 7).
 func (g *Guide) instance(ctx context.Context, run *Run) (*Outcome, error) {
-	if err := need(run, "organizationId", "environmentId"); err != nil {
-		return nil, err
-	}
-	s, err := g.session(run)
+	s, err := g.start(run, "organizationId", "environmentId")
 	if err != nil {
 		return nil, err
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/mcpguard/mcpguard/internal/anypoint"
 )
 
 var (
@@ -23,48 +24,6 @@ var (
 var fileTypes = map[string]string{
 	"oas": "rest-api", "raml": "rest-api", "wsdl": "soap-api", "raml-fragment": "raml-fragment",
 	"custom": "custom", "mule-application": "app", "mule-plugin": "connector",
-}
-
-// compareVersions orders semantic versions numerically (1.10.0 after 1.9.3);
-// pre-release suffixes sort before the release.
-func compareVersions(a, b string) int {
-	split := func(v string) ([3]int, string) {
-		v = strings.TrimPrefix(v, "v")
-		if i := strings.IndexByte(v, '+'); i >= 0 {
-			v = v[:i]
-		}
-		pre := ""
-		if i := strings.IndexByte(v, '-'); i >= 0 {
-			v, pre = v[:i], v[i+1:]
-		}
-		var n [3]int
-		for i, p := range strings.SplitN(v, ".", 3) {
-			n[i], _ = strconv.Atoi(p)
-		}
-		return n, pre
-	}
-	na, pa := split(a)
-	nb, pb := split(b)
-	for i := range na {
-		if na[i] != nb[i] {
-			if na[i] < nb[i] {
-				return -1
-			}
-			return 1
-		}
-	}
-	switch {
-	case pa == pb:
-		return 0
-	case pa == "":
-		return 1
-	case pb == "":
-		return -1
-	case pa < pb:
-		return -1
-	default:
-		return 1
-	}
 }
 
 func (s *Server) findAsset(groupID, assetID, version string) *asset {
@@ -366,7 +325,7 @@ func (s *Server) searchAssets(w http.ResponseWriter, r *http.Request, c *caller)
 			continue
 		}
 		key := a.groupID + "/" + a.assetID
-		if cur := latest[key]; cur == nil || compareVersions(a.version, cur.version) > 0 {
+		if cur := latest[key]; cur == nil || anypoint.CompareVersions(a.version, cur.version) > 0 {
 			latest[key] = a
 		}
 	}

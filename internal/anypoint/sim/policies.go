@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/mcpguard/mcpguard/internal/anypoint"
 )
 
 // template is a catalogue entry with its configuration parsed once.
@@ -115,7 +116,7 @@ func (s *Server) listTemplates(w http.ResponseWriter, r *http.Request, _ *caller
 		newest := map[string]*template{}
 		for _, t := range fit {
 			key := t.GroupID + "/" + t.AssetID
-			if cur := newest[key]; cur == nil || compareVersions(t.Version, cur.Version) > 0 {
+			if cur := newest[key]; cur == nil || anypoint.CompareVersions(t.Version, cur.Version) > 0 {
 				newest[key] = t
 			}
 		}
@@ -128,7 +129,7 @@ func (s *Server) listTemplates(w http.ResponseWriter, r *http.Request, _ *caller
 		if fit[i].AssetID != fit[j].AssetID {
 			return fit[i].AssetID < fit[j].AssetID
 		}
-		return compareVersions(fit[i].Version, fit[j].Version) < 0
+		return anypoint.CompareVersions(fit[i].Version, fit[j].Version) < 0
 	})
 	for _, t := range fit {
 		out = append(out, templateJSON(t, withConfig))

@@ -3,6 +3,8 @@ package sim
 import (
 	"sort"
 	"time"
+
+	"github.com/mcpguard/mcpguard/internal/anypoint"
 )
 
 // world is everything the simulated platform holds. It is only touched with
@@ -274,7 +276,7 @@ func (s *Server) State() Snapshot {
 		if a.GroupID+"/"+a.AssetID != b.GroupID+"/"+b.AssetID {
 			return a.GroupID+"/"+a.AssetID < b.GroupID+"/"+b.AssetID
 		}
-		return compareVersions(a.Version, b.Version) < 0
+		return anypoint.CompareVersions(a.Version, b.Version) < 0
 	})
 	sort.Slice(snap.Instances, func(i, j int) bool { return snap.Instances[i].ID < snap.Instances[j].ID })
 	sort.Slice(snap.Deployments, func(i, j int) bool { return snap.Deployments[i].ID < snap.Deployments[j].ID })

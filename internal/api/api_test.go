@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mcpguard/mcpguard/internal/api/apispec"
+
 	"github.com/google/uuid"
 
 	"github.com/mcpguard/mcpguard"
@@ -271,7 +273,7 @@ func TestListRejectsBadQueries(t *testing.T) {
 		{"cursor=not-a-cursor", "cursor"},
 	}
 	for _, tc := range cases {
-		r := do(t, call{method: "GET", path: "/protections?" + tc.query, tenant: "tenant-a", check: requestUnchecked})
+		r := do(t, call{method: "GET", path: "/protections?" + tc.query, tenant: "tenant-a", check: apispec.RequestUnchecked})
 		p := r.problem(t, http.StatusBadRequest)
 		if tc.field != "cursor" && (len(p.Errors) != 1 || p.Errors[0].Field != tc.field) {
 			t.Fatalf("%s: errors %+v, want one on %s", tc.query, p.Errors, tc.field)
@@ -286,19 +288,19 @@ func TestBadBodies(t *testing.T) {
 	cases := []struct {
 		name   string
 		body   string
-		check  specCheck
+		check  apispec.Check
 		field  string // the one field error expected, if any
 		detail string // a fragment of the detail
 	}{
-		{"malformed", `{"environment": `, requestViolatesSpec, "", "malformed"},
-		{"syntax error", `{"environment" {}}`, requestViolatesSpec, "", "malformed"},
-		{"empty", ``, requestViolatesSpec, "", "empty"},
-		{"not an object", `[1, 2]`, requestViolatesSpec, "(body)", "wrong type"},
-		{"unknown top-level field", strings.Replace(string(valid), `{`, `{"color": "red",`, 1), requestViolatesSpec, "color", "unknown field"},
-		{"unknown nested field", strings.Replace(string(valid), `"environment":{`, `"environment":{"region": "eu",`, 1), requestViolatesSpec, "region", "unknown field"},
-		{"two values", string(valid) + ` {}`, requestUnchecked, "", "single JSON value"},
-		{"wrong type", strings.Replace(string(valid), `{"id":4292323}`, ``, 1)[:0] + `{"policies": "rate-limiting"}`, requestViolatesSpec, "policies", "wrong type"},
-		{"over 1 MiB", huge, requestUnchecked, "", "1 MiB"},
+		{"malformed", `{"environment": `, apispec.RequestViolates, "", "malformed"},
+		{"syntax error", `{"environment" {}}`, apispec.RequestViolates, "", "malformed"},
+		{"empty", ``, apispec.RequestViolates, "", "empty"},
+		{"not an object", `[1, 2]`, apispec.RequestViolates, "(body)", "wrong type"},
+		{"unknown top-level field", strings.Replace(string(valid), `{`, `{"color": "red",`, 1), apispec.RequestViolates, "color", "unknown field"},
+		{"unknown nested field", strings.Replace(string(valid), `"environment":{`, `"environment":{"region": "eu",`, 1), apispec.RequestViolates, "region", "unknown field"},
+		{"two values", string(valid) + ` {}`, apispec.RequestUnchecked, "", "single JSON value"},
+		{"wrong type", strings.Replace(string(valid), `{"id":4292323}`, ``, 1)[:0] + `{"policies": "rate-limiting"}`, apispec.RequestViolates, "policies", "wrong type"},
+		{"over 1 MiB", huge, apispec.RequestUnchecked, "", "1 MiB"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -322,7 +324,7 @@ func TestValidationErrorsNameFields(t *testing.T) {
 	body["environment"] = map[string]any{"id": "e-1", "name": "Sandbox"}
 	body["policies"] = []any{map[string]any{"assetId": "rate-limiting"}, map[string]any{"configuration": map[string]any{}}}
 	body["credentials"] = map[string]any{"clientId": "only-id"}
-	r := do(t, call{method: "POST", path: "/protections", tenant: "tenant-a", body: body, check: requestViolatesSpec})
+	r := do(t, call{method: "POST", path: "/protections", tenant: "tenant-a", body: body, check: apispec.RequestViolates})
 	p := r.problem(t, http.StatusBadRequest)
 	var got []string
 	for _, e := range p.Errors {
@@ -338,7 +340,7 @@ func TestValidationErrorsNameFields(t *testing.T) {
 	// A rule the spec cannot express (duplicate explicit order) still answers 400.
 	body = newRequest()
 	body["policies"] = []any{map[string]any{"assetId": "a", "order": 1}, map[string]any{"assetId": "b", "order": 1}}
-	r = do(t, call{method: "POST", path: "/protections", tenant: "tenant-a", body: body, check: requestUnchecked})
+	r = do(t, call{method: "POST", path: "/protections", tenant: "tenant-a", body: body, check: apispec.RequestUnchecked})
 	if p := r.problem(t, http.StatusBadRequest); len(p.Errors) != 1 || p.Errors[0].Field != "policies[1].order" {
 		t.Fatalf("errors = %+v", p.Errors)
 	}
@@ -346,15 +348,15 @@ func TestValidationErrorsNameFields(t *testing.T) {
 
 func TestUnknownRoutesAndMethods(t *testing.T) {
 	t.Parallel()
-	r := do(t, call{method: "GET", path: "/nothing-here", tenant: "tenant-a", check: requestUnchecked})
+	r := do(t, call{method: "GET", path: "/nothing-here", tenant: "tenant-a", check: apispec.RequestUnchecked})
 	r.problem(t, http.StatusNotFound)
 
-	r = do(t, call{method: "DELETE", path: "/protections", tenant: "tenant-a", check: requestUnchecked})
+	r = do(t, call{method: "DELETE", path: "/protections", tenant: "tenant-a", check: apispec.RequestUnchecked})
 	r.problem(t, http.StatusMethodNotAllowed)
 	if got := r.Header.Get("Allow"); got != "GET, POST" {
 		t.Fatalf("Allow = %q, want GET, POST", got)
 	}
-	r = do(t, call{method: "PUT", path: "/protections/" + uuid.NewString(), tenant: "tenant-a", check: requestUnchecked})
+	r = do(t, call{method: "PUT", path: "/protections/" + uuid.NewString(), tenant: "tenant-a", check: apispec.RequestUnchecked})
 	r.problem(t, http.StatusMethodNotAllowed)
 	if got := r.Header.Get("Allow"); got != "GET" {
 		t.Fatalf("Allow = %q, want GET", got)
@@ -409,7 +411,7 @@ func TestIdempotency(t *testing.T) {
 	}
 
 	long := strings.Repeat("k", 256)
-	p := do(t, call{method: "POST", path: "/protections", tenant: "tenant-a", body: body, header: map[string]string{"Idempotency-Key": long}, check: requestViolatesSpec}).
+	p := do(t, call{method: "POST", path: "/protections", tenant: "tenant-a", body: body, header: map[string]string{"Idempotency-Key": long}, check: apispec.RequestViolates}).
 		problem(t, http.StatusBadRequest)
 	if len(p.Errors) != 1 || p.Errors[0].Field != "Idempotency-Key" {
 		t.Fatalf("errors = %+v", p.Errors)
@@ -429,12 +431,12 @@ func TestRetryFailedJobWithCorrection(t *testing.T) {
 	do(t, call{method: "POST", path: "/protections/" + p.ID + "/cancel", tenant: "tenant-a"}).problem(t, http.StatusConflict)
 
 	bad := do(t, call{method: "POST", path: "/protections/" + p.ID + "/retry", tenant: "tenant-a",
-		body: map[string]any{"target": map[string]any{"id": "t", "name": "n"}}, check: requestViolatesSpec})
+		body: map[string]any{"target": map[string]any{"id": "t", "name": "n"}}, check: apispec.RequestViolates})
 	if pr := bad.problem(t, http.StatusBadRequest); len(pr.Errors) != 1 || pr.Errors[0].Field != "target" {
 		t.Fatalf("errors = %+v", pr.Errors)
 	}
 	do(t, call{method: "POST", path: "/protections/" + p.ID + "/retry", tenant: "tenant-a",
-		body: `{"target": {"name": "fixed"}, "colour": 1}`, check: requestViolatesSpec}).problem(t, http.StatusBadRequest)
+		body: `{"target": {"name": "fixed"}, "colour": 1}`, check: apispec.RequestViolates}).problem(t, http.StatusBadRequest)
 
 	r := do(t, call{method: "POST", path: "/protections/" + p.ID + "/retry", tenant: "tenant-a",
 		body: map[string]any{"target": map[string]any{"name": "fixed"}, "credentials": map[string]any{"token": "fresh-" + randomHex(4)}}})

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mcpguard/mcpguard/internal/api/apispec"
+
 	"github.com/mcpguard/mcpguard/internal/testlog"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -160,7 +162,7 @@ type call struct {
 	auth   string // a raw Authorization header, overriding tenant
 	body   any    // string and []byte are sent as they are; anything else as JSON
 	header map[string]string
-	check  specCheck
+	check  apispec.Check
 }
 
 // result is an answer with its body read.
@@ -212,7 +214,7 @@ func do(t *testing.T, c call) result {
 		}
 		body = bytes.NewReader(j)
 	}
-	ctx := withSpecCheck(context.Background(), c.check)
+	ctx := apispec.WithCheck(context.Background(), c.check)
 	req, err := http.NewRequestWithContext(ctx, c.method, env.server.URL+c.path, body)
 	if err != nil {
 		t.Fatal(err)
@@ -229,7 +231,7 @@ func do(t *testing.T, c call) result {
 	for k, v := range c.header {
 		req.Header.Set(k, v)
 	}
-	client := &http.Client{Transport: &specTransport{t: t, next: http.DefaultTransport}}
+	client := &http.Client{Transport: &apispec.Transport{T: t, Next: http.DefaultTransport}}
 	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", c.method, c.path, err)

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mcpguard/mcpguard/internal/api/apispec"
+
 	"github.com/mcpguard/mcpguard/internal/testlog"
 
 	"github.com/google/uuid"
@@ -44,11 +46,11 @@ func TestSecretsNeverLeak(t *testing.T) {
 
 	// Rejected bodies must not echo secrets either.
 	answers = append(answers,
-		do(t, call{method: "POST", path: "/protections", tenant: "tenant-a", check: requestViolatesSpec,
+		do(t, call{method: "POST", path: "/protections", tenant: "tenant-a", check: apispec.RequestViolates,
 			body: withCreds(map[string]any{"token": secrets["token"], "clientSecret": secrets["clientSecret"]})}),
-		do(t, call{method: "POST", path: "/protections", tenant: "tenant-a", check: requestViolatesSpec,
+		do(t, call{method: "POST", path: "/protections", tenant: "tenant-a", check: apispec.RequestViolates,
 			body: `{"credentials": {"token": "` + secrets["token"] + `"`}),
-		do(t, call{method: "POST", path: "/protections", tenant: "tenant-a", check: requestViolatesSpec,
+		do(t, call{method: "POST", path: "/protections", tenant: "tenant-a", check: apispec.RequestViolates,
 			body: `{"credentials": {"token": ` + `{"` + secrets["token"] + `": 1}}}`}),
 	)
 
@@ -135,7 +137,7 @@ func TestHealthReadyMetrics(t *testing.T) {
 		t.Fatalf("readyz: %d %s", r.StatusCode, r.body)
 	}
 	create(t, "tenant-b", newRequest())
-	do(t, call{method: "GET", path: "/no-such-route", check: requestUnchecked})
+	do(t, call{method: "GET", path: "/no-such-route", check: apispec.RequestUnchecked})
 	r = do(t, call{method: "GET", path: "/metrics"})
 	metrics := string(r.body)
 	for _, want := range []string{
@@ -169,7 +171,7 @@ func TestReadyzFailsOnUnmigratedDatabase(t *testing.T) {
 	ts := httptest.NewServer(srv)
 	defer ts.Close()
 
-	client := &http.Client{Transport: &specTransport{t: t, next: http.DefaultTransport}}
+	client := &http.Client{Transport: &apispec.Transport{T: t, Next: http.DefaultTransport}}
 	resp, err := client.Get(ts.URL + "/readyz")
 	if err != nil {
 		t.Fatal(err)
@@ -244,7 +246,7 @@ func TestInternalErrorsAreGeneric(t *testing.T) {
 	}
 	ts := httptest.NewServer(srv)
 	defer ts.Close()
-	client := &http.Client{Transport: &specTransport{t: t, next: http.DefaultTransport}}
+	client := &http.Client{Transport: &apispec.Transport{T: t, Next: http.DefaultTransport}}
 	for _, path := range []string{"/protections", "/protections/" + uuid.NewString(), "/protections/" + uuid.NewString() + "/events"} {
 		req, _ := http.NewRequest("GET", ts.URL+path, nil)
 		req.Header.Set("Authorization", "Bearer k")

@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mcpguard/mcpguard/internal/api/apispec"
+
 	"github.com/mcpguard/mcpguard/internal/testlog"
 
 	"github.com/rs/zerolog"
@@ -218,7 +220,9 @@ func (s *stack) do(method, path string, body any, wantStatus int, out any) []byt
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := http.DefaultClient.Do(req)
+	// Every exchange is checked against openapi.yaml, guide output included.
+	client := &http.Client{Transport: &apispec.Transport{T: s.t, Next: http.DefaultTransport}}
+	resp, err := client.Do(req)
 	if err != nil {
 		s.t.Fatalf("%s %s: %v", method, path, err)
 	}

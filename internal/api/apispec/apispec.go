@@ -1,4 +1,7 @@
-package api_test
+// Package apispec checks HTTP exchanges with the mcpguard API against the
+// repository's openapi.yaml. Tests of the API and the end-to-end tests route
+// their clients through Transport so the contract cannot drift from the code.
+package apispec
 
 import (
 	"bytes"
@@ -8,6 +11,8 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -18,24 +23,25 @@ import (
 	"github.com/getkin/kin-openapi/routers/legacy"
 )
 
-// specCheck says what the spec validator expects of a request.
-type specCheck int
+// Check says what the validator expects of a request.
+type Check int
 
 const (
-	// requestMatchesSpec: the request must validate (the default).
-	requestMatchesSpec specCheck = iota
-	// requestViolatesSpec: a deliberately bad request the spec must reject too,
+	// RequestMatches: the request must validate (the default).
+	RequestMatches Check = iota
+	// RequestViolates: a deliberately bad request the spec must reject too,
 	// proving the spec is as strict as the server.
-	requestViolatesSpec
-	// requestUnchecked: a bad request the spec cannot express (a body over
+	RequestViolates
+	// RequestUnchecked: a bad request the spec cannot express (a body over
 	// 1 MiB, a rule across fields); only the response is checked.
-	requestUnchecked
+	RequestUnchecked
 )
 
-type specCheckKey struct{}
+type checkKey struct{}
 
-func withSpecCheck(ctx context.Context, c specCheck) context.Context {
-	return context.WithValue(ctx, specCheckKey{}, c)
+// WithCheck marks a request's context with what the validator expects of it.
+func WithCheck(ctx context.Context, c Check) context.Context {
+	return context.WithValue(ctx, checkKey{}, c)
 }
 
 var spec struct {
@@ -45,12 +51,17 @@ var spec struct {
 	err    error
 }
 
-// loadSpec reads ../../openapi.yaml once per test binary.
+// loadSpec reads the repository's openapi.yaml once per test binary.
 func loadSpec(t testing.TB) (*openapi3.T, routers.Router) {
 	t.Helper()
 	spec.once.Do(func() {
+		path, err := specPath()
+		if err != nil {
+			spec.err = err
+			return
+		}
 		loader := openapi3.NewLoader()
-		doc, err := loader.LoadFromFile("../../openapi.yaml")
+		doc, err := loader.LoadFromFile(path)
 		if err != nil {
 			spec.err = err
 			return
@@ -70,18 +81,37 @@ func loadSpec(t testing.TB) (*openapi3.T, routers.Router) {
 	return spec.doc, spec.router
 }
 
-// specTransport validates every request and response it carries against
-// openapi.yaml and fails the test on any mismatch, so the spec cannot drift
-// from the code.
-type specTransport struct {
-	t    testing.TB
-	next http.RoundTripper
+// specPath finds openapi.yaml at the module root, above the test's directory.
+func specPath() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return filepath.Join(dir, "openapi.yaml"), nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no go.mod above the working directory")
+		}
+		dir = parent
+	}
 }
 
-func (st *specTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	t := st.t
+// Transport validates every request and response it carries against
+// openapi.yaml and fails the test on any mismatch, so the spec cannot drift
+// from the code.
+type Transport struct {
+	T    testing.TB
+	Next http.RoundTripper
+}
+
+// RoundTrip validates the exchange and passes it on.
+func (st *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	t := st.T
 	doc, router := loadSpec(t)
-	check, _ := req.Context().Value(specCheckKey{}).(specCheck)
+	check, _ := req.Context().Value(checkKey{}).(Check)
 
 	var reqBody []byte
 	if req.Body != nil {
@@ -110,20 +140,20 @@ func (st *specTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		err := openapi3filter.ValidateRequest(req.Context(), input)
 		switch check {
-		case requestMatchesSpec:
+		case RequestMatches:
 			if err != nil {
 				t.Errorf("spec: request %s %s does not match openapi.yaml: %v", req.Method, req.URL.Path, err)
 			}
-		case requestViolatesSpec:
+		case RequestViolates:
 			if err == nil {
 				t.Errorf("spec: request %s %s was meant to violate openapi.yaml but matches it; body %s", req.Method, req.URL.Path, truncate(reqBody))
 			}
 		}
-	} else if check == requestMatchesSpec {
+	} else if check == RequestMatches {
 		t.Errorf("spec: request %s %s has no route in openapi.yaml: %v", req.Method, req.URL.Path, routeErr)
 	}
 
-	resp, err := st.next.RoundTrip(req)
+	resp, err := st.Next.RoundTrip(req)
 	if err != nil {
 		return nil, err
 	}

@@ -138,6 +138,9 @@ func summary(s step) string {
 	for _, k := range []string{"organizationId", "groupId", "assetId", "assetVersion", "environmentId", "targetName", "gatewayVersion",
 		"environmentApiId", "deploymentId", "deploymentStatus", "apiVersionStatus", "apiStatus", "publicationStatus"} {
 		if v, ok := s.Captured[k]; ok {
+			if v == "" || v == nil {
+				v = "null" // not reported yet, as Anypoint says while a deployment propagates
+			}
 			parts = append(parts, fmt.Sprintf("%s=%v", k, v))
 		}
 	}

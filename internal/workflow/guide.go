@@ -187,7 +187,12 @@ func varString(run *Run, name string) string {
 }
 
 func varInt(run *Run, name string) int64 {
-	switch v := run.Variables[name].(type) {
+	return asInt64(run.Variables[name])
+}
+
+// asInt64 reads an integer id whatever JSON decoding made of it.
+func asInt64(value any) int64 {
+	switch v := value.(type) {
 	case json.Number:
 		n, _ := v.Int64()
 		return n

@@ -303,8 +303,7 @@ func capturedPolicyIDs(run *Run) []int64 {
 	var ids []int64
 	for _, item := range list {
 		m, _ := item.(map[string]any)
-		tmp := &Run{Variables: m}
-		if id := varInt(tmp, "policyId"); id != 0 {
+		if id := asInt64(m["policyId"]); id != 0 {
 			ids = append(ids, id)
 		}
 	}

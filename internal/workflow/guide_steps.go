@@ -334,19 +334,12 @@ func (g *Guide) create(ctx context.Context, run *Run) (*Outcome, error) {
 			return adopt(in)
 		}
 	}
-	if hintForMessage(errText(err)) == HintAssetNotReady {
-		f := fail("creating API instance", err, "").(*Failure)
+	failure := fail("creating API instance", err, "")
+	if f, ok := failure.(*Failure); ok && f.Hint == HintAssetNotReady {
+		// Exchange may still be indexing a fresh publication: worth a few retries.
 		f.Transient = true
-		return nil, f
 	}
-	return nil, fail("creating API instance", err, "")
-}
-
-func errText(err error) string {
-	if err == nil {
-		return ""
-	}
-	return err.Error()
+	return nil, failure
 }
 
 // deploy deploys the instance to the Flex Gateway target with the flat HY

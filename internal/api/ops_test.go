@@ -13,6 +13,7 @@ import (
 	"github.com/mcpguard/mcpguard/internal/testlog"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
@@ -187,6 +188,17 @@ func TestReadyzFailsOnUnmigratedDatabase(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("healthz = %d, want 200", resp.StatusCode)
+	}
+	// The probe only read: the database still has no table at all.
+	conn, err := pgx.Connect(context.Background(), dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tables int
+	err = conn.QueryRow(context.Background(), `SELECT count(*) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')`).Scan(&tables)
+	conn.Close(context.Background())
+	if err != nil || tables != 0 {
+		t.Fatalf("after /readyz the empty database has %d tables (%v), want 0", tables, err)
 	}
 
 	if err := store.Migrate(context.Background(), dbURL); err != nil {

@@ -10,7 +10,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
+	"path"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -35,6 +39,8 @@ const migrationLockID = 0x6d6370677561 // "mcpgua"
 type DB struct {
 	pool   *pgxpool.Pool
 	sealer *Sealer
+	// schemaReady is set once Ready has seen the expected schema version.
+	schemaReady atomic.Bool
 }
 
 // Option configures Open.
@@ -87,24 +93,77 @@ func (db *DB) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Ready checks that the database answers and that every embedded migration
-// has been applied, which is what /readyz reports.
+// Ready checks that the database answers and that its schema is at the
+// version this binary expects, which is what /readyz reports. It never
+// writes: the version is read in a read-only transaction, and a database
+// without goose's version table is simply not migrated (goose's own version
+// check would create that table). Once the schema has been seen at the
+// expected version, later calls only ping: migrations never go backwards
+// under a running server.
 func (db *DB) Ready(ctx context.Context) error {
-	sqlDB := stdlib.OpenDBFromPool(db.pool)
-	defer sqlDB.Close()
-	p, err := newProvider(sqlDB)
+	if db.schemaReady.Load() {
+		return db.Ping(ctx)
+	}
+	want, err := ExpectedSchemaVersion()
 	if err != nil {
 		return err
 	}
-	current, target, err := p.GetVersions(ctx)
+	current, err := db.SchemaVersion(ctx)
 	if err != nil {
-		return fmt.Errorf("error reading migration version: %w", err)
+		return err
 	}
-	if current != target {
-		return fmt.Errorf("database schema at version %d, want %d", current, target)
+	// A newer replica may already have migrated further during a rolling
+	// upgrade; migrations only add, so a later schema still serves this one.
+	if current < want {
+		return fmt.Errorf("database schema at version %d, want %d", current, want)
 	}
+	db.schemaReady.Store(true)
 	return nil
 }
+
+// SchemaVersion returns the highest migration version applied to the
+// database, 0 when it was never migrated. It only reads.
+func (db *DB) SchemaVersion(ctx context.Context) (int64, error) {
+	var version int64
+	err := pgx.BeginTxFunc(ctx, db.pool, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		var exists bool
+		if err := tx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, goose.DefaultTablename).Scan(&exists); err != nil {
+			return fmt.Errorf("error looking for the migration table: %w", err)
+		}
+		if !exists {
+			return nil
+		}
+		if err := tx.QueryRow(ctx, `SELECT COALESCE(max(version_id), 0) FROM `+pgx.Identifier{goose.DefaultTablename}.Sanitize()).Scan(&version); err != nil {
+			return fmt.Errorf("error reading migration version: %w", err)
+		}
+		return nil
+	})
+	return version, err
+}
+
+// ExpectedSchemaVersion is the version of the newest embedded migration: the
+// schema this binary needs.
+var ExpectedSchemaVersion = sync.OnceValues(func() (int64, error) {
+	entries, err := fs.ReadDir(migrations.FS, ".")
+	if err != nil {
+		return 0, fmt.Errorf("error listing embedded migrations: %w", err)
+	}
+	var newest int64
+	for _, e := range entries {
+		if path.Ext(e.Name()) != ".sql" {
+			continue
+		}
+		v, err := goose.NumericComponent(e.Name())
+		if err != nil {
+			return 0, fmt.Errorf("error reading the version of migration %s: %w", e.Name(), err)
+		}
+		newest = max(newest, v)
+	}
+	if newest == 0 {
+		return 0, errors.New("no embedded migrations")
+	}
+	return newest, nil
+})
 
 // Migrate applies the pending migrations through this pool.
 func (db *DB) Migrate(ctx context.Context) error {

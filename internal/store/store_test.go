@@ -6,11 +6,13 @@ import (
 	"encoding/base64"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/mcpguard/mcpguard"
@@ -173,5 +175,107 @@ func TestCredentialsNeedASealer(t *testing.T) {
 		Credentials: &mcpguard.Credentials{Token: "tok-secret"}, Steps: []store.NewStep{{Name: "auth"}}})
 	if err == nil || strings.Contains(err.Error(), "tok-secret") {
 		t.Fatalf("stored credentials without a key: %v", err)
+	}
+}
+
+// userObjects lists every table, sequence, view, index, type and function
+// outside Postgres's own schemas: what a write to the schema would change.
+func userObjects(t *testing.T, pool *pgxpool.Pool) []string {
+	t.Helper()
+	rows, err := pool.Query(context.Background(), `
+		SELECT 'rel ' || n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
+		UNION ALL
+		SELECT 'proc ' || n.nspname || '.' || p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+		WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+		UNION ALL
+		SELECT 'type ' || n.nspname || '.' || t.typname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+		WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
+		ORDER BY 1`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return names
+}
+
+// A readiness probe against an empty database answers "not ready" and
+// creates nothing: goose's own version check would create its table.
+func TestReadyOnEmptyDatabaseWritesNothing(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := testdb.New(t, "storeready")
+	raw, err := pgxpool.New(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	db, err := store.Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+
+	before := userObjects(t, raw)
+	for range 3 {
+		err := db.Ready(ctx)
+		if err == nil || !strings.Contains(err.Error(), "schema at version 0") {
+			t.Fatalf("Ready on an empty database = %v, want not migrated", err)
+		}
+	}
+	if after := userObjects(t, raw); !slices.Equal(before, after) {
+		t.Fatalf("Ready wrote to the schema:\nbefore %v\nafter  %v", before, after)
+	}
+	if len(before) != 0 {
+		t.Fatalf("a fresh database has user objects: %v", before)
+	}
+}
+
+// Once Ready has seen the schema at the expected version it only pings: a
+// probe every few seconds on every replica no longer reads goose's table.
+func TestReadyIsCachedOnceMigrated(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := testdb.New(t, "storereadycache")
+	if err := store.Migrate(ctx, url); err != nil {
+		t.Fatal(err)
+	}
+	db, err := store.Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	want, err := store.ExpectedSchemaVersion()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := db.SchemaVersion(ctx); err != nil || got != want {
+		t.Fatalf("SchemaVersion = %d, %v; want %d", got, err, want)
+	}
+	if err := db.Ready(ctx); err != nil {
+		t.Fatalf("not ready after migrating: %v", err)
+	}
+	raw, err := pgxpool.New(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	// Hide the version table: only a replica that already saw it is ready.
+	if _, err := raw.Exec(ctx, `ALTER TABLE goose_db_version RENAME TO goose_hidden`); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Ready(ctx); err != nil {
+		t.Fatalf("Ready read the version again after it was cached: %v", err)
+	}
+	fresh, err := store.Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	if err := fresh.Ready(ctx); err == nil {
+		t.Fatal("a replica that never saw the version table is ready")
 	}
 }

@@ -131,13 +131,30 @@ type NewProtection struct {
 }
 
 // RetryInput is the optional body of POST /protections/{id}/retry: fresh
-// credentials and corrected inputs replace the stored ones.
+// credentials and corrected inputs replace the stored ones (instance member by
+// member, the others whole). A source must keep its kind (spec, asset or
+// instance): starting elsewhere is a new protection.
 type RetryInput struct {
 	Credentials *Credentials   `json:"credentials,omitempty"`
+	Source      *Source        `json:"source,omitempty"`
 	Target      *TargetRef     `json:"target,omitempty"`
 	Environment *Ref           `json:"environment,omitempty"`
 	Instance    *InstanceInput `json:"instance,omitempty"`
 	Policies    []PolicyInput  `json:"policies,omitempty"`
+}
+
+// Retried is the answer of a retry: the re-queued protection and what the
+// retry rewound. The same facts are in the retry_requested event.
+type Retried struct {
+	*Protection
+	// Corrected lists the request fields whose values the retry changed, as
+	// paths such as "target.gatewayVersion".
+	Corrected []string `json:"corrected"`
+	// RewoundTo is the step the job resumes at: the earliest step that reads a
+	// corrected field, or the step where the job stopped when that comes first.
+	RewoundTo string `json:"rewoundTo"`
+	// Rerun lists, in order, every step that will run again.
+	Rerun []string `json:"rerun"`
 }
 
 // JobError explains why a step or a job failed, with the upstream status and
@@ -216,8 +233,10 @@ type ProtectionService interface {
 	FindProtection(ctx context.Context, tenant, id string) (*Protection, error)
 	// ListProtections returns a page of jobs and the cursor of the next page ("" at the end).
 	ListProtections(ctx context.Context, tenant string, filter ProtectionFilter) ([]*Protection, string, error)
-	// RetryProtection re-queues a failed or cancelled job at its failed step (ECONFLICT otherwise).
-	RetryProtection(ctx context.Context, tenant, id string, in RetryInput) (*Protection, error)
+	// RetryProtection re-queues a failed or cancelled job (ECONFLICT otherwise)
+	// at its failed step, or earlier when a correction changes what an earlier
+	// step read (rewinding).
+	RetryProtection(ctx context.Context, tenant, id string, in RetryInput) (*Retried, error)
 	// CancelProtection cancels a queued job at once and asks a running one to stop (ECONFLICT when finished).
 	CancelProtection(ctx context.Context, tenant, id string) (*Protection, error)
 	// ListEvents returns the job's audit trail, oldest first.

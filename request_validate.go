@@ -48,6 +48,9 @@ func (r *RetryInput) Validate() []FieldError {
 	if r.Credentials != nil {
 		validateCredentials(&v, "credentials", r.Credentials)
 	}
+	if r.Source != nil {
+		validateSourceCorrection(&v, "source", r.Source)
+	}
 	if r.Environment != nil {
 		validateRef(&v, "environment", r.Environment.ID, r.Environment.Name)
 	}
@@ -101,6 +104,33 @@ func (r *Request) validate(v *validator) {
 		v.add("policies", "is required: give at least one policy")
 	} else {
 		validatePolicies(v, "policies", r.Policies)
+	}
+}
+
+// validateSourceCorrection checks the source of a retry. Its members replace
+// the stored source's one by one, so only what is given is checked here; the
+// corrected request as a whole is validated again before it is stored.
+func validateSourceCorrection(v *validator, path string, s *Source) {
+	given := 0
+	for _, set := range []bool{s.Spec != nil, s.Asset != nil, s.Instance != nil} {
+		if set {
+			given++
+		}
+	}
+	if given != 1 {
+		v.add(path, "must have exactly one of spec, asset or instance; got %d", given)
+		return
+	}
+	if s.Spec != nil {
+		if s.Spec.AssetID != "" {
+			validateAssetID(v, path+".spec.assetId", s.Spec.AssetID, true)
+		}
+		if s.Spec.Version != "" && !semverPattern.MatchString(s.Spec.Version) {
+			v.add(path+".spec.version", "must be a semantic version such as 1.0.0 or 1.2.0-beta.1; got %q", s.Spec.Version)
+		}
+		if len(s.Spec.Metadata) > 0 && !isJSONObject(s.Spec.Metadata) {
+			v.add(path+".spec.metadata", "must be a JSON object")
+		}
 	}
 }
 

@@ -443,6 +443,13 @@ func TestRetryFailedJobWithCorrection(t *testing.T) {
 	if r.StatusCode != http.StatusAccepted {
 		t.Fatalf("retry: %d %s", r.StatusCode, r.body)
 	}
+	var retried mcpguard.Retried
+	if err := json.Unmarshal(r.body, &retried); err != nil {
+		t.Fatal(err)
+	}
+	if retried.RewoundTo != "target" || strings.Join(retried.Rerun, ",") != "target,verify" || strings.Join(retried.Corrected, ",") != "target.name" {
+		t.Fatalf("retry answer: rewoundTo %q rerun %v corrected %v", retried.RewoundTo, retried.Rerun, retried.Corrected)
+	}
 	done := waitState(t, "tenant-a", p.ID, mcpguard.StateSucceeded)
 	if done.Variables["targetId"] != "t-fixed" || done.Request.Target.Name != "fixed" {
 		t.Fatalf("retry did not apply the correction: variables %v, target %+v", done.Variables, done.Request.Target)

@@ -141,7 +141,7 @@ func testCatalogue() workflow.Catalogue {
 					return nil, workflow.Permanent(404, "There is no gateway target named missing.", "Register the Flex Gateway in Runtime Manager first.")
 				}
 				return &workflow.Outcome{Captured: map[string]any{"targetId": "t-" + run.Request.Target.Name}}, nil
-			}},
+			}, IO: workflow.StepIO{Fields: []string{"target"}}},
 		{Name: "verify", Run: func(ctx context.Context, run *workflow.Run) (*workflow.Outcome, error) {
 			return &workflow.Outcome{Captured: map[string]any{"apiStatus": "active"}}, nil
 		}},

@@ -135,12 +135,14 @@ func (s *Server) handleRetryProtection(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	p, err := s.service.RetryProtection(r.Context(), tenantFrom(r.Context()), id, in)
+	retried, err := s.service.RetryProtection(r.Context(), tenantFrom(r.Context()), id, in)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	s.encode(w, r, http.StatusAccepted, view(p))
+	out := *retried
+	out.Protection = view(retried.Protection)
+	s.encode(w, r, http.StatusAccepted, out)
 }
 
 func (s *Server) handleCancelProtection(w http.ResponseWriter, r *http.Request) {

@@ -179,67 +179,120 @@ func (db *DB) ListProtections(ctx context.Context, tenant string, state mcpguard
 	return list, nil
 }
 
-// RetryProtection puts a failed or cancelled job back in the queue at its
-// current step with a fresh attempt budget, keeping every captured
-// variable. correct, when not nil, amends the stored request; credentials,
-// when not nil, replace the sealed ones. ECONFLICT for any other state.
-func (db *DB) RetryProtection(ctx context.Context, tenant, id, actor string, correct func(*mcpguard.Request) []string, credentials *mcpguard.Credentials) error {
+// RetryCurrent is what a retry plan is computed from: the job as it stopped.
+type RetryCurrent struct {
+	State       mcpguard.State
+	CurrentStep string
+	Request     mcpguard.Request
+	// Steps in catalogue order.
+	Steps []StepRow
+}
+
+// StepRow is one step's name and state.
+type StepRow struct {
+	Name  string
+	State mcpguard.StepState
+}
+
+// RetryPlan is what a retry does (workflow.Catalogue.PlanRetry decides it).
+type RetryPlan struct {
+	// Request is the corrected request to store.
+	Request mcpguard.Request
+	// Corrected lists the request fields whose values changed.
+	Corrected []string
+	// RewindTo is the step the job resumes at.
+	RewindTo string
+	// Rerun lists the steps that go back to pending with a fresh attempt
+	// budget, in order; RewindTo is the first.
+	Rerun []string
+	// ClearVariables are removed from the job's variables (per-attempt state
+	// of the steps that run again).
+	ClearVariables []string
+}
+
+// RetryProtection puts a failed or cancelled job back in the queue as plan
+// decides: every step of plan.Rerun goes back to pending with a fresh attempt
+// budget and no captured variables, the job resumes at plan.RewindTo with
+// the corrected request, and plan.ClearVariables leave the job's variables
+// (the others stay, so the steps that run again can reconcile with what
+// earlier attempts made). credentials, when not nil, replace the sealed
+// ones. ECONFLICT for any other state; plan's error is returned as is.
+func (db *DB) RetryProtection(ctx context.Context, tenant, id, actor string, plan func(RetryCurrent) (*RetryPlan, error), credentials *mcpguard.Credentials) (*RetryPlan, error) {
 	if !validID(id) {
-		return notFound()
+		return nil, notFound()
 	}
 	sealed, err := db.sealCredentials(id, credentials)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return db.inTx(ctx, func(tx pgx.Tx) error {
-		var state, step string
+	var decided *RetryPlan
+	err = db.inTx(ctx, func(tx pgx.Tx) error {
+		var cur RetryCurrent
 		var rawRequest []byte
 		err := tx.QueryRow(ctx, `SELECT state, current_step, request FROM protections WHERE id = $1 AND tenant = $2 FOR UPDATE`, id, tenant).
-			Scan(&state, &step, &rawRequest)
+			Scan(&cur.State, &cur.CurrentStep, &rawRequest)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return notFound()
 		} else if err != nil {
 			return fmt.Errorf("error reading protection for retry: %w", err)
 		}
-		if state != string(mcpguard.StateFailed) && state != string(mcpguard.StateCancelled) {
-			return mcpguard.Errorf(mcpguard.ECONFLICT, "Only a failed or cancelled protection can be retried; this one is %s.", state)
+		if cur.State != mcpguard.StateFailed && cur.State != mcpguard.StateCancelled {
+			return mcpguard.Errorf(mcpguard.ECONFLICT, "Only a failed or cancelled protection can be retried; this one is %s.", cur.State)
 		}
-		var req mcpguard.Request
-		if err := decodeJSON(rawRequest, &req); err != nil {
+		if err := decodeJSON(rawRequest, &cur.Request); err != nil {
 			return fmt.Errorf("error decoding stored request: %w", err)
 		}
-		var corrected []string
-		if correct != nil {
-			corrected = correct(&req)
+		rows, err := tx.Query(ctx, `SELECT name, state FROM steps WHERE protection_id = $1 ORDER BY position`, id)
+		if err != nil {
+			return fmt.Errorf("error reading steps for retry: %w", err)
 		}
-		request, err := json.Marshal(req)
+		cur.Steps, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (StepRow, error) {
+			var s StepRow
+			return s, row.Scan(&s.Name, &s.State)
+		})
+		if err != nil {
+			return fmt.Errorf("error reading steps for retry: %w", err)
+		}
+		p, err := plan(cur)
+		if err != nil {
+			return err
+		}
+		request, err := json.Marshal(p.Request)
 		if err != nil {
 			return fmt.Errorf("error encoding request: %w", err)
 		}
+		clear := p.ClearVariables
+		if clear == nil {
+			clear = []string{}
+		}
 		if _, err := tx.Exec(ctx, `
-			UPDATE protections SET state = 'queued', request = $2, credentials = COALESCE($3, credentials),
+			UPDATE protections SET state = 'queued', current_step = $2, request = $3, credentials = COALESCE($4, credentials),
+				variables = variables - $5::text[],
 				error = NULL, finished_at = NULL, cancel_requested = false, run_after = now(), updated_at = now()
-			WHERE id = $1`, id, request, sealed); err != nil {
+			WHERE id = $1`, id, p.RewindTo, request, sealed, clear); err != nil {
 			return fmt.Errorf("error re-queuing protection: %w", err)
 		}
 		if _, err := tx.Exec(ctx, `
 			UPDATE steps SET state = 'pending', budget_attempts = 0, polling = false,
-				started_at = NULL, finished_at = NULL, error = NULL
-			WHERE protection_id = $1 AND name = $2`, id, step); err != nil {
-			return fmt.Errorf("error resetting step for retry: %w", err)
+				started_at = NULL, finished_at = NULL, error = NULL, captured = '{}'
+			WHERE protection_id = $1 AND name = ANY($2::text[]) AND state <> 'skipped'`, id, p.Rerun); err != nil {
+			return fmt.Errorf("error resetting steps for retry: %w", err)
 		}
-		detail := map[string]any{"from": state, "freshCredentials": credentials != nil}
-		if len(corrected) > 0 {
-			detail["corrected"] = corrected
-		}
-		if err := insertEvent(ctx, tx, id, mcpguard.EventRetryRequested, step, 0, actor, detail); err != nil {
+		detail := map[string]any{"from": cur.State, "freshCredentials": credentials != nil,
+			"corrected": p.Corrected, "rewoundTo": p.RewindTo, "rerun": p.Rerun}
+		if err := insertEvent(ctx, tx, id, mcpguard.EventRetryRequested, p.RewindTo, 0, actor, detail); err != nil {
 			return err
 		}
-		if err := insertEvent(ctx, tx, id, mcpguard.EventStateChanged, step, 0, actor, map[string]any{"from": state, "to": mcpguard.StateQueued}); err != nil {
+		if err := insertEvent(ctx, tx, id, mcpguard.EventStateChanged, p.RewindTo, 0, actor, map[string]any{"from": cur.State, "to": mcpguard.StateQueued}); err != nil {
 			return err
 		}
+		decided = p
 		return notify(ctx, tx, JobsChannel, id)
 	})
+	if err != nil {
+		return nil, err
+	}
+	return decided, nil
 }
 
 // CancelProtection cancels a job that no worker holds (queued, or running

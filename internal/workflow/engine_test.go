@@ -618,7 +618,7 @@ func TestRetryResumesAtFailedStepWithCorrectedInput(t *testing.T) {
 				return nil, workflow.Permanent(401, "stale credentials", "")
 			}
 			return &workflow.Outcome{Captured: map[string]any{"targetId": "t-1"}}, nil
-		}},
+		}, IO: workflow.StepIO{Fields: []string{"target"}}},
 		{Name: "create", Run: func(ctx context.Context, r *workflow.Run) (*workflow.Outcome, error) {
 			c.record("create", r)
 			return &workflow.Outcome{}, nil
@@ -673,7 +673,7 @@ func TestRetryResumesAtFailedStepWithCorrectedInput(t *testing.T) {
 	}
 	ev := e.events(t, "acme", p.ID)
 	rr := kinds(ev, mcpguard.EventRetryRequested)
-	if len(rr) != 2 || rr[1].Detail["freshCredentials"] != true || fmt.Sprint(rr[1].Detail["corrected"]) != "[target]" {
+	if len(rr) != 2 || rr[1].Detail["freshCredentials"] != true || fmt.Sprint(rr[1].Detail["corrected"]) != "[target.name]" {
 		t.Errorf("retry_requested events %+v", rr)
 	}
 	if _, err := e.svc.RetryProtection(ctx, "acme", p.ID, mcpguard.RetryInput{}); mcpguard.ErrorCode(err) != mcpguard.ECONFLICT {
@@ -748,9 +748,9 @@ func TestCancelRunningJob(t *testing.T) {
 	}
 	// A cancelled job can be retried from where it stopped; this time deploy is quick.
 	// (The step blocks until cancelled, so only check that it is queued again.)
-	q, err = e.svc.RetryProtection(context.Background(), "acme", p.ID, mcpguard.RetryInput{})
-	if err != nil || (q.State != mcpguard.StateQueued && q.State != mcpguard.StateRunning) || q.CurrentStep != "deploy" {
-		t.Fatalf("retry after cancel: %v %+v", err, q)
+	r, err := e.svc.RetryProtection(context.Background(), "acme", p.ID, mcpguard.RetryInput{})
+	if err != nil || (r.State != mcpguard.StateQueued && r.State != mcpguard.StateRunning) || r.CurrentStep != "deploy" {
+		t.Fatalf("retry after cancel: %v %+v", err, r)
 	}
 	<-started
 	if _, err := e.svc.CancelProtection(context.Background(), "acme", p.ID); err != nil {

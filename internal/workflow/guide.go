@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
@@ -70,17 +71,45 @@ func GuideCatalogue(cfg GuideConfig) Catalogue {
 	fromSpec := func(r *mcpguard.Request) bool { return r.Source.Spec != nil }
 	fromExchange := func(r *mcpguard.Request) bool { return r.Source.Spec != nil || r.Source.Asset != nil }
 	fromInstance := func(r *mcpguard.Request) bool { return r.Source.Instance != nil }
+	// The declarations: which request fields and variables each step reads
+	// and which variables it writes. A retry that changes a field rewinds to
+	// the earliest applicable step reading it (PlanRetry); every later step
+	// runs again and reconciles what an earlier attempt made.
+	org := []string{"organizationId"}
+	gav := []string{"groupId", "assetId", "assetVersion"}
 	return Catalogue{
-		{Name: StepAuth, Run: g.auth},
-		{Name: StepPublish, Applies: fromSpec, Run: g.publish, MaxAttempts: 12},
-		{Name: StepSearch, Applies: fromExchange, Run: g.search},
-		{Name: StepEnv, Run: g.env},
-		{Name: StepTarget, Applies: fromExchange, Run: g.target},
-		{Name: StepCreate, Applies: fromExchange, Run: g.create},
-		{Name: StepDeploy, Applies: fromExchange, Run: g.deploy},
-		{Name: StepInstance, Applies: fromInstance, Run: g.instance},
-		{Name: StepPolicies, Run: g.policies},
-		{Name: StepVerify, Run: g.verify},
+		{Name: StepAuth, Run: g.auth, IO: StepIO{
+			Fields: []string{"organizationId"},
+			Writes: org}},
+		{Name: StepPublish, Applies: fromSpec, Run: g.publish, MaxAttempts: 12, IO: StepIO{
+			Fields: []string{"source.spec"}, Reads: org,
+			Writes:     slices.Concat(gav, []string{"publicationStatusLink", "publicationStatus"}),
+			PerAttempt: []string{"publicationStatusLink", "publicationStatus"}}},
+		{Name: StepSearch, Applies: fromExchange, Run: g.search, IO: StepIO{
+			Fields: []string{"source.asset"}, Reads: gav,
+			Writes: gav}},
+		{Name: StepEnv, Run: g.env, IO: StepIO{
+			Fields: []string{"environment"}, Reads: org,
+			Writes: []string{"environmentId", "environmentName"}}},
+		{Name: StepTarget, Applies: fromExchange, Run: g.target, IO: StepIO{
+			Fields: []string{"target.id", "target.name", "target.gatewayVersion"}, Reads: []string{"organizationId", "environmentId"},
+			Writes: []string{"targetId", "targetName", "gatewayVersion", "gatewayVersionSource"}}},
+		{Name: StepCreate, Applies: fromExchange, Run: g.create, IO: StepIO{
+			Fields: []string{"instance.upstreamUri", "instance.proxyUri", "instance.label"},
+			Reads:  slices.Concat([]string{"organizationId", "environmentId", "createdInstances"}, gav),
+			Writes: []string{"environmentApiId", "instanceLabel", "createdInstances"}}},
+		{Name: StepDeploy, Applies: fromExchange, Run: g.deploy, IO: StepIO{
+			Reads:  []string{"organizationId", "environmentId", "environmentApiId", "targetId", "targetName", "gatewayVersion"},
+			Writes: []string{"deploymentId"}}},
+		{Name: StepInstance, Applies: fromInstance, Run: g.instance, IO: StepIO{
+			Fields: []string{"source.instance"}, Reads: []string{"organizationId", "environmentId"},
+			Writes: []string{"environmentApiId", "deploymentId", "targetId"}}},
+		{Name: StepPolicies, Run: g.policies, IO: StepIO{
+			Fields: []string{"policies"}, Reads: []string{"organizationId", "environmentId", "environmentApiId", "policies"},
+			Writes: []string{"policies", "foreignPolicies"}}},
+		{Name: StepVerify, Run: g.verify, IO: StepIO{
+			Reads:  []string{"organizationId", "environmentId", "environmentApiId", "deploymentId", "policies"},
+			Writes: []string{"deploymentId", "deploymentStatus", "apiVersionStatus", "apiStatus", "policyCount"}}},
 	}
 }
 

@@ -173,33 +173,22 @@ func decodeCursor(s string) (*store.Cursor, error) {
 	return &store.Cursor{CreatedAt: t, ID: id}, nil
 }
 
-// RetryProtection re-queues a failed or cancelled job at the step where it
-// stopped, applying corrected inputs and fresh credentials.
-func (s *Service) RetryProtection(ctx context.Context, tenant, id string, in mcpguard.RetryInput) (*mcpguard.Protection, error) {
-	correct := func(req *mcpguard.Request) []string {
-		var corrected []string
-		if in.Target != nil {
-			req.Target = in.Target
-			corrected = append(corrected, "target")
-		}
-		if in.Environment != nil {
-			req.Environment = in.Environment
-			corrected = append(corrected, "environment")
-		}
-		if in.Instance != nil {
-			req.Instance = in.Instance
-			corrected = append(corrected, "instance")
-		}
-		if len(in.Policies) > 0 {
-			req.Policies = in.Policies
-			corrected = append(corrected, "policies")
-		}
-		return corrected
-	}
-	if err := s.db.RetryProtection(ctx, tenant, id, tenant, correct, in.Credentials); err != nil {
+// RetryProtection re-queues a failed or cancelled job, applying corrected
+// inputs and fresh credentials. Without corrections it resumes at the step
+// where it stopped; a correction rewinds to the earliest step that reads it
+// (Catalogue.PlanRetry), and every later step runs again.
+func (s *Service) RetryProtection(ctx context.Context, tenant, id string, in mcpguard.RetryInput) (*mcpguard.Retried, error) {
+	plan, err := s.db.RetryProtection(ctx, tenant, id, tenant, func(cur store.RetryCurrent) (*store.RetryPlan, error) {
+		return s.cat.PlanRetry(cur, in)
+	}, in.Credentials)
+	if err != nil {
 		return nil, err
 	}
-	return s.db.FindProtection(ctx, tenant, id)
+	p, err := s.db.FindProtection(ctx, tenant, id)
+	if err != nil {
+		return nil, err
+	}
+	return &mcpguard.Retried{Protection: p, Corrected: plan.Corrected, RewoundTo: plan.RewindTo, Rerun: plan.Rerun}, nil
 }
 
 // CancelProtection cancels a queued job at once and asks the worker of a

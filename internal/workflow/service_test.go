@@ -20,7 +20,7 @@ var serviceCatalogue = workflow.Catalogue{
 	{Name: "auth"},
 	{Name: "publish", Applies: func(req *mcpguard.Request) bool { return req.Source.Spec != nil }},
 	{Name: "search", Applies: func(req *mcpguard.Request) bool { return req.Source.Spec == nil }},
-	{Name: "env"},
+	{Name: "env", IO: workflow.StepIO{Fields: []string{"environment", "policies"}}},
 }
 
 func uniqueTenant() string { return "tenant-" + uuid.NewString()[:8] }

@@ -26,6 +26,24 @@ type Step struct {
 	// MaxAttempts bounds how many times a transient failure is retried before
 	// the job fails. Zero means the engine's default.
 	MaxAttempts int
+	// IO declares what the step reads and writes; a retry that changes a
+	// field the step reads rewinds the job to it (see PlanRetry).
+	IO StepIO
+}
+
+// StepIO declares a step's inputs and outputs.
+type StepIO struct {
+	// Fields are the request fields the step reads, as JSON paths
+	// ("environment", "target.gatewayVersion", "source.spec").
+	Fields []string
+	// Reads are the variables of earlier steps the step needs.
+	Reads []string
+	// Writes are the variables the step captures.
+	Writes []string
+	// PerAttempt are written variables that only mean something to the
+	// attempt that wrote them (a publication status link): a rewind to the
+	// step clears them so it starts afresh.
+	PerAttempt []string
 }
 
 // Catalogue is the ordered list of steps a protection may run.

@@ -1,0 +1,163 @@
+package workflow_test
+
+import (
+	"encoding/json"
+	"errors"
+	"slices"
+	"testing"
+
+	"github.com/mcpguard/mcpguard"
+	"github.com/mcpguard/mcpguard/internal/store"
+	"github.com/mcpguard/mcpguard/internal/workflow"
+)
+
+// stoppedAt is a job of the guide's catalogue that stopped at step with
+// state (failed or cancelled): the steps before it succeeded, the later
+// ones are pending, and those that do not apply are skipped.
+func stoppedAt(t *testing.T, req mcpguard.Request, step string, state mcpguard.StepState) store.RetryCurrent {
+	t.Helper()
+	cat := workflow.GuideCatalogue(workflow.GuideConfig{})
+	cur := store.RetryCurrent{State: mcpguard.StateFailed, CurrentStep: step, Request: req}
+	reached := false
+	for _, s := range cat {
+		row := store.StepRow{Name: s.Name, State: mcpguard.StepSucceeded}
+		switch {
+		case s.Applies != nil && !s.Applies(&req):
+			row.State = mcpguard.StepSkipped
+		case s.Name == step:
+			row.State, reached = state, true
+		case reached:
+			row.State = mcpguard.StepPending
+		}
+		cur.Steps = append(cur.Steps, row)
+	}
+	if !reached {
+		t.Fatalf("no step %q", step)
+	}
+	return cur
+}
+
+func request(t *testing.T, raw string) mcpguard.Request {
+	t.Helper()
+	var r mcpguard.Request
+	if err := json.Unmarshal([]byte(raw), &r); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+const specRequest = `{"environment": {"name": "Sandbox"}, "target": {"name": "flex-sandbox"},
+	"source": {"spec": {"assetId": "orders-mcp", "version": "1.0.0", "name": "Orders"}},
+	"instance": {"upstreamUri": "https://orders.internal/mcp", "proxyUri": "http://0.0.0.0:8081/orders"},
+	"policies": [{"assetId": "rate-limiting"}]}`
+
+const instanceRequest = `{"environment": {"name": "Sandbox"}, "source": {"instance": {"id": 42}},
+	"policies": [{"assetId": "rate-limiting"}]}`
+
+func TestPlanRetryRewindsToTheEarliestStepReadingACorrection(t *testing.T) {
+	t.Parallel()
+	cat := workflow.GuideCatalogue(workflow.GuideConfig{})
+	after := func(from string) []string {
+		all := []string{"auth", "publish", "search", "env", "target", "create", "deploy", "policies", "verify"}
+		return all[slices.Index(all, from):]
+	}
+	cases := []struct {
+		name      string
+		stopped   string
+		retry     string
+		rewoundTo string
+		corrected []string
+		cleared   []string
+	}{
+		{"no correction resumes at the failed step", "verify", `{}`, "verify", []string{}, nil},
+		{"fresh credentials only", "auth", `{"credentials": {"token": "t"}}`, "auth", []string{}, []string{"publicationStatusLink", "publicationStatus"}},
+		{"gatewayVersion after deploy failed", "deploy", `{"target": {"name": "flex-sandbox", "gatewayVersion": "1.13.1"}}`,
+			"target", []string{"target.gatewayVersion"}, nil},
+		{"environment after target failed", "target", `{"environment": {"name": "Production"}}`, "env", []string{"environment"}, nil},
+		{"upstream after verify failed", "verify", `{"instance": {"upstreamUri": "https://orders-v2.internal/mcp"}}`,
+			"create", []string{"instance.upstreamUri"}, nil},
+		{"policies after verify failed", "verify", `{"policies": [{"assetId": "jwt-validation"}]}`, "policies", []string{"policies"}, nil},
+		{"a bumped spec version rewinds to publish and clears its status link", "publish", `{"source": {"spec": {"version": "1.0.1"}}}`,
+			"publish", []string{"source.spec"}, []string{"publicationStatusLink", "publicationStatus"}},
+		{"an unchanged value is no correction", "deploy", `{"target": {"name": "flex-sandbox"}, "instance": {"proxyUri": "http://0.0.0.0:8081/orders"}}`,
+			"deploy", []string{}, nil},
+		{"a correction read after the failed step resumes at the failed step", "env", `{"policies": [{"assetId": "jwt-validation"}]}`,
+			"env", []string{"policies"}, nil},
+		{"two corrections rewind to the earlier reader", "verify", `{"policies": [{"assetId": "jwt-validation"}], "target": {"name": "flex-prod"}}`,
+			"target", []string{"target.name", "policies"}, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var in mcpguard.RetryInput
+			if err := json.Unmarshal([]byte(tc.retry), &in); err != nil {
+				t.Fatal(err)
+			}
+			cur := stoppedAt(t, request(t, specRequest), tc.stopped, mcpguard.StepFailed)
+			plan, err := cat.PlanRetry(cur, in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := after(tc.rewoundTo)
+			if plan.RewindTo != tc.rewoundTo || !slices.Equal(plan.Rerun, want) {
+				t.Errorf("rewound to %q rerunning %v, want %q rerunning %v", plan.RewindTo, plan.Rerun, tc.rewoundTo, want)
+			}
+			if !slices.Equal(plan.Corrected, tc.corrected) {
+				t.Errorf("corrected %v, want %v", plan.Corrected, tc.corrected)
+			}
+			if !slices.Equal(plan.ClearVariables, tc.cleared) && !(len(tc.cleared) == 0 && len(plan.ClearVariables) == 0) {
+				t.Errorf("cleared %v, want %v", plan.ClearVariables, tc.cleared)
+			}
+			if cur.Request.Source.Spec.Version != "1.0.0" || cur.Request.Target.GatewayVersion != "" {
+				t.Error("the stored request was changed in place")
+			}
+		})
+	}
+}
+
+func TestPlanRetryAppliesCorrectionsMemberByMember(t *testing.T) {
+	t.Parallel()
+	cat := workflow.GuideCatalogue(workflow.GuideConfig{})
+	cur := stoppedAt(t, request(t, specRequest), "publish", mcpguard.StepFailed)
+	plan, err := cat.PlanRetry(cur, mcpguard.RetryInput{
+		Source:   &mcpguard.Source{Spec: &mcpguard.SpecSource{Version: "1.0.1"}},
+		Instance: &mcpguard.InstanceInput{UpstreamURI: "https://orders-v2.internal/mcp"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, inst := plan.Request.Source.Spec, plan.Request.Instance
+	if spec.Version != "1.0.1" || spec.AssetID != "orders-mcp" || spec.Name != "Orders" {
+		t.Errorf("spec %+v", spec)
+	}
+	if inst.UpstreamURI != "https://orders-v2.internal/mcp" || inst.ProxyURI != "http://0.0.0.0:8081/orders" {
+		t.Errorf("instance %+v", inst)
+	}
+}
+
+func TestPlanRetryRefusesCorrectionsItWouldIgnore(t *testing.T) {
+	t.Parallel()
+	cat := workflow.GuideCatalogue(workflow.GuideConfig{})
+	cases := []struct {
+		name, req, retry, code, field string
+	}{
+		{"target of an instance source", instanceRequest, `{"target": {"name": "flex-prod"}}`, mcpguard.EINVALID, "target.name"},
+		{"instance of an instance source", instanceRequest, `{"instance": {"upstreamUri": "https://x.internal/mcp"}}`, mcpguard.EINVALID, "instance.upstreamUri"},
+		{"another kind of source", specRequest, `{"source": {"asset": {"groupId": "g", "assetId": "a"}}}`, mcpguard.EUNPROCESSABLE, "source"},
+		{"an invalid corrected request", specRequest, `{"source": {"spec": {"version": "one"}}}`, mcpguard.EINVALID, "source.spec.version"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var in mcpguard.RetryInput
+			if err := json.Unmarshal([]byte(tc.retry), &in); err != nil {
+				t.Fatal(err)
+			}
+			_, err := cat.PlanRetry(stoppedAt(t, request(t, tc.req), "policies", mcpguard.StepFailed), in)
+			var e *mcpguard.Error
+			if mcpguard.ErrorCode(err) != tc.code || !errors.As(err, &e) || len(e.Fields) == 0 || e.Fields[0].Field != tc.field {
+				t.Fatalf("error %v %+v, want %s on %s", err, e, tc.code, tc.field)
+			}
+		})
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/mcpguard/mcpguard"
+	"github.com/mcpguard/mcpguard/internal/transition"
 )
 
 // Lease identifies one claim of a job: every write of the worker is
@@ -20,7 +21,9 @@ type Lease struct {
 	Fence        int64
 }
 
-// Job is a claimed protection, as a worker needs it.
+// Job is a claimed protection, as a worker needs it. The claim also started
+// its current step (unless a cancel was requested): Attempt, Counted and
+// StepStartedAt describe that start.
 type Job struct {
 	Lease
 	Tenant string
@@ -32,80 +35,79 @@ type Job struct {
 	Request       mcpguard.Request
 	Credentials   *mcpguard.Credentials
 	// CredentialsErr is set when the sealed credentials do not open (wrong or rotated key).
-	CredentialsErr  error
+	CredentialsErr error
+	// DecodeErr is set when the stored request or variables no longer
+	// decode (a poison row): the job cannot run and must fail.
+	DecodeErr       error
 	Variables       map[string]any
 	CancelRequested bool
-}
-
-// StepStart is a step's bookkeeping once a worker has started it.
-type StepStart struct {
-	// Attempt counts attempts since the job was last queued, from 1.
+	// Started is false when the claim found a cancel requested: the step
+	// was not started and the job must be cancelled.
+	Started bool
+	// Attempt counts the step's attempts since the job was last queued, from 1.
 	Attempt int
 	// Counted is false for a poll, which is not a new attempt.
-	Counted   bool
-	StartedAt time.Time
-}
-
-// ResultKind says how a step's run ended.
-type ResultKind int
-
-// The ways a step's run can end.
-const (
-	// ResultSucceeded: the step is done; the job moves to the next step or succeeds.
-	ResultSucceeded ResultKind = iota + 1
-	// ResultPoll: not done yet; run it again after Delay without counting an attempt.
-	ResultPoll
-	// ResultRetry: a transient failure; run it again after Delay.
-	ResultRetry
-	// ResultFailed: the job fails with Error.
-	ResultFailed
-	// ResultCancelled: the job stops as cancelled at this step.
-	ResultCancelled
-	// ResultReleased: the worker is shutting down; another may run the step at once.
-	ResultReleased
-)
-
-// StepResult is what a worker commits at the end of a step's run.
-type StepResult struct {
-	Kind     ResultKind
-	Step     string
-	Attempt  int
-	Captured map[string]any
-	Delay    time.Duration
-	Error    *mcpguard.JobError
-	// Counted tells whether the run counted an attempt (see StepStart); a
-	// released run gives it back, a failed poll counts it now.
 	Counted bool
-	// Detail is added to the event of the result (retry reason, cause of a cancel).
-	Detail map[string]any
+	// StepStartedAt is when the step first started since the job was last queued.
+	StepStartedAt time.Time
 }
 
-// Claim takes one job that is due: a queued one, a running one whose poll
-// or retry time has come, or a running one whose lease expired (its worker
-// died). It sets the lease and bumps the fence in one statement, and returns
-// nil when nothing is due.
-func (db *DB) Claim(ctx context.Context, owner string, lease time.Duration) (*Job, error) {
+// claimColumns are what Claim and RecoverClaim return, in scanClaim's order.
+const claimColumns = `p.id::text, p.fence, p.tenant, p.current_step, p.request, p.credentials, p.variables, p.cancel_requested`
+
+// Claim takes one job that is due (a queued one, a running one whose poll or
+// retry time has come, or a running one whose lease expired because its
+// worker died) and starts its current step, in one statement: it sets the
+// lease, bumps the fence, marks the step running, counts the attempt (not
+// for a poll) and appends the events. A job with a cancel requested is
+// claimed without starting its step. It returns nil when nothing is due.
+//
+// token identifies this claim (see RecoverClaim). A stored request or
+// variables that no longer decode do not make Claim fail: the job is
+// returned with DecodeErr so the worker can fail it once.
+func (db *DB) Claim(ctx context.Context, owner string, lease time.Duration, token string) (*Job, error) {
 	var j Job
 	var prevOwner *string
 	var request, variables, sealed []byte
+	var attempt *int
+	var counted *bool
+	var startedAt *time.Time
 	err := db.pool.QueryRow(ctx, `
 		WITH due AS (
-			SELECT id, state AS previous_state, lease_owner AS previous_owner FROM protections
+			SELECT id, state AS previous_state, lease_owner AS previous_owner, current_step, cancel_requested
+			FROM protections
 			WHERE state IN ('queued', 'running') AND run_after <= now()
 			  AND (lease_expires_at IS NULL OR lease_expires_at < now())
 			ORDER BY run_after
 			LIMIT 1
 			FOR UPDATE SKIP LOCKED
+		), claimed AS (
+			UPDATE protections p SET state = 'running', lease_owner = $1,
+				lease_expires_at = now() + $2 * interval '1 microsecond',
+				fence = p.fence + 1, claims = p.claims + 1, write_token = $3, updated_at = now()
+			FROM due WHERE p.id = due.id
+			RETURNING `+claimColumns+`
+		), started AS (
+			UPDATE steps s SET state = 'running',
+				attempts = s.attempts + CASE WHEN s.polling THEN 0 ELSE 1 END,
+				budget_attempts = s.budget_attempts + CASE WHEN s.polling THEN 0 ELSE 1 END,
+				started_at = COALESCE(s.started_at, now())
+			FROM due WHERE s.protection_id = due.id AND s.name = due.current_step AND NOT due.cancel_requested
+			RETURNING s.budget_attempts AS attempt, NOT s.polling AS counted, s.started_at
+		), trail AS (
+			INSERT INTO events (protection_id, kind, step, attempt, actor, detail)
+			SELECT due.id, e.kind, due.current_step, started.attempt, $1, e.detail
+			FROM due, started, LATERAL (VALUES
+				(1, 'state_changed', jsonb_build_object('from', 'queued', 'to', 'running'), due.previous_state = 'queued'),
+				(2, 'step_started', '{}'::jsonb, started.counted)) AS e(ord, kind, detail, wanted)
+			WHERE e.wanted
+			ORDER BY e.ord
 		)
-		UPDATE protections p SET state = 'running', lease_owner = $1,
-			lease_expires_at = now() + $2 * interval '1 microsecond',
-			fence = p.fence + 1, claims = p.claims + 1, updated_at = now()
-		FROM due WHERE p.id = due.id
-		RETURNING p.id::text, p.fence, p.tenant, due.previous_state, due.previous_owner, p.current_step,
-			p.request, p.credentials, p.variables, p.cancel_requested`,
-		owner, lease.Microseconds()).
-		Scan(&j.ProtectionID, &j.Fence, &j.Tenant, &j.PreviousState, &prevOwner, &j.CurrentStep,
-			&request, &sealed, &variables, &j.CancelRequested)
+		SELECT p.*, due.previous_state, due.previous_owner, started.attempt, started.counted, started.started_at
+		FROM claimed p CROSS JOIN due LEFT JOIN started ON true`,
+		owner, lease.Microseconds(), token).
+		Scan(&j.ProtectionID, &j.Fence, &j.Tenant, &j.CurrentStep, &request, &sealed, &variables, &j.CancelRequested,
+			&j.PreviousState, &prevOwner, &attempt, &counted, &startedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	} else if err != nil {
@@ -115,246 +117,181 @@ func (db *DB) Claim(ctx context.Context, owner string, lease time.Duration) (*Jo
 	if prevOwner != nil {
 		j.PreviousOwner = *prevOwner
 	}
-	if err := decodeJSON(request, &j.Request); err != nil {
-		return nil, fmt.Errorf("error decoding request of claimed job: %w", err)
+	if attempt != nil {
+		j.Started, j.Attempt, j.Counted, j.StepStartedAt = true, *attempt, *counted, startedAt.UTC()
 	}
-	if err := decodeJSON(variables, &j.Variables); err != nil {
-		return nil, fmt.Errorf("error decoding variables of claimed job: %w", err)
+	db.decodeJob(&j, request, variables, sealed)
+	return &j, nil
+}
+
+// RecoverClaim returns the job that the claim with this token took, when
+// that claim committed but its answer was lost (the connection died), so
+// the worker runs it now rather than after the lease expires. It returns
+// nil when no such claim landed or the lease moved on since.
+func (db *DB) RecoverClaim(ctx context.Context, owner, token string) (*Job, error) {
+	var j Job
+	var request, variables, sealed []byte
+	var stepState string
+	var polling bool
+	var startedAt *time.Time
+	err := db.pool.QueryRow(ctx, `
+		SELECT `+claimColumns+`, s.state, s.budget_attempts, s.polling, s.started_at
+		FROM protections p JOIN steps s ON s.protection_id = p.id AND s.name = p.current_step
+		WHERE p.write_token = $1 AND p.lease_owner = $2 AND p.state = 'running'`, token, owner).
+		Scan(&j.ProtectionID, &j.Fence, &j.Tenant, &j.CurrentStep, &request, &sealed, &variables, &j.CancelRequested,
+			&stepState, &j.Attempt, &polling, &startedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	} else if err != nil {
+		return nil, fmt.Errorf("error recovering a claim: %w", err)
+	}
+	j.Owner, j.PreviousState = owner, mcpguard.StateRunning
+	j.Started = !j.CancelRequested && stepState == string(mcpguard.StepRunning)
+	j.Counted = !polling
+	if startedAt != nil {
+		j.StepStartedAt = startedAt.UTC()
+	}
+	db.decodeJob(&j, request, variables, sealed)
+	return &j, nil
+}
+
+func (db *DB) decodeJob(j *Job, request, variables, sealed []byte) {
+	if err := decodeJSON(request, &j.Request); err != nil {
+		j.DecodeErr = fmt.Errorf("the stored request no longer decodes: %w", err)
+	} else if err := decodeJSON(variables, &j.Variables); err != nil {
+		j.DecodeErr = fmt.Errorf("the stored variables no longer decode: %w", err)
 	}
 	if j.Variables == nil {
 		j.Variables = map[string]any{}
 	}
 	j.Credentials, j.CredentialsErr = db.openCredentials(j.ProtectionID, sealed)
-	return &j, nil
 }
 
-// lockLease locks the job's row if the lease is still ours and returns its
-// current step and whether a cancel was requested.
-func lockLease(ctx context.Context, tx pgx.Tx, l Lease) (step string, cancelRequested bool, err error) {
-	err = tx.QueryRow(ctx, `
-		SELECT current_step, cancel_requested FROM protections
-		WHERE id = $1 AND fence = $2 AND lease_owner = $3 FOR UPDATE`, l.ProtectionID, l.Fence, l.Owner).
-		Scan(&step, &cancelRequested)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return "", false, ErrLeaseLost
-	} else if err != nil {
-		return "", false, fmt.Errorf("error locking leased job: %w", err)
-	}
-	return step, cancelRequested, nil
-}
+// ErrAlreadyCommitted means the write with this token had landed before:
+// its answer was lost, and the worker must not act on the result again.
+var ErrAlreadyCommitted = errors.New("step result already committed")
 
-// StartStep marks the job's current step running and counts the attempt,
-// unless the step is being polled. previous is the job's state before the
-// claim, so the move from queued to running is recorded once.
-func (db *DB) StartStep(ctx context.Context, l Lease, step string, previous mcpguard.State) (StepStart, error) {
-	var s StepStart
+// Commit ends a step's run under the lease, in one transaction conditional
+// on the lease's fence and owner: it reads the job's snapshot under a row
+// lock, asks decide what follows (transition.Decide, the one place that
+// decides), and applies the decision. token identifies this commit: when an
+// earlier try with the same token landed but its answer was lost, Commit
+// writes nothing and returns ErrAlreadyCommitted; when another claim holds
+// the job, it writes nothing and returns ErrLeaseLost.
+func (db *DB) Commit(ctx context.Context, l Lease, token string, decide func(transition.Snapshot) transition.Decision) (transition.Decision, error) {
+	var d transition.Decision
 	err := db.inTx(ctx, func(tx pgx.Tx) error {
-		current, _, err := lockLease(ctx, tx, l)
+		s := transition.Snapshot{State: mcpguard.StateRunning}
+		var next *string
+		err := tx.QueryRow(ctx, `
+			SELECT p.current_step, p.cancel_requested,
+				(SELECT n.name FROM steps n JOIN steps c ON c.protection_id = n.protection_id AND c.name = p.current_step
+				 WHERE n.protection_id = p.id AND n.state = 'pending' AND n.position > c.position
+				 ORDER BY n.position LIMIT 1)
+			FROM protections p
+			WHERE p.id = $1 AND p.fence = $2 AND p.lease_owner = $3 FOR UPDATE OF p`, l.ProtectionID, l.Fence, l.Owner).
+			Scan(&s.Step, &s.CancelRequested, &next)
+		if errors.Is(err, pgx.ErrNoRows) {
+			var landed bool
+			if err := tx.QueryRow(ctx, `SELECT COALESCE(write_token = $2, false) FROM protections WHERE id = $1`,
+				l.ProtectionID, token).Scan(&landed); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+				return fmt.Errorf("error reading the job's last write: %w", err)
+			} else if landed {
+				return ErrAlreadyCommitted
+			}
+			return ErrLeaseLost
+		} else if err != nil {
+			return fmt.Errorf("error locking leased job: %w", err)
+		}
+		if next != nil {
+			s.NextStep = *next
+		}
+		d = decide(s)
+		return applyDecision(ctx, tx, l.ProtectionID, l.Owner, token, d)
+	})
+	return d, err
+}
+
+// applyDecision writes a decision to a locked job: the step row, the job
+// row (state, next step, run_after, variables, error, credentials, lease
+// released) and the events, in one round trip.
+func applyDecision(ctx context.Context, tx pgx.Tx, id, actor, token string, d transition.Decision) error {
+	var jobErr []byte
+	if d.Error != nil {
+		var err error
+		if jobErr, err = json.Marshal(d.Error); err != nil {
+			return fmt.Errorf("error encoding job error: %w", err)
+		}
+	}
+	variables, err := json.Marshal(nonNil(d.Variables))
+	if err != nil {
+		return fmt.Errorf("error encoding captured variables: %w", err)
+	}
+	var tokenArg any
+	if token != "" {
+		tokenArg = token
+	}
+	batch := &pgx.Batch{}
+	if u := d.Step; u != nil {
+		captured, err := json.Marshal(nonNil(u.Captured))
 		if err != nil {
-			return err
+			return fmt.Errorf("error encoding captured variables: %w", err)
 		}
-		if current != step {
-			return fmt.Errorf("job is at step %q, not %q", current, step)
-		}
-		var polling bool
-		if err := tx.QueryRow(ctx, `
-			WITH old AS (SELECT polling FROM steps WHERE protection_id = $1 AND name = $2)
-			UPDATE steps s SET state = 'running',
-				attempts = s.attempts + CASE WHEN old.polling THEN 0 ELSE 1 END,
-				budget_attempts = s.budget_attempts + CASE WHEN old.polling THEN 0 ELSE 1 END,
-				started_at = COALESCE(s.started_at, now())
-			FROM old WHERE s.protection_id = $1 AND s.name = $2
-			RETURNING s.budget_attempts, old.polling, s.started_at`, l.ProtectionID, step).
-			Scan(&s.Attempt, &polling, &s.StartedAt); err != nil {
-			return fmt.Errorf("error starting step: %w", err)
-		}
-		s.Counted = !polling
-		s.StartedAt = s.StartedAt.UTC()
-		if previous == mcpguard.StateQueued {
-			if err := insertEvent(ctx, tx, l.ProtectionID, mcpguard.EventStateChanged, step, s.Attempt, l.Owner,
-				map[string]any{"from": mcpguard.StateQueued, "to": mcpguard.StateRunning}); err != nil {
-				return err
+		var stepErr []byte
+		if u.Error != nil {
+			if stepErr, err = json.Marshal(u.Error); err != nil {
+				return fmt.Errorf("error encoding step error: %w", err)
 			}
 		}
-		if s.Counted {
-			return insertEvent(ctx, tx, l.ProtectionID, mcpguard.EventStepStarted, step, s.Attempt, l.Owner, nil)
+		state := u.State
+		batch.Queue(`
+			UPDATE steps SET state = CASE WHEN $3 = '' THEN state ELSE $3 END,
+				finished_at = CASE WHEN $4 THEN now() WHEN $3 IN ('pending', 'running') THEN NULL ELSE finished_at END,
+				captured = captured || $5, error = CASE WHEN $6 THEN $7::jsonb ELSE error END, polling = $8,
+				attempts = attempts + $9, budget_attempts = GREATEST(budget_attempts + $9, 0)
+			WHERE protection_id = $1 AND name = $2`,
+			id, u.Name, string(state), u.Finished, captured, u.SetError, stepErr, u.Polling, u.AttemptDelta)
+	}
+	final := d.State.Finished()
+	var runAfter time.Time
+	batch.Queue(`
+		UPDATE protections SET state = $2, current_step = $3, variables = variables || $4, error = $5,
+			credentials = CASE WHEN $6 THEN NULL ELSE credentials END,
+			cancel_requested = CASE WHEN $7 THEN false ELSE cancel_requested END,
+			lease_owner = NULL, lease_expires_at = NULL,
+			run_after = CASE WHEN $7 THEN run_after ELSE now() + $8 * interval '1 microsecond' END,
+			finished_at = CASE WHEN $7 THEN now() END,
+			fence = fence + CASE WHEN $9 THEN 1 ELSE 0 END,
+			write_token = COALESCE($10::uuid, write_token), updated_at = now()
+		WHERE id = $1
+		RETURNING run_after`,
+		id, string(d.State), d.CurrentStep, variables, jobErr, d.ClearCredentials, final,
+		d.RunAfter.Microseconds(), d.BumpFence, tokenArg).QueryRow(func(row pgx.Row) error {
+		if err := row.Scan(&runAfter); err != nil {
+			return fmt.Errorf("error applying the step result to the job: %w", err)
 		}
 		return nil
 	})
-	return s, err
-}
-
-// FinishStep commits a step's run in one transaction conditional on the
-// lease: the step's state and captured variables, the job's variables, its
-// next step or final state, the events, and the lease's release. A cancel
-// requested meanwhile ends the job cancelled instead of starting another
-// step. It returns the job's state afterwards, or ErrLeaseLost having
-// written nothing.
-func (db *DB) FinishStep(ctx context.Context, l Lease, r StepResult) (mcpguard.State, error) {
-	captured, err := json.Marshal(nonNil(r.Captured))
-	if err != nil {
-		return "", fmt.Errorf("error encoding captured variables: %w", err)
-	}
-	var stepErr []byte
-	if r.Error != nil {
-		if stepErr, err = json.Marshal(r.Error); err != nil {
-			return "", fmt.Errorf("error encoding step error: %w", err)
+	br := tx.SendBatch(ctx, batch)
+	if d.Step != nil {
+		if _, err := br.Exec(); err != nil {
+			_ = br.Close()
+			return fmt.Errorf("error applying the step result to the step: %w", err)
 		}
 	}
-	var final mcpguard.State
-	err = db.inTx(ctx, func(tx pgx.Tx) error {
-		current, cancelRequested, err := lockLease(ctx, tx, l)
-		if err != nil {
+	if err := br.Close(); err != nil {
+		return err
+	}
+	for _, ev := range d.Events {
+		detail := ev.Detail
+		if ev.WithRunAfter {
+			detail = withDetail(detail, map[string]any{"runAfter": runAfter.UTC().Format(time.RFC3339Nano)})
+		}
+		if err := insertEvent(ctx, tx, id, ev.Kind, ev.Step, ev.Attempt, actor, detail); err != nil {
 			return err
 		}
-		if current != r.Step {
-			return fmt.Errorf("job is at step %q, not %q", current, r.Step)
-		}
-		event := func(kind string, detail map[string]any) error {
-			return insertEvent(ctx, tx, l.ProtectionID, kind, r.Step, r.Attempt, l.Owner, detail)
-		}
-		exec := func(what, sql string, args ...any) error {
-			if _, err := tx.Exec(ctx, sql, args...); err != nil {
-				return fmt.Errorf("error %s: %w", what, err)
-			}
-			return nil
-		}
-		// release hands the job back to the queue at run_after = now + delay.
-		release := func(delay time.Duration) error {
-			final = mcpguard.StateRunning
-			return exec("releasing job", `
-				UPDATE protections SET lease_owner = NULL, lease_expires_at = NULL,
-					run_after = now() + $2 * interval '1 microsecond', updated_at = now()
-				WHERE id = $1`, l.ProtectionID, delay.Microseconds())
-		}
-		cancel := func(reason string) error {
-			final = mcpguard.StateCancelled
-			return cancelNow(ctx, tx, l.ProtectionID, r.Step, l.Owner, string(mcpguard.StateRunning), reason)
-		}
-		mergeVariables := func() error {
-			return exec("merging captured variables", `UPDATE protections SET variables = variables || $2 WHERE id = $1`, l.ProtectionID, captured)
-		}
-
-		switch r.Kind {
-		case ResultSucceeded:
-			if err := exec("recording step success", `
-				UPDATE steps SET state = 'succeeded', finished_at = now(), captured = captured || $3, error = NULL, polling = false
-				WHERE protection_id = $1 AND name = $2`, l.ProtectionID, r.Step, captured); err != nil {
-				return err
-			}
-			if err := mergeVariables(); err != nil {
-				return err
-			}
-			if err := event(mcpguard.EventStepSucceeded, r.Detail); err != nil {
-				return err
-			}
-			var next string
-			err := tx.QueryRow(ctx, `
-				SELECT name FROM steps
-				WHERE protection_id = $1 AND state = 'pending'
-				  AND position > (SELECT position FROM steps WHERE protection_id = $1 AND name = $2)
-				ORDER BY position LIMIT 1`, l.ProtectionID, r.Step).Scan(&next)
-			if errors.Is(err, pgx.ErrNoRows) {
-				final = mcpguard.StateSucceeded
-				if err := exec("finishing job", `
-					UPDATE protections SET state = 'succeeded', current_step = '', credentials = NULL,
-						cancel_requested = false, lease_owner = NULL, lease_expires_at = NULL,
-						finished_at = now(), updated_at = now()
-					WHERE id = $1`, l.ProtectionID); err != nil {
-					return err
-				}
-				return event(mcpguard.EventStateChanged, map[string]any{"from": mcpguard.StateRunning, "to": mcpguard.StateSucceeded})
-			} else if err != nil {
-				return fmt.Errorf("error finding next step: %w", err)
-			}
-			if err := exec("moving to next step", `UPDATE protections SET current_step = $2 WHERE id = $1`, l.ProtectionID, next); err != nil {
-				return err
-			}
-			if cancelRequested {
-				r.Step = next
-				return cancel("cancelled by request before the next step started")
-			}
-			return release(0)
-
-		case ResultPoll:
-			if err := exec("recording poll", `
-				UPDATE steps SET captured = captured || $3, error = NULL, polling = true
-				WHERE protection_id = $1 AND name = $2`, l.ProtectionID, r.Step, captured); err != nil {
-				return err
-			}
-			if err := mergeVariables(); err != nil {
-				return err
-			}
-			if cancelRequested {
-				return cancel("cancelled by request while polling")
-			}
-			return release(r.Delay)
-
-		case ResultRetry:
-			if err := exec("recording transient failure", `
-				UPDATE steps SET error = $3, polling = false,
-					attempts = attempts + $4, budget_attempts = budget_attempts + $4
-				WHERE protection_id = $1 AND name = $2`, l.ProtectionID, r.Step, stepErr, boolInt(!r.Counted)); err != nil {
-				return err
-			}
-			if err := event(mcpguard.EventStepFailed, withDetail(r.Detail, map[string]any{"transient": true, "message": r.Error.Message, "status": r.Error.Status})); err != nil {
-				return err
-			}
-			if cancelRequested {
-				return cancel("cancelled by request")
-			}
-			if err := release(r.Delay); err != nil {
-				return err
-			}
-			var runAfter time.Time
-			if err := tx.QueryRow(ctx, `SELECT run_after FROM protections WHERE id = $1`, l.ProtectionID).Scan(&runAfter); err != nil {
-				return fmt.Errorf("error reading run_after: %w", err)
-			}
-			return event(mcpguard.EventRetryScheduled, withDetail(r.Detail, map[string]any{
-				"delayMs": r.Delay.Milliseconds(), "reason": r.Error.Message, "runAfter": runAfter.UTC().Format(time.RFC3339Nano)}))
-
-		case ResultFailed:
-			if err := exec("recording step failure", `
-				UPDATE steps SET state = 'failed', finished_at = now(), error = $3, polling = false,
-					attempts = attempts + $4, budget_attempts = budget_attempts + $4
-				WHERE protection_id = $1 AND name = $2`, l.ProtectionID, r.Step, stepErr, boolInt(!r.Counted)); err != nil {
-				return err
-			}
-			final = mcpguard.StateFailed
-			if err := exec("failing job", `
-				UPDATE protections SET state = 'failed', error = $2, cancel_requested = false,
-					lease_owner = NULL, lease_expires_at = NULL, finished_at = now(), updated_at = now()
-				WHERE id = $1`, l.ProtectionID, stepErr); err != nil {
-				return err
-			}
-			if err := event(mcpguard.EventStepFailed, withDetail(r.Detail, map[string]any{"message": r.Error.Message, "status": r.Error.Status, "hint": r.Error.Hint})); err != nil {
-				return err
-			}
-			return event(mcpguard.EventStateChanged, map[string]any{"from": mcpguard.StateRunning, "to": mcpguard.StateFailed})
-
-		case ResultCancelled:
-			reason, _ := r.Detail["reason"].(string)
-			if reason == "" {
-				reason = "cancelled by request"
-			}
-			return cancel(reason)
-
-		case ResultReleased:
-			if r.Counted {
-				if err := exec("giving back attempt", `
-					UPDATE steps SET attempts = attempts - 1, budget_attempts = budget_attempts - 1
-					WHERE protection_id = $1 AND name = $2 AND budget_attempts > 0`, l.ProtectionID, r.Step); err != nil {
-					return err
-				}
-			}
-			if cancelRequested {
-				return cancel("cancelled by request")
-			}
-			return release(0)
-		}
-		return fmt.Errorf("unknown step result kind %d", r.Kind)
-	})
-	return final, err
+	}
+	return nil
 }
 
 // Heartbeat extends the lease and reports whether a cancel was requested;
@@ -468,11 +405,4 @@ func withDetail(base, extra map[string]any) map[string]any {
 		out[k] = v
 	}
 	return out
-}
-
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/mcpguard/mcpguard"
+	"github.com/mcpguard/mcpguard/internal/transition"
 )
 
 // NewProtection is a job to insert: the request without credentials, the
@@ -316,27 +317,31 @@ func (db *DB) CancelProtection(ctx context.Context, tenant, id, actor string) (m
 		} else if err != nil {
 			return fmt.Errorf("error reading protection for cancel: %w", err)
 		}
-		if mcpguard.State(state).Finished() {
+		switch transition.RequestCancel(mcpguard.State(state), leased, alreadyRequested) {
+		case transition.CancelRefused:
 			return mcpguard.Errorf(mcpguard.ECONFLICT, "The protection already finished (%s).", state)
-		}
-		if alreadyRequested && leased {
+		case transition.CancelPending:
 			result = mcpguard.StateRunning
 			return nil
-		}
-		if err := insertEvent(ctx, tx, id, mcpguard.EventCancelRequested, step, 0, actor, map[string]any{"state": state}); err != nil {
-			return err
-		}
-		if leased {
+		case transition.CancelAsk:
+			if err := insertEvent(ctx, tx, id, mcpguard.EventCancelRequested, step, 0, actor, map[string]any{"state": state}); err != nil {
+				return err
+			}
 			if _, err := tx.Exec(ctx, `UPDATE protections SET cancel_requested = true, updated_at = now() WHERE id = $1`, id); err != nil {
 				return fmt.Errorf("error requesting cancel: %w", err)
 			}
 			result = mcpguard.StateRunning
 			return notify(ctx, tx, CancelChannel, id)
 		}
-		// No live lease: nobody runs the step, so cancel now. Clearing the
-		// owner and bumping the fence voids the writes of a worker whose
-		// lease expired without it noticing.
-		if err := cancelNow(ctx, tx, id, step, actor, state, "cancelled by request"); err != nil {
+		// No live lease: nobody runs the step, so cancel now. The decision
+		// bumps the fence, which voids the writes of a worker whose lease
+		// expired without it noticing.
+		if err := insertEvent(ctx, tx, id, mcpguard.EventCancelRequested, step, 0, actor, map[string]any{"state": state}); err != nil {
+			return err
+		}
+		d := transition.Decide(transition.Snapshot{State: mcpguard.State(state), Step: step},
+			transition.Result{Kind: transition.Cancelled, Reason: "cancelled by request"}, transition.Rules{})
+		if err := applyDecision(ctx, tx, id, actor, "", d); err != nil {
 			return err
 		}
 		result = mcpguard.StateCancelled
@@ -524,21 +529,6 @@ func notify(ctx context.Context, tx pgx.Tx, channel, payload string) error {
 		return fmt.Errorf("error notifying %s: %w", channel, err)
 	}
 	return nil
-}
-
-// cancelNow ends a job no worker holds as cancelled. Its current step, if it
-// had started, goes back to pending: its work was abandoned.
-func cancelNow(ctx context.Context, tx pgx.Tx, id, step, actor, from, reason string) error {
-	if _, err := tx.Exec(ctx, `
-		UPDATE protections SET state = 'cancelled', cancel_requested = false, lease_owner = NULL, lease_expires_at = NULL,
-			fence = fence + 1, finished_at = now(), updated_at = now()
-		WHERE id = $1`, id); err != nil {
-		return fmt.Errorf("error cancelling protection: %w", err)
-	}
-	if _, err := tx.Exec(ctx, `UPDATE steps SET state = 'pending', polling = false WHERE protection_id = $1 AND name = $2 AND state = 'running'`, id, step); err != nil {
-		return fmt.Errorf("error resetting cancelled step: %w", err)
-	}
-	return insertEvent(ctx, tx, id, mcpguard.EventStateChanged, step, 0, actor, map[string]any{"from": from, "to": mcpguard.StateCancelled, "reason": reason})
 }
 
 func validID(id string) bool {

@@ -10,12 +10,14 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/rs/zerolog"
 
 	"github.com/mcpguard/mcpguard"
 	"github.com/mcpguard/mcpguard/internal/store"
+	"github.com/mcpguard/mcpguard/internal/transition"
 )
 
 // EngineConfig tunes the engine. Zero values take the defaults.
@@ -103,6 +105,7 @@ var (
 	errCancelRequested = errors.New("cancel requested")
 	errLeaseLost       = errors.New("lease lost")
 	errShutdown        = errors.New("engine shutting down")
+	errLeaseExpiring   = errors.New("lease not renewed and about to expire")
 )
 
 // dbTimeout bounds each bookkeeping statement, so a hung database cannot hold
@@ -117,6 +120,7 @@ type Engine struct {
 	cfg     EngineConfig
 	log     zerolog.Logger
 	metrics *engineMetrics
+	rules   transition.Rules
 	// wake carries one token per hint that work may be due; idle workers take them.
 	wake chan struct{}
 
@@ -138,6 +142,9 @@ func NewEngine(db *store.DB, cat Catalogue, cfg EngineConfig) *Engine {
 		cfg:     cfg,
 		log:     cfg.Logger.With().Str("component", "engine").Str("owner", cfg.Owner).Logger(),
 		metrics: newEngineMetrics(cfg.Registerer),
+		rules: transition.Rules{Backoff: func(failed int, retryAfter time.Duration) time.Duration {
+			return backoff(cfg.BackoffBase, cfg.BackoffMax, failed, retryAfter)
+		}},
 		wake:    make(chan struct{}, cfg.Workers),
 		running: map[string]runningStep{},
 	}
@@ -217,11 +224,7 @@ func (e *Engine) work(ctx, stepsCtx context.Context, worker int) {
 	timer := time.NewTimer(e.cfg.PollInterval)
 	defer timer.Stop()
 	for ctx.Err() == nil {
-		// The claim is not cancelled with ctx: a claim that committed but
-		// whose answer was lost would strand the job until its lease expired.
-		claimCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), dbTimeout)
-		job, err := e.db.Claim(claimCtx, e.cfg.Owner, e.cfg.LeaseDuration)
-		cancel()
+		job, claimedAt, err := e.claim(ctx)
 		if err != nil && ctx.Err() == nil {
 			log.Error().Err(err).Msg("error claiming a job")
 		}
@@ -229,7 +232,7 @@ func (e *Engine) work(ctx, stepsCtx context.Context, worker int) {
 			// More may be due: let another idle worker look too.
 			e.signal()
 			e.metrics.claims.Inc()
-			e.process(stepsCtx, job)
+			e.process(stepsCtx, job, claimedAt)
 			continue
 		}
 		timer.Reset(e.cfg.PollInterval)
@@ -241,19 +244,88 @@ func (e *Engine) work(ctx, stepsCtx context.Context, worker int) {
 	}
 }
 
+// claim claims a due job and starts its step (one statement). It returns
+// when the claim was sent: the lease runs from no earlier than that. When
+// the claim fails on a transient database error it may still have landed
+// with its answer lost; the claim's token finds it, so the job runs now
+// instead of waiting for its lease to expire.
+func (e *Engine) claim(ctx context.Context) (*store.Job, time.Time, error) {
+	token := uuid.NewString()
+	sent := time.Now()
+	// The claim is not cancelled with ctx: a claim that committed but whose
+	// answer was lost would strand the job until its lease expired.
+	claimCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), dbTimeout)
+	job, err := e.db.Claim(claimCtx, e.cfg.Owner, e.cfg.LeaseDuration, token)
+	cancel()
+	if err == nil || !store.IsTransient(err) {
+		return job, sent, err
+	}
+	delay := commitRetryBase
+	for deadline := sent.Add(e.cfg.LeaseDuration); time.Now().Add(delay).Before(deadline); delay = min(2*delay, commitRetryMax) {
+		time.Sleep(delay)
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), dbTimeout)
+		recovered, rerr := e.db.RecoverClaim(rctx, e.cfg.Owner, token)
+		cancel()
+		if rerr == nil {
+			if recovered != nil {
+				e.log.Warn().Err(err).Str("protection_id", recovered.ProtectionID).Msg("the claim's answer was lost but the claim landed; running the job")
+				return recovered, sent, nil
+			}
+			return nil, sent, err
+		} else if !store.IsTransient(rerr) {
+			break
+		}
+	}
+	return nil, sent, err
+}
+
+// Bounds of the backoff between tries of a claim or a commit that failed
+// on a transient database error.
+const (
+	commitRetryBase = 25 * time.Millisecond
+	commitRetryMax  = time.Second
+)
+
 // process runs the claimed job's current step and commits its result.
-func (e *Engine) process(stepsCtx context.Context, job *store.Job) {
+func (e *Engine) process(stepsCtx context.Context, job *store.Job, claimedAt time.Time) {
 	log := e.log.With().Str("protection_id", job.ProtectionID).Str("step", job.CurrentStep).Int64("fence", job.Fence).Logger()
 	if job.PreviousOwner != "" {
 		log.Warn().Str("previous_owner", job.PreviousOwner).Msg("took over a job whose lease expired")
 	}
-	if job.CancelRequested {
-		// Its worker died after a cancel was requested: finish the cancel.
-		e.finish(log, job.Lease, store.StepResult{Kind: store.ResultCancelled, Step: job.CurrentStep})
+	leaseHeld := claimedAt.Add(e.cfg.LeaseDuration)
+	if !job.Started {
+		// A cancel was requested (its worker died, or the job waited for a
+		// poll or a retry): the claim did not start the step.
+		e.commit(log, job.Lease, leaseHeld, transition.Result{Kind: transition.Cancelled})
+		return
+	}
+	log = log.With().Int("attempt", job.Attempt).Logger()
+	failNow := func(message, hint string) {
+		e.commit(log, job.Lease, leaseHeld, transition.Result{Kind: transition.PermanentFailure, Attempt: job.Attempt, Counted: job.Counted,
+			MaxAttempts: 1, Error: &mcpguard.JobError{Step: job.CurrentStep, Message: message, Hint: hint}})
+	}
+	if job.DecodeErr != nil {
+		// A poison row: claiming it again would fail the same way every lease.
+		e.metrics.poisonJobs.Inc()
+		log.Error().Err(job.DecodeErr).Msg("stored job does not decode; failing it")
+		failNow(fmt.Sprintf("The stored job can no longer be read: %v.", job.DecodeErr),
+			"The job was stored by another version of mcpguard or changed in the database; create the protection again.")
+		return
+	}
+	step, ok := e.cat.Lookup(job.CurrentStep)
+	if !ok {
+		failNow(fmt.Sprintf("This server does not know the step %q.", job.CurrentStep),
+			"The job was created by another version of mcpguard; retry it once every replica runs the same version.")
+		return
+	}
+	if job.CredentialsErr != nil {
+		log.Error().Err(job.CredentialsErr).Msg("stored credentials do not open")
+		failNow("The stored credentials cannot be decrypted.",
+			"The credentials key changed since the job was created; retry the protection with fresh credentials.")
 		return
 	}
 
-	// Registered before the step starts, so a cancel notified from now on
+	// Registered before the step runs, so a cancel notified from now on
 	// reaches the step; one notified earlier is caught by the heartbeat.
 	stepCtx, cancelStep := context.WithCancelCause(stepsCtx)
 	defer cancelStep(nil)
@@ -268,100 +340,61 @@ func (e *Engine) process(stepsCtx context.Context, job *store.Job) {
 		e.mu.Unlock()
 	}()
 
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(stepsCtx), dbTimeout)
-	start, err := e.db.StartStep(ctx, job.Lease, job.CurrentStep, job.PreviousState)
-	cancel()
-	if errors.Is(err, store.ErrLeaseLost) {
-		e.metrics.leaseLost.Inc()
-		log.Warn().Msg("lease lost before the step started; leaving the job to its new owner")
-		return
-	} else if err != nil {
-		log.Error().Err(err).Msg("error starting step; the job will be claimed again when its lease expires")
-		return
-	}
-	log = log.With().Int("attempt", start.Attempt).Logger()
-
-	step, ok := e.cat.Lookup(job.CurrentStep)
-	if !ok {
-		e.finish(log, job.Lease, store.StepResult{Kind: store.ResultFailed, Step: job.CurrentStep, Attempt: start.Attempt, Counted: start.Counted,
-			Error: &mcpguard.JobError{Step: job.CurrentStep, Message: fmt.Sprintf("This server does not know the step %q.", job.CurrentStep),
-				Hint: "The job was created by another version of mcpguard; retry it once every replica runs the same version."}})
-		return
-	}
-	if job.CredentialsErr != nil {
-		log.Error().Err(job.CredentialsErr).Msg("stored credentials do not open")
-		e.finish(log, job.Lease, store.StepResult{Kind: store.ResultFailed, Step: job.CurrentStep, Attempt: start.Attempt, Counted: start.Counted,
-			Error: &mcpguard.JobError{Step: job.CurrentStep, Message: "The stored credentials cannot be decrypted.",
-				Hint: "The credentials key changed since the job was created; retry the protection with fresh credentials."}})
-		return
-	}
-
-	if !start.Counted {
+	if !job.Counted {
 		log.Debug().Msg("polling step")
 	} else {
 		log.Info().Msg("step started")
 	}
-	outcome, runErr, cause := e.runStep(stepCtx, cancelStep, log, job, step, start)
+	clock := newLeaseClock(claimedAt, e.cfg.LeaseDuration, e.leaseMargin(), func() { cancelStep(errLeaseExpiring) })
+	outcome, runErr, cause := e.runStep(stepCtx, cancelStep, clock, log, job, step)
+	clock.stop()
 
-	result := store.StepResult{Step: step.Name, Attempt: start.Attempt, Counted: start.Counted}
-	switch {
-	case errors.Is(cause, errLeaseLost):
-		e.metrics.leaseLost.Inc()
-		log.Warn().Msg("lease lost while the step ran; its result is discarded")
-		return
-	case runErr == nil && outcome != nil && outcome.PollAfter > 0:
-		result.Kind, result.Captured, result.Delay = store.ResultPoll, outcome.Captured, outcome.PollAfter
-	case runErr == nil:
-		// Done, even if a cancel or shutdown came meanwhile: keep the work. A
-		// requested cancel still stops the job before the next step.
-		result.Kind = store.ResultSucceeded
-		if outcome != nil {
-			result.Captured = outcome.Captured
-		}
-	case errors.Is(cause, errCancelRequested):
-		result.Kind, result.Detail = store.ResultCancelled, map[string]any{"reason": "cancelled by request; the running step was abandoned"}
-	case errors.Is(cause, errShutdown):
-		result.Kind = store.ResultReleased
-	default:
-		e.classify(&result, step, start, runErr)
-	}
-	e.finish(log, job.Lease, result)
-}
-
-// classify turns a step error into a retry or a failure of the job.
-func (e *Engine) classify(r *store.StepResult, step Step, start store.StepStart, runErr error) {
-	f := AsFailure(runErr)
-	r.Error = &mcpguard.JobError{Step: step.Name, Status: f.Status, Message: f.Message, Hint: f.Hint}
 	budget := step.MaxAttempts
 	if budget <= 0 {
 		budget = e.cfg.DefaultMaxAttempts
 	}
-	used := start.Attempt
-	if !start.Counted {
-		used++ // a failed poll is an attempt
-		r.Attempt = used
-	}
-	if f.Transient && used < budget {
-		r.Kind = store.ResultRetry
-		r.Delay = backoff(e.cfg.BackoffBase, e.cfg.BackoffMax, used, f.RetryAfter)
-		r.Detail = map[string]any{"attempts": used, "maxAttempts": budget}
-		if f.RetryAfter > 0 {
-			r.Detail["retryAfterMs"] = f.RetryAfter.Milliseconds()
-		}
+	result := transition.Result{Attempt: job.Attempt, Counted: job.Counted, MaxAttempts: budget}
+	switch {
+	case errors.Is(cause, errLeaseLost), errors.Is(cause, errLeaseExpiring):
+		e.metrics.leaseLost.Inc()
+		log.Warn().Err(cause).Msg("lease lost (or about to expire unrenewed) while the step ran; its result is discarded")
 		return
+	case runErr == nil && outcome != nil && outcome.PollAfter > 0:
+		result.Kind, result.Captured, result.PollAfter = transition.Poll, outcome.Captured, outcome.PollAfter
+	case runErr == nil:
+		// Done, even if a cancel or shutdown came meanwhile: keep the work. A
+		// requested cancel still stops the job before the next step.
+		result.Kind = transition.Succeeded
+		if outcome != nil {
+			result.Captured = outcome.Captured
+		}
+	case errors.Is(cause, errCancelRequested):
+		result.Kind, result.Reason = transition.Cancelled, "cancelled by request; the running step was abandoned"
+	case errors.Is(cause, errShutdown):
+		result.Kind = transition.Released
+	default:
+		f := AsFailure(runErr)
+		result.Kind, result.RetryAfter = transition.PermanentFailure, f.RetryAfter
+		if f.Transient {
+			result.Kind = transition.TransientFailure
+		}
+		result.Error = &mcpguard.JobError{Step: step.Name, Status: f.Status, Message: f.Message, Hint: f.Hint}
 	}
-	r.Kind = store.ResultFailed
-	r.Detail = map[string]any{"attempts": used, "maxAttempts": budget, "transient": f.Transient}
+	e.commit(log, job.Lease, clock.expiry(), result)
 }
+
+// leaseMargin is how long before the lease's expiry a step whose lease
+// could not be renewed is abandoned: a fifth of the lease.
+func (e *Engine) leaseMargin() time.Duration { return e.cfg.LeaseDuration / 5 }
 
 // runStep runs one step under a heartbeat, returning its result and the
 // reason the engine cancelled its context, if it did.
-func (e *Engine) runStep(ctx context.Context, cancel context.CancelCauseFunc, log zerolog.Logger, job *store.Job, step Step, start store.StepStart) (outcome *Outcome, runErr error, cause error) {
+func (e *Engine) runStep(ctx context.Context, cancel context.CancelCauseFunc, clock *leaseClock, log zerolog.Logger, job *store.Job, step Step) (outcome *Outcome, runErr error, cause error) {
 	stopHeartbeat := make(chan struct{})
 	heartbeatDone := make(chan struct{})
 	go func() {
 		defer close(heartbeatDone)
-		e.heartbeat(log, job.Lease, cancel, stopHeartbeat)
+		e.heartbeat(log, job.Lease, cancel, clock, stopHeartbeat)
 	}()
 
 	run := &Run{
@@ -370,12 +403,12 @@ func (e *Engine) runStep(ctx context.Context, cancel context.CancelCauseFunc, lo
 		Request:       job.Request,
 		Credentials:   job.Credentials,
 		Variables:     job.Variables,
-		Attempt:       start.Attempt,
-		StepStartedAt: start.StartedAt,
+		Attempt:       job.Attempt,
+		StepStartedAt: job.StepStartedAt,
 		Warn: func(ctx context.Context, message string, detail map[string]any) {
 			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), dbTimeout)
 			defer cancel()
-			if err := e.db.AddWarning(ctx, job.Lease, step.Name, start.Attempt, message, detail); err != nil {
+			if err := e.db.AddWarning(ctx, job.Lease, step.Name, job.Attempt, message, detail); err != nil {
 				log.Warn().Err(err).Msg("error recording warning")
 			}
 		},
@@ -405,19 +438,20 @@ func callStep(ctx context.Context, step Step, run *Run) (outcome *Outcome, err e
 	return step.Run(ctx, run)
 }
 
-// heartbeat extends the lease until stop closes. It cancels the step when
-// the lease is lost (or cannot be renewed before it expires) and when a
-// cancel was requested.
-func (e *Engine) heartbeat(log zerolog.Logger, l store.Lease, cancel context.CancelCauseFunc, stop <-chan struct{}) {
+// heartbeat extends the lease until stop closes, pushing the lease clock
+// forward on each renewal. It cancels the step when the lease is lost and
+// when a cancel was requested; when renewals keep failing, the lease clock
+// cancels it before the lease can expire.
+func (e *Engine) heartbeat(log zerolog.Logger, l store.Lease, cancel context.CancelCauseFunc, clock *leaseClock, stop <-chan struct{}) {
 	ticker := time.NewTicker(e.cfg.HeartbeatInterval)
 	defer ticker.Stop()
-	renewed := time.Now()
 	for {
 		select {
 		case <-stop:
 			return
 		case <-ticker.C:
 		}
+		sent := time.Now()
 		ctx, done := context.WithTimeout(context.Background(), e.cfg.HeartbeatInterval)
 		cancelRequested, err := e.db.Heartbeat(ctx, l, e.cfg.LeaseDuration)
 		done()
@@ -427,71 +461,127 @@ func (e *Engine) heartbeat(log zerolog.Logger, l store.Lease, cancel context.Can
 			return
 		case err != nil:
 			log.Warn().Err(err).Msg("error extending lease")
-			if time.Since(renewed) >= e.cfg.LeaseDuration {
-				// Another replica may own the job by now: stop working on it.
-				cancel(errLeaseLost)
-				return
-			}
 		case cancelRequested:
+			clock.renewed(sent)
 			cancel(errCancelRequested)
 			return
 		default:
-			renewed = time.Now()
+			clock.renewed(sent)
 		}
 	}
 }
 
-// finish commits a step's result under the lease.
-func (e *Engine) finish(log zerolog.Logger, l store.Lease, r store.StepResult) {
-	ctx, cancel := context.WithTimeout(context.Background(), dbTimeout)
-	defer cancel()
-	state, err := e.db.FinishStep(ctx, l, r)
-	if errors.Is(err, store.ErrLeaseLost) {
-		e.metrics.leaseLost.Inc()
-		log.Warn().Msg("lease lost before the result was committed; the result is discarded")
-		return
-	} else if err != nil {
-		log.Error().Err(err).Msg("error committing step result; the step will run again when the lease expires")
-		return
-	}
-	e.metrics.results.WithLabelValues(r.Step, resultName(r.Kind)).Inc()
-	ev := log.Info()
-	if r.Error != nil {
-		ev = ev.Int("status", r.Error.Status).Str("message", r.Error.Message)
-	}
-	if r.Delay > 0 {
-		ev = ev.Dur("delay", r.Delay)
-	}
-	ev.Str("result", resultName(r.Kind)).Str("state", string(state)).Msg("step result committed")
-	if state.Finished() {
-		e.metrics.finished.WithLabelValues(string(state)).Inc()
+// leaseClock cancels a step before its lease can expire unrenewed: at the
+// last successful renewal plus the lease minus a safety margin, measured
+// from when the renewal (or the claim) was sent, which is no later than
+// when the database started the lease. Each renewal pushes it forward. A
+// process paused past it (SIGSTOP, a long GC, a partition) finds its step
+// cancelled the moment it resumes, before it can act on a job that another
+// replica may own by then.
+type leaseClock struct {
+	mu        sync.Mutex
+	lease     time.Duration
+	margin    time.Duration
+	renewedAt time.Time
+	timer     *time.Timer
+}
+
+func newLeaseClock(sentAt time.Time, lease, margin time.Duration, expire func()) *leaseClock {
+	c := &leaseClock{lease: lease, margin: margin, renewedAt: sentAt}
+	c.timer = time.AfterFunc(time.Until(sentAt.Add(lease-margin)), expire)
+	return c
+}
+
+// renewed records a successful renewal sent at sentAt.
+func (c *leaseClock) renewed(sentAt time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if sentAt.After(c.renewedAt) {
+		c.renewedAt = sentAt
+		c.timer.Reset(time.Until(sentAt.Add(c.lease - c.margin)))
 	}
 }
 
-func resultName(k store.ResultKind) string {
-	switch k {
-	case store.ResultSucceeded:
-		return "succeeded"
-	case store.ResultPoll:
-		return "poll"
-	case store.ResultRetry:
-		return "retry"
-	case store.ResultFailed:
-		return "failed"
-	case store.ResultCancelled:
-		return "cancelled"
-	case store.ResultReleased:
-		return "released"
+// expiry is the earliest time the lease may expire.
+func (c *leaseClock) expiry() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.renewedAt.Add(c.lease)
+}
+
+func (c *leaseClock) stop() { c.timer.Stop() }
+
+// commit applies the transition of the step's result under the lease. A
+// commit that fails on a transient database error (connection reset,
+// serialization failure, timeout, server shutdown) is tried again with
+// backoff while the lease holds, under the same token: a try whose answer
+// was lost but which landed is recognised, never applied twice, and the
+// step is not run again.
+func (e *Engine) commit(log zerolog.Logger, l store.Lease, leaseHeld time.Time, r transition.Result) {
+	token := uuid.NewString()
+	decide := func(s transition.Snapshot) transition.Decision { return transition.Decide(s, r, e.rules) }
+	delay := commitRetryBase
+	for try := 1; ; try++ {
+		timeout := dbTimeout
+		if try > 1 {
+			timeout = min(dbTimeout, max(time.Until(leaseHeld), time.Second))
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		d, err := e.db.Commit(ctx, l, token, decide)
+		cancel()
+		switch {
+		case err == nil:
+			e.committed(log, d)
+			return
+		case errors.Is(err, store.ErrAlreadyCommitted):
+			log.Info().Int("try", try).Msg("step result had been committed; its answer was lost")
+			return
+		case errors.Is(err, store.ErrLeaseLost):
+			e.metrics.leaseLost.Inc()
+			log.Warn().Msg("lease lost before the result was committed; the result is discarded")
+			return
+		case store.IsTransient(err) && time.Now().Add(delay).Before(leaseHeld):
+			e.metrics.commitRetries.Inc()
+			log.Warn().Err(err).Int("try", try).Dur("delay", delay).Msg("transient database error committing the step result; trying again")
+			time.Sleep(delay)
+			delay = min(2*delay, commitRetryMax)
+		default:
+			log.Error().Err(err).Int("try", try).Msg("error committing step result; the step will run again when the lease expires")
+			return
+		}
 	}
-	return "unknown"
+}
+
+// committed logs and counts a committed decision.
+func (e *Engine) committed(log zerolog.Logger, d transition.Decision) {
+	step := ""
+	if d.Step != nil {
+		step = d.Step.Name
+	}
+	e.metrics.results.WithLabelValues(step, string(d.Outcome)).Inc()
+	ev := log.Info()
+	if d.Error != nil {
+		ev = ev.Int("status", d.Error.Status).Str("message", d.Error.Message)
+	} else if d.Step != nil && d.Step.Error != nil {
+		ev = ev.Int("status", d.Step.Error.Status).Str("message", d.Step.Error.Message)
+	}
+	if d.RunAfter > 0 {
+		ev = ev.Dur("delay", d.RunAfter)
+	}
+	ev.Str("result", string(d.Outcome)).Str("state", string(d.State)).Msg("step result committed")
+	if d.Final() {
+		e.metrics.finished.WithLabelValues(string(d.State)).Inc()
+	}
 }
 
 type engineMetrics struct {
-	claims       prometheus.Counter
-	leaseLost    prometheus.Counter
-	results      *prometheus.CounterVec
-	finished     *prometheus.CounterVec
-	stepDuration *prometheus.HistogramVec
+	claims        prometheus.Counter
+	leaseLost     prometheus.Counter
+	commitRetries prometheus.Counter
+	poisonJobs    prometheus.Counter
+	results       *prometheus.CounterVec
+	finished      *prometheus.CounterVec
+	stepDuration  *prometheus.HistogramVec
 }
 
 func newEngineMetrics(reg prometheus.Registerer) *engineMetrics {
@@ -502,6 +592,10 @@ func newEngineMetrics(reg prometheus.Registerer) *engineMetrics {
 			Help: "Jobs claimed by this replica's workers."}),
 		leaseLost: f.NewCounter(prometheus.CounterOpts{Name: "mcpguard_engine_lease_lost_total",
 			Help: "Step results discarded because the worker no longer held the job."}),
+		commitRetries: f.NewCounter(prometheus.CounterOpts{Name: "mcpguard_engine_commit_retries_total",
+			Help: "Step results whose commit failed on a transient database error and was tried again."}),
+		poisonJobs: f.NewCounter(prometheus.CounterOpts{Name: "mcpguard_engine_poison_jobs_total",
+			Help: "Jobs failed because their stored request or variables no longer decode."}),
 		results: f.NewCounterVec(prometheus.CounterOpts{Name: "mcpguard_engine_step_results_total",
 			Help: "Committed step results by step and result."}, []string{"step", "result"}),
 		finished: f.NewCounterVec(prometheus.CounterOpts{Name: "mcpguard_engine_jobs_finished_total",

@@ -19,6 +19,7 @@ import (
 	"github.com/mcpguard/mcpguard"
 	"github.com/mcpguard/mcpguard/internal/store"
 	"github.com/mcpguard/mcpguard/internal/testdb"
+	"github.com/mcpguard/mcpguard/internal/transition"
 	"github.com/mcpguard/mcpguard/internal/workflow"
 )
 
@@ -441,12 +442,9 @@ func TestCrashedWorkersJobIsTakenOver(t *testing.T) {
 	// A replica claims the job, starts the step and dies: its lease is never
 	// renewed or released.
 	ctx := context.Background()
-	job, err := e.db.Claim(ctx, "dead-replica", time.Second)
-	if err != nil || job == nil {
-		t.Fatalf("claim: %v %v", job, err)
-	}
-	if _, err := e.db.StartStep(ctx, job.Lease, job.CurrentStep, job.PreviousState); err != nil {
-		t.Fatal(err)
+	job, err := e.db.Claim(ctx, "dead-replica", time.Second, uuid.NewString())
+	if err != nil || job == nil || !job.Started {
+		t.Fatalf("claim: %+v %v", job, err)
 	}
 	e.startEngine(t, testConfig("survivor"))
 	p = e.waitState(t, "acme", p.ID, mcpguard.StateSucceeded, mcpguard.StateFailed)
@@ -458,7 +456,10 @@ func TestCrashedWorkersJobIsTakenOver(t *testing.T) {
 		t.Fatalf("survivor runs %+v, want one run as attempt 2", runs)
 	}
 	// The dead replica's late write is refused.
-	if _, err := e.db.FinishStep(ctx, job.Lease, store.StepResult{Kind: store.ResultSucceeded, Step: "only", Captured: map[string]any{"late": true}}); !errors.Is(err, store.ErrLeaseLost) {
+	late := func(s transition.Snapshot) transition.Decision {
+		return transition.Decide(s, transition.Result{Kind: transition.Succeeded, Captured: map[string]any{"late": true}}, transition.Rules{})
+	}
+	if _, err := e.db.Commit(ctx, job.Lease, uuid.NewString(), late); !errors.Is(err, store.ErrLeaseLost) {
 		t.Fatalf("late write: %v, want ErrLeaseLost", err)
 	}
 	if _, err := e.db.Heartbeat(ctx, job.Lease, time.Minute); !errors.Is(err, store.ErrLeaseLost) {
@@ -920,12 +921,9 @@ func TestCancelOfAbandonedJobIsFinishedByTheNextClaim(t *testing.T) {
 	e := newEnv(t, cat, true)
 	ctx := context.Background()
 	p := e.create(t, "acme")
-	job, err := e.db.Claim(ctx, "dead-replica", time.Second)
-	if err != nil || job == nil {
-		t.Fatalf("claim: %v", err)
-	}
-	if _, err := e.db.StartStep(ctx, job.Lease, job.CurrentStep, job.PreviousState); err != nil {
-		t.Fatal(err)
+	job, err := e.db.Claim(ctx, "dead-replica", time.Second, uuid.NewString())
+	if err != nil || job == nil || !job.Started {
+		t.Fatalf("claim: %+v %v", job, err)
 	}
 	// The lease is live, so the cancel is only requested...
 	q, err := e.svc.CancelProtection(ctx, "acme", p.ID)

@@ -5,6 +5,7 @@
 //
 //	server [serve]   apply migrations, then serve the API and run jobs (default)
 //	server migrate   apply migrations and exit
+//	server healthcheck  exit 0 when this replica's /readyz answers 200
 //	server help      list the MCPGUARD_* variables
 package main
 
@@ -43,14 +44,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	switch command {
 	case "help", "-h", "-help", "--help":
 		return usage(stdout)
-	case "serve", "migrate":
+	case "serve", "migrate", "healthcheck":
 	default:
-		return fmt.Errorf("unknown command %q: want serve, migrate or help", command)
+		return fmt.Errorf("unknown command %q: want serve, migrate, healthcheck or help", command)
 	}
 
 	cfg, err := loadConfig(getenv)
 	if err != nil {
 		return err
+	}
+	if command == "healthcheck" {
+		return healthcheck(ctx, cfg.HTTPAddr)
 	}
 	logger := newLogger(cfg, stdout)
 	if command == "migrate" {
@@ -70,7 +74,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 // usage prints every variable with its default, from Config's tags.
 func usage(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	const format = "Usage: server [serve|migrate|help]\n\nConfiguration:\n\nVARIABLE\tDEFAULT\tREQUIRED\tMEANING\n" +
+	const format = "Usage: server [serve|migrate|healthcheck|help]\n\nConfiguration:\n\nVARIABLE\tDEFAULT\tREQUIRED\tMEANING\n" +
 		"{{range .}}{{usage_key .}}\t{{usage_default .}}\t{{usage_required .}}\t{{usage_description .}}\n{{end}}"
 	if err := envconfig.Usagef(envPrefix, &Config{}, tw, format); err != nil {
 		return fmt.Errorf("error printing usage: %w", err)

@@ -1,0 +1,139 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/mcpguard/mcpguard"
+)
+
+// stepMark is the glyph of each step state in the live view.
+var stepMark = map[mcpguard.StepState]string{
+	mcpguard.StepPending:   "○",
+	mcpguard.StepRunning:   "●",
+	mcpguard.StepSucceeded: "✔",
+	mcpguard.StepFailed:    "✘",
+	mcpguard.StepSkipped:   "–",
+}
+
+// renderProtection is the protection as lines: a header, one line per step,
+// and the error and hint when it failed. get prints it once; watch redraws it.
+func renderProtection(p *mcpguard.Protection, now time.Time) []string {
+	header := fmt.Sprintf("protection %s  %s", p.ID, p.State)
+	if p.CurrentStep != "" && !p.State.Finished() {
+		header += " at " + p.CurrentStep
+	}
+	header += fmt.Sprintf("  %.1fs", elapsed(p, now).Seconds())
+	lines := []string{header}
+	for _, s := range p.Steps {
+		mark := stepMark[s.State]
+		if mark == "" {
+			mark = "?"
+		}
+		attempt := ""
+		if s.Attempts > 1 {
+			attempt = fmt.Sprintf("attempt %d", s.Attempts)
+		}
+		line := fmt.Sprintf("  %s %-9s %-9s %-10s %s", mark, s.Name, s.State, attempt, stepSummary(s))
+		lines = append(lines, strings.TrimRight(line, " "))
+	}
+	if p.Error != nil {
+		lines = append(lines, errorLines(p)...)
+	}
+	return lines
+}
+
+// errorLines are the job's error and the guide's hint, as watch and get show them.
+func errorLines(p *mcpguard.Protection) []string {
+	e := p.Error
+	line := fmt.Sprintf("error: step %s: %s", e.Step, e.Message)
+	if e.Status != 0 {
+		line += fmt.Sprintf(" (Anypoint answered %d)", e.Status)
+	}
+	lines := []string{line}
+	if e.Hint != "" {
+		lines = append(lines, "hint: "+e.Hint)
+	}
+	return lines
+}
+
+// stepLine is one plain line for a step that changed, as watch prints when
+// its output is not a terminal.
+func stepLine(since time.Duration, s mcpguard.Step) string {
+	line := fmt.Sprintf("%6.1fs  %-9s %-9s", since.Seconds(), s.Name, s.State)
+	if s.Attempts > 1 {
+		line += fmt.Sprintf(" attempt %d", s.Attempts)
+	}
+	if sum := stepSummary(s); sum != "" {
+		line += "  " + sum
+	}
+	return strings.TrimRight(line, " ")
+}
+
+// stepSummary is what a step captured (key=value, sorted) or its error.
+func stepSummary(s mcpguard.Step) string {
+	if s.Error != nil {
+		return "error: " + s.Error.Message
+	}
+	keys := make([]string, 0, len(s.Captured))
+	for k := range s.Captured {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var parts []string
+	for _, k := range keys {
+		if strings.HasSuffix(k, "Link") {
+			continue // a status URL: long, and of no use to a reader
+		}
+		switch v := s.Captured[k].(type) {
+		case nil:
+			parts = append(parts, k+"=null") // not reported yet, as Anypoint says while a deployment propagates
+		case string, json.Number, bool:
+			parts = append(parts, fmt.Sprintf("%s=%v", k, v))
+		case []any:
+			if k == "policies" {
+				for _, item := range v {
+					if m, ok := item.(map[string]any); ok {
+						parts = append(parts, fmt.Sprintf("%v#%v", m["policyAssetId"], m["policyId"]))
+					}
+				}
+			}
+		}
+	}
+	return strings.Join(parts, " ")
+}
+
+// elapsed is the job's age by the server's clock: until it finished, or now.
+func elapsed(p *mcpguard.Protection, now time.Time) time.Duration {
+	end := now
+	if p.FinishedAt != nil {
+		end = *p.FinishedAt
+	}
+	if d := end.Sub(p.CreatedAt); d > 0 {
+		return d
+	}
+	return 0
+}
+
+func writeLines(w io.Writer, lines []string) {
+	for _, l := range lines {
+		fmt.Fprintln(w, l)
+	}
+}
+
+// writeVariables prints what the job captured for later steps and for the
+// caller (environmentApiId, deploymentId, ...).
+func writeVariables(w io.Writer, p *mcpguard.Protection) {
+	if len(p.Variables) == 0 {
+		return
+	}
+	b, err := json.MarshalIndent(p.Variables, "", "  ")
+	if err != nil {
+		return
+	}
+	fmt.Fprintf(w, "variables: %s\n", b)
+}

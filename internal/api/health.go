@@ -4,6 +4,8 @@ import (
 	"context"
 	"net/http"
 	"time"
+
+	"github.com/mcpguard/mcpguard"
 )
 
 // readyTimeout bounds the readiness check so a hung database answers 503
@@ -36,4 +38,12 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.encode(w, r, http.StatusOK, Status{Status: "ready"})
+}
+
+// handleOpenAPI serves the contract this binary implements (application/yaml,
+// RFC 9512), so a client can be generated from the server it will call.
+func (s *Server) handleOpenAPI(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/yaml")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(mcpguard.OpenAPI)
 }

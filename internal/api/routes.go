@@ -7,8 +7,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// routes lists every route of the API in one place. The probes and metrics
-// need no key so that orchestrators and scrapers can reach them.
+// routes lists every route of the API in one place. The probes, metrics and
+// the contract need no key so that orchestrators, scrapers and client
+// generators can reach them.
 func (s *Server) routes() *chi.Mux {
 	r := chi.NewRouter()
 	r.Use(s.requestID, s.observe, s.recoverPanic)
@@ -18,6 +19,7 @@ func (s *Server) routes() *chi.Mux {
 	r.Get("/healthz", s.handleHealthz)
 	r.Get("/readyz", s.handleReadyz)
 	r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
+	r.Get("/openapi.yaml", s.handleOpenAPI)
 
 	r.Group(func(r chi.Router) {
 		r.Use(s.authenticate)

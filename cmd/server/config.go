@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/mcpguard/mcpguard/internal/store"
+	"github.com/mcpguard/mcpguard/internal/workflow"
 )
 
 // envPrefix is the prefix of every configuration variable.
@@ -28,7 +29,8 @@ type Config struct {
 	AnypointClientID     string        `envconfig:"ANYPOINT_CLIENT_ID" desc:"default connected app, used when a request carries no credentials"`
 	AnypointClientSecret string        `envconfig:"ANYPOINT_CLIENT_SECRET" secret:"true" desc:"secret of the default connected app"`
 	APIKeys              string        `envconfig:"API_KEYS" secret:"true" desc:"tenant=key pairs separated by commas; required by serve"`
-	CredentialsKey       string        `envconfig:"CREDENTIALS_KEY" secret:"true" desc:"base64 of 32 random bytes that encrypt stored credentials; required by serve"`
+	CredentialsKey       string        `envconfig:"CREDENTIALS_KEY" secret:"true" desc:"base64 of 32 random bytes that encrypt stored credentials; required by serve. Several keys separated by commas rotate: the first seals, every one opens"`
+	TenantScopes         string        `envconfig:"TENANT_SCOPES" desc:"what each tenant may touch through the default connected app: tenant=org:ID,env:ID-or-name[,env:...][,instance:ID...] entries separated by ';'. A tenant without an entry cannot use the default app"`
 	Workers              int           `envconfig:"WORKERS" default:"4" desc:"steps this replica runs at once"`
 	LogLevel             string        `envconfig:"LOG_LEVEL" default:"info" desc:"trace, debug, info, warn or error"`
 	LeaseDuration        time.Duration `envconfig:"LEASE_DURATION" default:"30s" desc:"how long a replica holds a job between heartbeats; a crashed replica's job is taken over after it expires"`
@@ -104,6 +106,7 @@ func loadConfig(getenv func(string) string) (Config, error) {
 type serveSecrets struct {
 	keys   map[string]string
 	sealer *store.Sealer
+	scopes map[string]workflow.TenantScope
 }
 
 // parseServeSecrets checks the variables only serve needs. Its errors name the
@@ -120,10 +123,86 @@ func parseServeSecrets(cfg Config) (serveSecrets, error) {
 	} else if sealer, err = store.ParseSealerKey(strings.TrimSpace(cfg.CredentialsKey)); err != nil {
 		problems = append(problems, envPrefix+"_CREDENTIALS_KEY must be the base64 of exactly 32 bytes (openssl rand -base64 32)")
 	}
+	scopes, err := parseTenantScopes(cfg.TenantScopes, keys)
+	if err != nil {
+		problems = append(problems, err.Error())
+	}
 	if len(problems) > 0 {
 		return serveSecrets{}, errors.New("invalid configuration: " + strings.Join(problems, "; "))
 	}
-	return serveSecrets{keys: keys, sealer: sealer}, nil
+	return serveSecrets{keys: keys, sealer: sealer, scopes: scopes}, nil
+}
+
+// parseTenantScopes reads MCPGUARD_TENANT_SCOPES:
+//
+//	tenant=org:ORG_ID,env:ENV_ID_OR_NAME[,env:...][,instance:API_INSTANCE_ID...];tenant2=...
+//
+// Each entry needs exactly one org and at least one env. Its errors name the
+// variable and the entry by position. A tenant must have an API key, so that
+// a typo in a tenant name cannot leave the real tenant without its scope
+// unnoticed.
+func parseTenantScopes(raw string, keys map[string]string) (map[string]workflow.TenantScope, error) {
+	const name = envPrefix + "_TENANT_SCOPES"
+	scopes := map[string]workflow.TenantScope{}
+	if strings.TrimSpace(raw) == "" {
+		return scopes, nil
+	}
+	for i, entry := range strings.Split(raw, ";") {
+		n := i + 1
+		entry = strings.TrimSpace(entry)
+		if entry == "" {
+			continue // a trailing ';'
+		}
+		tenant, items, ok := strings.Cut(entry, "=")
+		tenant = strings.TrimSpace(tenant)
+		switch {
+		case !ok:
+			return nil, fmt.Errorf("%s entry %d is not tenant=org:ID,env:ID-or-name", name, n)
+		case tenant == "" || !validTenant(tenant):
+			return nil, fmt.Errorf("%s entry %d: the tenant name may only have letters, digits, '.', '-' and '_'", name, n)
+		}
+		if _, dup := scopes[tenant]; dup {
+			return nil, fmt.Errorf("%s entry %d repeats tenant %q", name, n, tenant)
+		}
+		if keys != nil {
+			if _, known := keys[tenant]; !known {
+				return nil, fmt.Errorf("%s entry %d names tenant %q, which has no key in %s_API_KEYS", name, n, tenant, envPrefix)
+			}
+		}
+		var scope workflow.TenantScope
+		for j, item := range strings.Split(items, ",") {
+			kind, value, ok := strings.Cut(strings.TrimSpace(item), ":")
+			kind, value = strings.TrimSpace(kind), strings.TrimSpace(value)
+			if !ok || value == "" {
+				return nil, fmt.Errorf("%s entry %d (tenant %q) item %d is not org:ID, env:ID-or-name or instance:ID", name, n, tenant, j+1)
+			}
+			switch kind {
+			case "org":
+				if scope.OrganizationID != "" {
+					return nil, fmt.Errorf("%s entry %d (tenant %q) names more than one org", name, n, tenant)
+				}
+				scope.OrganizationID = value
+			case "env":
+				scope.Environments = append(scope.Environments, value)
+			case "instance":
+				id, err := strconv.ParseInt(value, 10, 64)
+				if err != nil || id < 1 {
+					return nil, fmt.Errorf("%s entry %d (tenant %q) item %d: instance must be a positive integer API instance id", name, n, tenant, j+1)
+				}
+				scope.Instances = append(scope.Instances, id)
+			default:
+				return nil, fmt.Errorf("%s entry %d (tenant %q) item %d: unknown kind %q, want org, env or instance", name, n, tenant, j+1, kind)
+			}
+		}
+		if scope.OrganizationID == "" {
+			return nil, fmt.Errorf("%s entry %d (tenant %q) names no org", name, n, tenant)
+		}
+		if len(scope.Environments) == 0 {
+			return nil, fmt.Errorf("%s entry %d (tenant %q) names no env", name, n, tenant)
+		}
+		scopes[tenant] = scope
+	}
+	return scopes, nil
 }
 
 // parseAPIKeys reads "tenant=key,tenant2=key2". Keys are at least 16

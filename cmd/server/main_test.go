@@ -51,7 +51,7 @@ func freeAddr(t *testing.T) string {
 // (config, migrations, API, engine, shutdown); the guide's steps are tested
 // with the simulator in internal/workflow.
 func TestMain(m *testing.M) {
-	newCatalogue = func(Config, zerolog.Logger) workflow.Catalogue {
+	newCatalogue = func(Config, serveSecrets, *store.DB, zerolog.Logger) workflow.Catalogue {
 		return workflow.Catalogue{{Name: "auth", Run: func(ctx context.Context, run *workflow.Run) (*workflow.Outcome, error) {
 			return &workflow.Outcome{Captured: map[string]any{"organizationId": "org-1"}}, nil
 		}}}
@@ -252,6 +252,14 @@ func TestConfigErrors(t *testing.T) {
 		{"bad log level", nil, map[string]string{"MCPGUARD_LOG_LEVEL": "loud"}, "MCPGUARD_LOG_LEVEL must be", nil},
 		{"half a connected app", nil, map[string]string{"MCPGUARD_ANYPOINT_CLIENT_ID": "app"}, "must be set together", nil},
 		{"bad anypoint URL", nil, map[string]string{"MCPGUARD_ANYPOINT_URL": "anypoint"}, "MCPGUARD_ANYPOINT_URL must be", nil},
+		{"scope entry without =", nil, map[string]string{"MCPGUARD_TENANT_SCOPES": "acme=org:o1,env:Sandbox;globex"}, "MCPGUARD_TENANT_SCOPES entry 2 is not tenant=", nil},
+		{"scope of a tenant without key", nil, map[string]string{"MCPGUARD_TENANT_SCOPES": "acmee=org:o1,env:Sandbox"}, `MCPGUARD_TENANT_SCOPES entry 1 names tenant "acmee", which has no key`, nil},
+		{"scope without org", nil, map[string]string{"MCPGUARD_TENANT_SCOPES": "acme=env:Sandbox"}, `MCPGUARD_TENANT_SCOPES entry 1 (tenant "acme") names no org`, nil},
+		{"scope without env", nil, map[string]string{"MCPGUARD_TENANT_SCOPES": "acme=org:o1"}, `MCPGUARD_TENANT_SCOPES entry 1 (tenant "acme") names no env`, nil},
+		{"scope with two orgs", nil, map[string]string{"MCPGUARD_TENANT_SCOPES": "acme=org:o1,org:o2,env:Sandbox"}, "names more than one org", nil},
+		{"scope with bad instance", nil, map[string]string{"MCPGUARD_TENANT_SCOPES": "acme=org:o1,env:Sandbox,instance:x1"}, `MCPGUARD_TENANT_SCOPES entry 1 (tenant "acme") item 3: instance must be a positive integer`, nil},
+		{"scope with unknown kind", nil, map[string]string{"MCPGUARD_TENANT_SCOPES": "acme=org:o1,environment:Sandbox"}, `item 2: unknown kind "environment"`, nil},
+		{"scope repeating a tenant", nil, map[string]string{"MCPGUARD_TENANT_SCOPES": "acme=org:o1,env:a;acme=org:o1,env:b"}, `entry 2 repeats tenant "acme"`, nil},
 		{"unknown command", []string{"server", "launch"}, nil, `unknown command "launch"`, nil},
 		{"extra arguments", []string{"server", "serve", "--port=1"}, nil, "unexpected arguments", nil},
 	}
@@ -295,9 +303,27 @@ func TestHelpListsEveryVariable(t *testing.T) {
 	if err := run(context.Background(), []string{"server", "help"}, fakeEnv(nil), &out); err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"DATABASE_URL", "HTTP_ADDR", "ANYPOINT_URL", "ANYPOINT_CLIENT_ID", "ANYPOINT_CLIENT_SECRET", "API_KEYS", "CREDENTIALS_KEY", "WORKERS", "LOG_LEVEL", "SHUTDOWN_GRACE", "VERIFY_TIMEOUT"} {
+	for _, name := range []string{"DATABASE_URL", "HTTP_ADDR", "ANYPOINT_URL", "ANYPOINT_CLIENT_ID", "ANYPOINT_CLIENT_SECRET", "API_KEYS", "CREDENTIALS_KEY", "WORKERS", "LOG_LEVEL", "SHUTDOWN_GRACE", "VERIFY_TIMEOUT", "TENANT_SCOPES"} {
 		if !strings.Contains(out.String(), fmt.Sprintf("MCPGUARD_%s ", name)) {
 			t.Fatalf("help lacks MCPGUARD_%s:\n%s", name, out.String())
 		}
+	}
+}
+
+// TestParseTenantScopes reads the documented format: ids or names for
+// environments, instance ids, several tenants, spaces and a trailing ';'.
+func TestParseTenantScopes(t *testing.T) {
+	t.Parallel()
+	keys := map[string]string{"acme": "k1", "globex": "k2"}
+	got, err := parseTenantScopes(" acme = org:o1, env:Sandbox , env:6f5e, instance:42 ; globex=org:o2,env:Production;", keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]workflow.TenantScope{
+		"acme":   {OrganizationID: "o1", Environments: []string{"Sandbox", "6f5e"}, Instances: []int64{42}},
+		"globex": {OrganizationID: "o2", Environments: []string{"Production"}},
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("scopes = %+v, want %+v", got, want)
 	}
 }

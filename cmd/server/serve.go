@@ -43,7 +43,7 @@ func serve(ctx context.Context, cfg Config, secrets serveSecrets, logger zerolog
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	cat := newCatalogue(cfg, logger)
+	cat := newCatalogue(cfg, secrets, db, logger)
 	engine := workflow.NewEngine(db, cat, workflow.EngineConfig{
 		Workers:       cfg.Workers,
 		LeaseDuration: cfg.LeaseDuration,

@@ -4,6 +4,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/mcpguard/mcpguard/internal/anypoint"
+	"github.com/mcpguard/mcpguard/internal/store"
 	"github.com/mcpguard/mcpguard/internal/workflow"
 )
 
@@ -13,12 +14,15 @@ var newCatalogue = catalogue
 
 // catalogue is the one place the guide's steps are wired into the server:
 // one Anypoint client (its token cache shared by every job) and the server's
-// default connected app, when configured.
-func catalogue(cfg Config, logger zerolog.Logger) workflow.Catalogue {
+// default connected app, when configured, bounded by each tenant's scope.
+func catalogue(cfg Config, secrets serveSecrets, db *store.DB, logger zerolog.Logger) workflow.Catalogue {
 	client := anypoint.New(cfg.AnypointURL, anypoint.WithLogger(logger.With().Str("component", "anypoint").Logger()))
 	var app *anypoint.Credentials
 	if cfg.AnypointClientID != "" {
 		app = &anypoint.Credentials{ClientID: cfg.AnypointClientID, ClientSecret: cfg.AnypointClientSecret}
 	}
-	return workflow.GuideCatalogue(workflow.GuideConfig{Anypoint: client, DefaultApp: app, VerifyTimeout: cfg.VerifyTimeout})
+	return workflow.GuideCatalogue(workflow.GuideConfig{
+		Anypoint: client, DefaultApp: app, VerifyTimeout: cfg.VerifyTimeout,
+		Scopes: secrets.scopes, CreatedByTenant: db.TenantCreatedInstance,
+	})
 }

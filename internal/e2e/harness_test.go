@@ -34,7 +34,18 @@ import (
 const (
 	tenant = "portal"
 	apiKey = "portal-key-0123456789abcdef"
+	// tenantB is a second tenant, for isolation tests; it has a key in every
+	// stack and a scope only where a test gives it one.
+	tenantB = "partner"
+	apiKeyB = "partner-key-0123456789abcdef"
+	// tenantNoScope has a key but never a scope.
+	tenantNoScope = "unscoped"
+	apiKeyNoScope = "unscoped-key-0123456789abcdef"
 )
+
+// sandboxScope is the default app's scope of the default tenant: the
+// simulator's organization and its Sandbox.
+var sandboxScope = workflow.TenantScope{OrganizationID: sim.DefaultOrgID, Environments: []string{sim.EnvSandbox}}
 
 // stack is one running mcpguard (API + engine) against one simulator and
 // one fresh database.
@@ -52,12 +63,23 @@ type stack struct {
 	logs        *testlog.Buffer
 	anyp        *anypoint.Client
 	session     *anypoint.Session
+	// key is the API key do sends (the default tenant's when empty); as
+	// returns a copy with another.
+	key string
+}
+
+// as returns the stack seen by another tenant's API key.
+func (s *stack) as(key string) *stack {
+	c := *s
+	c.key = key
+	return &c
 }
 
 type stackOptions struct {
 	simOptions    []sim.Option
 	verifyTimeout time.Duration
 	defaultApp    bool
+	scopes        map[string]workflow.TenantScope
 	workers       int
 	replicas      int
 	lease         time.Duration
@@ -78,7 +100,21 @@ func withReplicas(n, workers int, lease time.Duration) option {
 	return func(o *stackOptions) { o.replicas, o.workers, o.lease = n, workers, lease }
 }
 
-func withDefaultApp() option { return func(o *stackOptions) { o.defaultApp = true } }
+// withDefaultApp configures the server's connected app, the default tenant
+// scoped to sandboxScope.
+func withDefaultApp() option {
+	return func(o *stackOptions) {
+		o.defaultApp = true
+		if o.scopes == nil {
+			o.scopes = map[string]workflow.TenantScope{tenant: sandboxScope}
+		}
+	}
+}
+
+// withScopes replaces the tenants' default-app scopes.
+func withScopes(scopes map[string]workflow.TenantScope) option {
+	return func(o *stackOptions) { o.scopes = scopes }
+}
 
 func newStack(t testing.TB, opts ...option) *stack {
 	t.Helper()
@@ -111,6 +147,13 @@ func newStack(t testing.TB, opts ...option) *stack {
 	logs := &testlog.Buffer{}
 	logger := zerolog.New(logs).Level(zerolog.DebugLevel)
 	client := anypoint.New(simSrv.URL, anypoint.WithTimeout(2*time.Second), anypoint.WithLogger(logger))
+	// The scope's lookup of created instances reads the database through
+	// its own pool, as a replica's would.
+	created, err := store.Open(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(created.Close)
 	var app *anypoint.Credentials
 	if o.defaultApp {
 		app = &anypoint.Credentials{ClientID: sim.ClientID, ClientSecret: sim.ClientSecret}
@@ -118,9 +161,12 @@ func newStack(t testing.TB, opts ...option) *stack {
 	cat := workflow.GuideCatalogue(workflow.GuideConfig{
 		Anypoint: client, DefaultApp: app, VerifyTimeout: o.verifyTimeout,
 		PollInterval: 30 * time.Millisecond, PollMax: 150 * time.Millisecond,
+		Scopes: o.scopes, CreatedByTenant: func(ctx context.Context, tenant string, id int64) (bool, error) {
+			return created.TenantCreatedInstance(ctx, tenant, id)
+		},
 	})
 	st := &stack{
-		t: t, sim: s, simURL: simSrv.URL, dbURL: dbURL, logs: logs, anyp: client,
+		t: t, sim: s, simURL: simSrv.URL, dbURL: dbURL, logs: logs, anyp: client, key: apiKey,
 		session: client.Session(anypoint.Credentials{Username: sim.Username, Password: sim.Password}),
 	}
 	// Each replica has its own pool and engine, as separate processes would.
@@ -152,7 +198,7 @@ func newStack(t testing.TB, opts ...option) *stack {
 		st.stopReplica = append(st.stopReplica, stop)
 	}
 	handler, err := api.NewServer(api.Config{
-		Service: workflow.NewService(st.db, cat), Keys: map[string]string{tenant: apiKey},
+		Service: workflow.NewService(st.db, cat), Keys: map[string]string{tenant: apiKey, tenantB: apiKeyB, tenantNoScope: apiKeyNoScope},
 		Ready: st.db.Ready, Logger: logger,
 	})
 	if err != nil {
@@ -216,7 +262,11 @@ func (s *stack) do(method, path string, body any, wantStatus int, out any) []byt
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	req.Header.Set("Authorization", "Bearer "+apiKey)
+	key := s.key
+	if key == "" {
+		key = apiKey
+	}
+	req.Header.Set("Authorization", "Bearer "+key)
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}

@@ -37,6 +37,12 @@ type GuideConfig struct {
 	Anypoint *anypoint.Client
 	// DefaultApp is the server's connected app, used when a job carries no credentials.
 	DefaultApp *anypoint.Credentials
+	// Scopes bound what each tenant may do through DefaultApp; a tenant
+	// missing here cannot use it (see TenantScope).
+	Scopes map[string]TenantScope
+	// CreatedByTenant reports whether one of the tenant's protections created
+	// the API instance; nil means none did.
+	CreatedByTenant func(ctx context.Context, tenant string, environmentAPIID int64) (bool, error)
 	// VerifyTimeout bounds how long verify polls before it fails (default 20 minutes).
 	VerifyTimeout time.Duration
 	// PollInterval is the first delay between polls of publication and
@@ -77,7 +83,7 @@ func GuideCatalogue(cfg GuideConfig) Catalogue {
 	// runs again and reconciles what an earlier attempt made.
 	org := []string{"organizationId"}
 	gav := []string{"groupId", "assetId", "assetVersion"}
-	return Catalogue{
+	steps := Catalogue{
 		{Name: StepAuth, Run: g.auth, IO: StepIO{
 			Fields: []string{"organizationId"},
 			Writes: org}},
@@ -111,6 +117,10 @@ func GuideCatalogue(cfg GuideConfig) Catalogue {
 			Reads:  []string{"organizationId", "environmentId", "environmentApiId", "deploymentId", "policies"},
 			Writes: []string{"deploymentId", "deploymentStatus", "apiVersionStatus", "apiStatus", "policyCount"}}},
 	}
+	for i := range steps {
+		steps[i].Run = g.scoped(steps[i].Name, steps[i].Run)
+	}
+	return steps
 }
 
 // session returns the Anypoint session for the job's credentials, or the

@@ -22,6 +22,9 @@ func (g *Guide) auth(ctx context.Context, run *Run) (*Outcome, error) {
 		return nil, fail("reading the caller's profile (GET /accounts/api/me)", err, "")
 	}
 	if org == "" {
+		org = g.scopedOrganization(run)
+	}
+	if org == "" {
 		org = me.OrganizationID()
 	}
 	if org == "" {
@@ -127,6 +130,8 @@ func (g *Guide) search(ctx context.Context, run *Run) (*Outcome, error) {
 	if err != nil {
 		return nil, fail("searching Exchange for MCP assets", err, "")
 	}
+	// The search spans organizations; a default-app job sees its own only.
+	assets = scopeFilter(g, run, assets, func(sc TenantScope, a anypoint.Asset) bool { return a.GroupID == sc.OrganizationID })
 	var found []anypoint.Asset
 	for _, a := range assets {
 		if (a.Type == "" || a.Type == "mcp") && match(a) {
@@ -198,12 +203,16 @@ func (g *Guide) env(ctx context.Context, run *Run) (*Outcome, error) {
 	if err != nil {
 		return nil, fail("listing environments", err, "")
 	}
+	envs = scopeFilter(g, run, envs, func(sc TenantScope, e anypoint.Environment) bool { return sc.HasEnvironment(e.ID, e.Name) })
 	var names []string
 	for _, e := range envs {
 		if (want.ID != "" && e.ID == want.ID) || (want.ID == "" && e.Name == want.Name) {
 			return done(map[string]any{"environmentId": e.ID, "environmentName": e.Name})
 		}
 		names = append(names, e.Name)
+	}
+	if err := g.environmentOutOfScope(run, want); err != nil {
+		return nil, err
 	}
 	return nil, Permanent(404, fmt.Sprintf("environment %s not found in organization %s (found: %s)",
 		refText(want.ID, want.Name), varString(run, "organizationId"), listOrNone(names)), HintEnvironmentNotFound)
@@ -417,8 +426,14 @@ func (g *Guide) instance(ctx context.Context, run *Run) (*Outcome, error) {
 				matches = append(matches, i)
 			}
 		}
+		if matches, err = g.allowedInstances(ctx, run, matches); err != nil {
+			return nil, err
+		}
 		switch len(matches) {
 		case 0:
+			if usesDefaultApp(run) && g.cfg.DefaultApp != nil {
+				return nil, outOfScope("no API instance labelled %q that this tenant's protections created or its scope names", src.Label)
+			}
 			return nil, Permanent(404, fmt.Sprintf("no MCP server instance labelled %q in environment %s", src.Label, varString(run, "environmentName")), HintInstanceNotFound)
 		case 1:
 			in = &matches[0]

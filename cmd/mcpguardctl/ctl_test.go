@@ -136,7 +136,7 @@ func TestWatchPlainLines(t *testing.T) {
 	if !sawRunning {
 		t.Fatalf("no step was shown running:\n%s", r.stdout)
 	}
-	if !strings.Contains(r.stdout, "protection "+id+" succeeded in ") || !strings.Contains(r.stdout, `"environmentApiId"`) {
+	if !strings.Contains(r.stdout, "protection "+id+" succeeded in ") || !regexp.MustCompile(`(?m)^  environmentApiId: \d+$`).MatchString(r.stdout) {
 		t.Fatalf("no final line and variables:\n%s", r.stdout)
 	}
 }
@@ -288,7 +288,7 @@ func TestReadCommands(t *testing.T) {
 	}
 
 	r := s.ctl(t, "get", id)
-	if r.code != 0 || !strings.Contains(r.stdout, "protection "+id+"  succeeded") || !strings.Contains(r.stdout, `"environmentApiId": 18200001`) {
+	if r.code != 0 || !strings.Contains(r.stdout, "protection "+id+"  succeeded") || !strings.Contains(r.stdout, "\n  environmentApiId: 18200001\n") {
 		t.Fatalf("get: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	r = s.ctl(t, "get", id, "-o", "json")

@@ -79,32 +79,50 @@ func stepSummary(s mcpguard.Step) string {
 	if s.Error != nil {
 		return "error: " + s.Error.Message
 	}
-	keys := make([]string, 0, len(s.Captured))
-	for k := range s.Captured {
+	var parts []string
+	for _, kv := range variableList(s.Captured) {
+		parts = append(parts, kv[0]+"="+kv[1])
+	}
+	return strings.Join(parts, " ")
+}
+
+// variableList renders captured variables as sorted (name, value) pairs:
+// scalars as they are, a policy list as asset#id, status links left out (long,
+// and of no use to a reader).
+func variableList(vars map[string]any) [][2]string {
+	keys := make([]string, 0, len(vars))
+	for k := range vars {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
-	var parts []string
+	var out [][2]string
 	for _, k := range keys {
 		if strings.HasSuffix(k, "Link") {
-			continue // a status URL: long, and of no use to a reader
+			continue
 		}
-		switch v := s.Captured[k].(type) {
+		switch v := vars[k].(type) {
 		case nil:
-			parts = append(parts, k+"=null") // not reported yet, as Anypoint says while a deployment propagates
-		case string, json.Number, bool:
-			parts = append(parts, fmt.Sprintf("%s=%v", k, v))
+			out = append(out, [2]string{k, "null"}) // not reported yet, as Anypoint says while a deployment propagates
+		case string:
+			if v == "" {
+				v = "null"
+			}
+			out = append(out, [2]string{k, v})
+		case json.Number, bool:
+			out = append(out, [2]string{k, fmt.Sprint(v)})
 		case []any:
-			if k == "policies" {
-				for _, item := range v {
-					if m, ok := item.(map[string]any); ok {
-						parts = append(parts, fmt.Sprintf("%v#%v", m["policyAssetId"], m["policyId"]))
-					}
+			var items []string
+			for _, item := range v {
+				if m, ok := item.(map[string]any); ok && m["policyAssetId"] != nil {
+					items = append(items, fmt.Sprintf("%v#%v", m["policyAssetId"], m["policyId"]))
 				}
+			}
+			if len(items) > 0 {
+				out = append(out, [2]string{k, strings.Join(items, " ")})
 			}
 		}
 	}
-	return strings.Join(parts, " ")
+	return out
 }
 
 // elapsed is the job's age by the server's clock: until it finished, or now.
@@ -126,14 +144,14 @@ func writeLines(w io.Writer, lines []string) {
 }
 
 // writeVariables prints what the job captured for later steps and for the
-// caller (environmentApiId, deploymentId, ...).
+// caller (environmentApiId, deploymentId, ...), one per line.
 func writeVariables(w io.Writer, p *mcpguard.Protection) {
-	if len(p.Variables) == 0 {
+	vars := variableList(p.Variables)
+	if len(vars) == 0 {
 		return
 	}
-	b, err := json.MarshalIndent(p.Variables, "", "  ")
-	if err != nil {
-		return
+	fmt.Fprintln(w, "variables:")
+	for _, kv := range vars {
+		fmt.Fprintf(w, "  %s: %s\n", kv[0], kv[1])
 	}
-	fmt.Fprintf(w, "variables: %s\n", b)
 }

@@ -3,7 +3,8 @@
 // environments), Exchange, API Manager, its xapi (gateway targets, policy
 // templates) and the proxies xapi (deployments).
 //
-// Paths, field names and id types follow /work/shared/anypoint-api.md. The
+// Paths, field names and id types follow docs/architecture.md, "Anypoint, as
+// mcpguard reads it". The
 // client retries nothing except one token refresh after a 401: the engine owns
 // retry policy and reads what it needs from *Error.
 package anypoint
@@ -40,7 +41,8 @@ const maxResponseBytes = 8 << 20
 // userAgent identifies mcpguard to Anypoint.
 const userAgent = "mcpguard"
 
-// Path prefixes of the products, all served under the one base URL (§0.1).
+// Path prefixes of the products, all served under the one base URL
+// (docs/architecture.md, "Anypoint: hosts and prefixes").
 const (
 	prefixAccounts      = "/accounts"
 	prefixExchange      = "/exchange/api/v2"

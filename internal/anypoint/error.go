@@ -186,7 +186,8 @@ func clampDuration(d time.Duration) time.Duration {
 const maxMessageLen = 1024
 
 // parseErrorBody fills Code, Message and Details from any of the body shapes
-// Anypoint products use (anypoint-api.md §0.5), falling back to plain text.
+// Anypoint products use (docs/architecture.md, "Anypoint: error bodies"),
+// falling back to plain text.
 func (e *Error) parseErrorBody(body []byte) {
 	body = bytes.TrimSpace(body)
 	if len(body) == 0 {

@@ -10,7 +10,8 @@ import (
 	"time"
 )
 
-// TestParseErrorBody proves every error body shape of anypoint-api.md §0.5
+// TestParseErrorBody proves every error body shape of docs/architecture.md,
+// "Anypoint: error bodies",
 // surfaces its message, code and validation details.
 func TestParseErrorBody(t *testing.T) {
 	t.Parallel()

@@ -52,7 +52,7 @@ type Publication struct {
 }
 
 // PublishAsset publishes an asset version to Exchange with the multipart
-// organization-scoped endpoint (§2.1).
+// organization-scoped endpoint (docs/architecture.md, "Anypoint: publishing").
 func (s *Session) PublishAsset(ctx context.Context, org string, in PublishAsset) (*Publication, error) {
 	var buf bytes.Buffer
 	mw := multipart.NewWriter(&buf)
@@ -236,7 +236,8 @@ type AssetSearch struct {
 	Offset, Limit   int
 }
 
-// Exchange search paging (§0.4): limit is at most 250.
+// Exchange search paging: limit is at most 250 (docs/architecture.md,
+// "Anypoint: list shapes").
 const (
 	maxSearchLimit = 250
 	maxSearchPages = 40

@@ -28,7 +28,8 @@ type PolicyTemplate struct {
 }
 
 // UnmarshalJSON reads `version`, falling back to `assetVersion` (sources
-// disagree on the name, §9.1).
+// disagree on the name: docs/architecture.md, "Anypoint: instances,
+// deployments and policies").
 func (p *PolicyTemplate) UnmarshalJSON(b []byte) error {
 	type plain PolicyTemplate
 	aux := struct {

@@ -1110,8 +1110,8 @@ func TestListsPageThroughEverything(t *testing.T) {
 	}
 }
 
-// TestDocumentedShapeVariants serves the alternative shapes anypoint-api.md
-// records (the simulator serves only the preferred ones): the {total, data}
+// TestDocumentedShapeVariants serves the alternative shapes the sources
+// record (the simulator serves only the preferred ones): the {total, data}
 // target envelope, the {policies} envelope, and 404 for "no deployments".
 func TestDocumentedShapeVariants(t *testing.T) {
 	t.Parallel()

@@ -12,7 +12,8 @@ import (
 	"github.com/mcpguard/mcpguard"
 )
 
-// MaxBodyBytes is the largest request body accepted (design section 4).
+// MaxBodyBytes is the largest request body accepted (1 MiB, as openapi.yaml
+// says).
 const MaxBodyBytes = 1 << 20
 
 // validatable is a request body that can check itself after decoding.

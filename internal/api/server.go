@@ -1,4 +1,4 @@
-// Package api serves mcpguard's HTTP contract (design section 4): the
+// Package api serves mcpguard's HTTP contract (openapi.yaml): the
 // protections resource, health and readiness probes and Prometheus metrics.
 //
 // Handlers are thin: they authenticate the tenant, decode and validate the

@@ -7,7 +7,7 @@ import (
 	"github.com/mcpguard/mcpguard/internal/workflow"
 )
 
-// TestGatewayVersionResolution follows design.md §2: the request's override,
+// TestGatewayVersionResolution follows docs/architecture.md, "Steps": the request's override,
 // else the target row's real version, else the target's detail, else the
 // guide's 1.0.0 recorded as a warning.
 func TestGatewayVersionResolution(t *testing.T) {

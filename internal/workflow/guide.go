@@ -14,7 +14,7 @@ import (
 	"github.com/mcpguard/mcpguard/internal/anypoint"
 )
 
-// Step names, in the guide's order (design.md §2).
+// Step names, in the guide's order (docs/architecture.md, "Steps").
 const (
 	StepAuth     = "auth"
 	StepPublish  = "publish"

@@ -9,7 +9,8 @@ import (
 )
 
 // propertySpec is one configuration property of a policy template, in a form
-// common to the two shapes Anypoint returns (anypoint-api.md §9.1): the legacy
+// common to the two shapes Anypoint returns (docs/architecture.md,
+// "Anypoint: instances, deployments and policies"): the legacy
 // property list and the JSON Schema object.
 type propertySpec struct {
 	Name     string

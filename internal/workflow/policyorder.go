@@ -10,7 +10,7 @@ import (
 // MCPSupportAssetID is the policy every MCP instance needs first in its chain.
 const MCPSupportAssetID = "mcp-support"
 
-// Policy ranks for the default order (design.md §2): mcp-support, then
+// Policy ranks for the default order (docs/architecture.md, "Steps"): mcp-support, then
 // authentication, access control, rate limiting, the rest, transformation last.
 const (
 	rankMCPSupport = iota

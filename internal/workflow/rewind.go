@@ -10,7 +10,7 @@ import (
 	"github.com/mcpguard/mcpguard/internal/store"
 )
 
-// PlanRetry decides what a retry does (design.md §3): it applies the
+// PlanRetry decides what a retry does (docs/architecture.md, "The job model"): it applies the
 // corrections to the stored request, finds the request fields whose values
 // changed, and rewinds to the earliest applicable step that reads one of them,
 // or to the step where the job stopped when that comes first. Every

@@ -15,7 +15,7 @@ import (
 func isoTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }
 
 // listEnvironments serves GET /accounts/api/organizations/{org}/environments
-// as {data, total} (anypoint-api.md 4).
+// as {data, total}.
 func (s *Server) listEnvironments(w http.ResponseWriter, r *http.Request, _ *caller) {
 	org := chi.URLParam(r, "org")
 	q := r.URL.Query()
@@ -81,7 +81,7 @@ func targetRow(t *FixtureTarget) map[string]any {
 }
 
 // listTargets serves the api-portal xapi gateway-targets list in its live
-// {rows, totalElements, pageSize, pageNumber, totalPages} form (anypoint-api.md 5.1).
+// {rows, totalElements, pageSize, pageNumber, totalPages} form.
 func (s *Server) listTargets(w http.ResponseWriter, r *http.Request, _ *caller) {
 	org, env := chi.URLParam(r, "org"), chi.URLParam(r, "env")
 	q := r.URL.Query()
@@ -159,7 +159,8 @@ func (s *Server) envExists(org, env string) bool {
 }
 
 // instanceJSON is the API instance as create, GET and PATCH return it
-// (anypoint-api.md 6.1). Call with s.mu held.
+// (docs/architecture.md, "Anypoint: instances, deployments and policies").
+// Call with s.mu held.
 func (s *Server) instanceJSON(in *instance, now time.Time) map[string]any {
 	var dep any
 	gatewayVersion := any(nil)
@@ -286,8 +287,8 @@ func endpointTypeFor(assetType string) string {
 	}
 }
 
-// createAPI serves POST /apimanager/{api,xapi}/v1/.../apis with the rules of
-// anypoint-api.md 6.1 and 13.3.
+// createAPI serves POST /apimanager/{api,xapi}/v1/.../apis with the platform's
+// rules (docs/architecture.md, "Anypoint: instances, deployments and policies").
 func (s *Server) createAPI(w http.ResponseWriter, r *http.Request, c *caller) {
 	org, env := chi.URLParam(r, "org"), chi.URLParam(r, "env")
 	body, ok := decodeObjectBody(w, r)
@@ -633,7 +634,7 @@ func (s *Server) matchingInstances(org, env string, match func(*instance) bool) 
 }
 
 // listAPIs serves GET /apimanager/api/v1/.../apis: {total, assets:[{..., apis}]}
-// where offset, limit and total count assets, not instances (anypoint-api.md 8.1).
+// where offset, limit and total count assets, not instances.
 func (s *Server) listAPIs(w http.ResponseWriter, r *http.Request, _ *caller) {
 	org, env := chi.URLParam(r, "org"), chi.URLParam(r, "env")
 	q := r.URL.Query()
@@ -743,7 +744,7 @@ func (s *Server) instanceListItem(in *instance, now time.Time) map[string]any {
 	return item
 }
 
-// listAPIsFlat serves the xapi flat list {total, instances} (anypoint-api.md 8.2).
+// listAPIsFlat serves the xapi flat list {total, instances}.
 func (s *Server) listAPIsFlat(w http.ResponseWriter, r *http.Request, _ *caller) {
 	org, env := chi.URLParam(r, "org"), chi.URLParam(r, "env")
 	q := r.URL.Query()

@@ -211,7 +211,8 @@ func oauthError(w http.ResponseWriter, status int, code, desc string) {
 }
 
 // me serves GET /accounts/api/me: a user object for user tokens, only a
-// client with org_id for connected-app tokens (anypoint-api.md 1.3).
+// client with org_id for connected-app tokens (docs/architecture.md,
+// "Anypoint: identities").
 func (s *Server) me(w http.ResponseWriter, _ *http.Request, c *caller) {
 	out := map[string]any{}
 	if c.user != nil {

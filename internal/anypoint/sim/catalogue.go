@@ -53,8 +53,8 @@ var (
 	mule4Only = []string{"mule4"}
 )
 
-// defaultCatalogue is the Exchange policy catalogue of anypoint-api.md
-// sections 11 and 12. client-id-enforcement, rate-limiting and mcp-support
+// defaultCatalogue is the Exchange policy catalogue (docs/architecture.md,
+// "Anypoint: instances, deployments and policies"). client-id-enforcement, rate-limiting and mcp-support
 // carry two versions each so that latest=true has something to drop.
 func defaultCatalogue() []FixtureTemplate {
 	clientID := mustJSON([]legacyProperty{

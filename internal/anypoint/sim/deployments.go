@@ -21,8 +21,9 @@ func deploymentJSON(d *deployment) map[string]any {
 	}
 }
 
-// deployLocked applies the proxies-xapi deployment rules (anypoint-api.md 7.1
-// and the guide's "Common issues") to in and records the deployment. On
+// deployLocked applies the proxies-xapi deployment rules (docs/architecture.md,
+// "Anypoint: instances, deployments and policies", and the guide's "Common
+// issues") to in and records the deployment. On
 // failure d is nil and status, name and msg say what to answer. Call with
 // s.mu held.
 func (s *Server) deployLocked(in *instance, env string, body map[string]json.RawMessage, now time.Time) (d *deployment, status int, name, msg string) {
@@ -186,7 +187,7 @@ func (s *Server) getDeployment(w http.ResponseWriter, r *http.Request, _ *caller
 }
 
 // deploymentStatus serves GET .../deployments/{depId}/status:
-// {status, lastActiveDate, apiVersionStatus} (anypoint-api.md 7.4).
+// {status, lastActiveDate, apiVersionStatus}.
 func (s *Server) deploymentStatus(w http.ResponseWriter, r *http.Request, _ *caller) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -17,7 +17,7 @@ import (
 type handlerFunc func(w http.ResponseWriter, r *http.Request, c *caller)
 
 // product selects the error body shape, which differs per Anypoint product
-// (anypoint-api.md 0.5).
+// (docs/architecture.md, "Anypoint: error bodies").
 type product int
 
 const (
@@ -193,7 +193,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-// writeError answers in the error shape of the product (anypoint-api.md 0.5).
+// writeError answers in the error shape of the product.
 // code is the Exchange code or API Manager name; empty picks the usual one.
 func writeError(w http.ResponseWriter, p product, status int, code, message string) {
 	switch p {
@@ -213,7 +213,7 @@ func writeError(w http.ResponseWriter, p product, status int, code, message stri
 }
 
 // validationError is API Manager's request-schema 400 (express-openapi-validator
-// style, quoted live in anypoint-api.md 0.5).
+// style, as the live platform answers).
 type validationError struct {
 	Path      string `json:"path"`
 	Message   string `json:"message"`

@@ -46,7 +46,8 @@ func baseURL(r *http.Request) string {
 	return scheme + "://" + r.Host
 }
 
-// publishAsset serves the Exchange v2 multipart publish (anypoint-api.md 2.1).
+// publishAsset serves the Exchange v2 multipart publish (docs/architecture.md,
+// "Anypoint: publishing").
 func (s *Server) publishAsset(w http.ResponseWriter, r *http.Request, c *caller) {
 	org, groupID := chi.URLParam(r, "org"), chi.URLParam(r, "groupId")
 	assetID, version := chi.URLParam(r, "assetId"), chi.URLParam(r, "version")
@@ -189,7 +190,7 @@ func publicationBody(a *asset, now time.Time) map[string]any {
 		"asset": assetSummary(a)}
 }
 
-// assetJSON is the full asset as GET and search return it (anypoint-api.md 2.3 and 3).
+// assetJSON is the full asset as GET and search return it.
 func (s *Server) assetJSON(a *asset, others []map[string]any) map[string]any {
 	o := s.org(a.orgID)
 	minor := a.version

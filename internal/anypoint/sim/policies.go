@@ -182,7 +182,7 @@ func decodeConfiguration(raw json.RawMessage) (map[string]any, bool) {
 }
 
 // createPolicy serves POST .../apis/{id}/policies[?allowDuplicated=true]
-// (anypoint-api.md 10.1 and 13.7).
+// (docs/architecture.md, "Anypoint: instances, deployments and policies").
 func (s *Server) createPolicy(w http.ResponseWriter, r *http.Request, _ *caller) {
 	body, ok := decodeObjectBody(w, r)
 	if !ok {
@@ -291,7 +291,7 @@ func (s *Server) policiesOf(apiID int64) []*policy {
 
 // listPolicies serves GET .../apis/{id}/policies: fullInfo=false is a bare
 // array of full policies (active and disabled); any other value the
-// envelope of active policies with their template (anypoint-api.md 10.2).
+// envelope of active policies with their template.
 func (s *Server) listPolicies(w http.ResponseWriter, r *http.Request, _ *caller) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -1,6 +1,7 @@
 // Package sim is a stateful fake of the Anypoint Platform endpoints mcpguard
 // calls (Access Management, Exchange, API Manager, the api-portal and proxies
-// xapis), built from ../shared/anypoint-api.md. Tests and the demo run
+// xapis), built from the reading in docs/architecture.md, "Anypoint, as
+// mcpguard reads it". Tests and the demo run
 // against it because the real platform is out of reach, so it reproduces the
 // platform's paths, id types, envelopes, error bodies and the quirks of the
 // guide "Protect MCP Server With Policies" rather than an idealised API.

@@ -164,6 +164,9 @@ type JobError struct {
 	Status  int    `json:"status,omitempty"`
 	Message string `json:"message"`
 	Hint    string `json:"hint,omitempty"`
+	// RetryFrom is the step a retry without corrections resumes at, when it
+	// is not Step: the earlier step that repairs what Step found.
+	RetryFrom string `json:"retryFrom,omitempty"`
 }
 
 // Step is the recorded state of one step of a Protection.

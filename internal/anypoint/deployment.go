@@ -1,6 +1,7 @@
 package anypoint
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"net/http"
@@ -123,6 +124,32 @@ func (s *Session) GetDeployment(ctx context.Context, org, env string, apiID, dep
 		path: s.deploymentsPath(org, env, apiID) + "/" + strconv.FormatInt(deploymentID, 10)}
 	var d Deployment
 	if _, err := s.do(ctx, r, &d); err != nil {
+		return nil, err
+	}
+	return &d, nil
+}
+
+// ReplaceDeployment replaces a deployment with the flat body in (PUT
+// .../deployments/{id}, 201): the proxies xapi's way to move a deployment to
+// another target or gateway version. It has no DELETE on a deployment
+// (anypoint-api.md 14.1), and a PUT keeps the deployment's id, so the
+// instance is never left undeployed between a delete and a create. The spec
+// gives the 201 no body; when the platform sends one it is returned, else nil.
+func (s *Session) ReplaceDeployment(ctx context.Context, org, env string, apiID, deploymentID int64, in DeploymentInput) (*Deployment, error) {
+	if in.Type == "" {
+		in.Type = DeploymentTypeHybrid
+	}
+	r := &request{op: "replacing deployment", method: http.MethodPut,
+		path: s.deploymentsPath(org, env, apiID) + "/" + strconv.FormatInt(deploymentID, 10), body: in}
+	resp, err := s.do(ctx, r, nil)
+	if err != nil {
+		return nil, err
+	}
+	if len(bytes.TrimSpace(resp.body)) == 0 {
+		return nil, nil
+	}
+	var d Deployment
+	if err := decode(r, resp, &d); err != nil {
 		return nil, err
 	}
 	return &d, nil

@@ -207,3 +207,40 @@ func (s *Session) DeleteAPIInstance(ctx context.Context, org, env string, id int
 	_, err := s.do(ctx, r, nil)
 	return err
 }
+
+// APIInstancePatch is a partial update of an API instance; empty members are
+// left as they are.
+type APIInstancePatch struct {
+	// AssetVersion re-points the instance at another version of its asset
+	// (anypoint-api.md 6.3).
+	AssetVersion string
+	// UpstreamURI is endpoint.uri, the MCP server behind the gateway.
+	UpstreamURI string
+	// ProxyURI is endpoint.proxyUri, the gateway listener.
+	ProxyURI string
+}
+
+// UpdateAPIInstance patches an instance (PATCH .../apis/{id}, 200 with the
+// instance). Only the members set in p are sent.
+func (s *Session) UpdateAPIInstance(ctx context.Context, org, env string, id int64, p APIInstancePatch) (*APIInstance, error) {
+	body := map[string]any{}
+	if p.AssetVersion != "" {
+		body["assetVersion"] = p.AssetVersion
+	}
+	endpoint := map[string]any{}
+	if p.UpstreamURI != "" {
+		endpoint["uri"] = p.UpstreamURI
+	}
+	if p.ProxyURI != "" {
+		endpoint["proxyUri"] = p.ProxyURI
+	}
+	if len(endpoint) > 0 {
+		body["endpoint"] = endpoint
+	}
+	r := &request{op: "updating API instance", method: http.MethodPatch, path: s.apiPath(org, env, id), body: body}
+	var inst APIInstance
+	if _, err := s.do(ctx, r, &inst); err != nil {
+		return nil, err
+	}
+	return &inst, nil
+}

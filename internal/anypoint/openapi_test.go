@@ -124,11 +124,15 @@ func TestRequestsMatchOpenAPISpecs(t *testing.T) {
 		ProxyURI: "http://0.0.0.0:8081/orders", EndpointType: "mcp"})
 	_, _ = app.GetAPIInstance(ctx, org, env, 4292323)
 	_, _ = app.ListAPIInstances(ctx, org, env, anypoint.InstanceQuery{Family: "agentic", InstanceLabel: "orders"})
+	_, _ = app.UpdateAPIInstance(ctx, org, env, 4292323, anypoint.APIInstancePatch{AssetVersion: "1.0.1",
+		UpstreamURI: "https://orders-v2.internal/mcp", ProxyURI: "http://0.0.0.0:8082/orders"})
 	_ = app.DeleteAPIInstance(ctx, org, env, 4292323)
 	_, _ = app.CreateDeployment(ctx, org, env, 4292323, anypoint.DeploymentInput{EnvironmentID: env,
 		TargetID: "t", TargetName: "flex", GatewayVersion: "1.9.3"})
 	_, _ = app.ListDeployments(ctx, org, env, 4292323)
 	_, _ = app.GetDeployment(ctx, org, env, 4292323, 485053)
+	_, _ = app.ReplaceDeployment(ctx, org, env, 4292323, 485053, anypoint.DeploymentInput{EnvironmentID: env,
+		TargetID: "t2", TargetName: "flex-2", GatewayVersion: "1.13.1", Overwrite: true})
 	_, _ = app.DeploymentStatus(ctx, org, env, 4292323, 485053)
 	_, _ = app.ListPolicyTemplates(ctx, org, anypoint.PolicyTemplateQuery{APIInstanceID: 4292323, EnvironmentID: env,
 		Latest: true, IncludeConfiguration: true})

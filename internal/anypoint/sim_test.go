@@ -1161,3 +1161,91 @@ func TestInvalidBaseURLIsInvalid(t *testing.T) {
 		t.Errorf("EU base URL = %q", got)
 	}
 }
+
+// TestReconcileCalls covers the calls a retry's reconciling makes: an
+// instance patched to another upstream and asset version, a deployment moved
+// to another target with PUT (same id, propagating again), and policies
+// renumbered when one is inserted at a taken order, moved, or deleted.
+func TestReconcileCalls(t *testing.T) {
+	t.Parallel()
+	s, c, _ := newSim(t, sim.WithDeploymentDelay(time.Hour))
+	ctx := context.Background()
+	sess := c.Session(appCredentials())
+	org, env := sim.DefaultOrgID, sim.SandboxEnvID
+	inst := createInstance(t, sess, "reconcile-1")
+
+	patched, err := sess.UpdateAPIInstance(ctx, org, env, inst.ID, anypoint.APIInstancePatch{UpstreamURI: "https://inventory-v2.internal/mcp"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if patched.Endpoint == nil || patched.Endpoint.URI != "https://inventory-v2.internal/mcp" || patched.Endpoint.ProxyURI != "http://0.0.0.0:8082/reconcile-1" {
+		t.Fatalf("patched endpoint %+v", patched.Endpoint)
+	}
+	if held := s.State().InstancesWithLabel("reconcile-1"); len(held) != 1 || held[0].UpstreamURI != "https://inventory-v2.internal/mcp" {
+		t.Fatalf("simulator holds %+v", held)
+	}
+	_, err = sess.UpdateAPIInstance(ctx, org, env, inst.ID, anypoint.APIInstancePatch{AssetVersion: "9.9.9"})
+	wantAnypointError(t, err, anypoint.ClassInvalid, http.StatusBadRequest, "There is no asset matching given parameters.")
+
+	d, err := sess.CreateDeployment(ctx, org, env, inst.ID, anypoint.DeploymentInput{EnvironmentID: env,
+		TargetID: sim.TargetFlexSandboxID, TargetName: sim.TargetFlexSandbox, GatewayVersion: sim.TargetFlexSandboxVersion})
+	if err != nil {
+		t.Fatal(err)
+	}
+	moved, err := sess.ReplaceDeployment(ctx, org, env, inst.ID, d.ID, anypoint.DeploymentInput{EnvironmentID: env,
+		TargetID: sim.TargetFlexLegacyID, TargetName: sim.TargetFlexLegacy, GatewayVersion: sim.TargetFlexLegacyVersion, Overwrite: true})
+	if err != nil || moved != nil {
+		t.Fatalf("replace: %+v, %v (the spec's 201 has no body)", moved, err)
+	}
+	if deps := s.State().DeploymentsOf(inst.ID); len(deps) != 1 || deps[0].ID != d.ID || deps[0].TargetID != sim.TargetFlexLegacyID ||
+		deps[0].GatewayVersion != sim.TargetFlexLegacyVersion || deps[0].Status != "applying" {
+		t.Fatalf("deployments after the move %+v", deps)
+	}
+	_, err = sess.ReplaceDeployment(ctx, org, env, inst.ID, d.ID, anypoint.DeploymentInput{EnvironmentID: env,
+		TargetID: sim.TargetFlexLegacyID, TargetName: sim.TargetFlexLegacy, GatewayVersion: "0.0.1"})
+	wantAnypointError(t, err, anypoint.ClassInvalid, http.StatusBadRequest, "runtime version is unknown")
+	_, err = sess.ReplaceDeployment(ctx, org, env, inst.ID, 999999, anypoint.DeploymentInput{EnvironmentID: env,
+		TargetID: sim.TargetFlexLegacyID, GatewayVersion: sim.TargetFlexLegacyVersion})
+	wantAnypointError(t, err, anypoint.ClassNotFound, http.StatusNotFound, "")
+	if n := s.Calls(sim.RouteReplaceDeployment); n != 3 {
+		t.Errorf("replace-deployment counted %d calls, want 3", n)
+	}
+
+	apply := func(asset, version string, order *int, cfg map[string]any) int64 {
+		t.Helper()
+		p, err := sess.CreatePolicy(ctx, org, env, inst.ID, anypoint.PolicyInput{GroupID: anypoint.PolicyGroupID,
+			AssetID: asset, AssetVersion: version, Order: order, ConfigurationData: cfg}, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p.ID
+	}
+	orders := func() string {
+		var out []string
+		for _, p := range s.State().PoliciesOf(inst.ID) {
+			out = append(out, fmt.Sprintf("%s:%d", p.AssetID, p.Order))
+		}
+		return strings.Join(out, " ")
+	}
+	one := 1
+	cie := apply("client-id-enforcement", "1.3.2", nil, map[string]any{"credentialsOriginHasHttpBasicAuthenticationHeader": "customExpression"})
+	rl := apply("rate-limiting", "1.4.1", nil, map[string]any{"rateLimits": []any{map[string]any{"maximumRequests": 10, "timePeriodInMilliseconds": 1000}}})
+	support := apply("mcp-support", "1.0.1", &one, map[string]any{})
+	if got := orders(); got != "mcp-support:1 client-id-enforcement:2 rate-limiting:3" {
+		t.Fatalf("after inserting at 1: %s", got)
+	}
+	three := 3
+	if _, err := sess.UpdatePolicy(ctx, org, env, inst.ID, cie, anypoint.PolicyPatch{Order: &three}); err != nil {
+		t.Fatal(err)
+	}
+	if got := orders(); got != "mcp-support:1 rate-limiting:2 client-id-enforcement:3" {
+		t.Fatalf("after moving to 3: %s", got)
+	}
+	if err := sess.DeletePolicy(ctx, org, env, inst.ID, support); err != nil {
+		t.Fatal(err)
+	}
+	if got := orders(); got != "rate-limiting:1 client-id-enforcement:2" {
+		t.Fatalf("after deleting the first: %s", got)
+	}
+	_ = rl
+}

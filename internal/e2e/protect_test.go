@@ -426,8 +426,8 @@ func TestRetryAfterFixingTarget(t *testing.T) {
 		t.Fatalf("error = %+v", p.Error)
 	}
 	before := s.sim.AllCalls()
-	var retried protection
-	s.do(http.MethodPost, "/protections/"+p.ID+"/retry", map[string]any{"target": map[string]any{"name": sim.TargetFlexSandbox}}, http.StatusAccepted, &retried)
+	s.retry(p.ID, map[string]any{"target": map[string]any{"name": sim.TargetFlexSandbox}},
+		"target", []string{"target", "create", "deploy", "policies", "verify"}, []string{"target.name"})
 	p = s.wait(p.ID)
 	if p.State != "succeeded" {
 		t.Fatalf("after retry: %s %+v", p.State, p.Error)
@@ -443,6 +443,8 @@ func TestRetryAfterFixingTarget(t *testing.T) {
 			t.Errorf("step %s ran %d times", name, attempts)
 		}
 	}
+	wantCalls(t, s.callsSince(before), map[string]int{sim.RouteCreateAPI: 1, sim.RouteCreateDeployment: 1, sim.RouteCreatePolicy: 3})
+	s.owned(p)
 }
 
 // TestVerifyTimeoutThenRetryResumesVerify: a deployment slower than the
@@ -469,7 +471,7 @@ func TestVerifyTimeoutThenRetryResumesVerify(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	before := s.sim.AllCalls()
-	s.do(http.MethodPost, "/protections/"+p.ID+"/retry", nil, http.StatusAccepted, nil)
+	s.retry(p.ID, nil, "verify", []string{"verify"}, []string{})
 	p = s.wait(p.ID)
 	if p.State != "succeeded" {
 		t.Fatalf("after retry: %s %+v", p.State, p.Error)

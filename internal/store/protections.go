@@ -185,6 +185,8 @@ type RetryCurrent struct {
 	State       mcpguard.State
 	CurrentStep string
 	Request     mcpguard.Request
+	// Error is why the job failed (nil when cancelled).
+	Error *mcpguard.JobError
 	// Steps in catalogue order.
 	Steps []StepRow
 }
@@ -229,9 +231,9 @@ func (db *DB) RetryProtection(ctx context.Context, tenant, id, actor string, pla
 	var decided *RetryPlan
 	err = db.inTx(ctx, func(tx pgx.Tx) error {
 		var cur RetryCurrent
-		var rawRequest []byte
-		err := tx.QueryRow(ctx, `SELECT state, current_step, request FROM protections WHERE id = $1 AND tenant = $2 FOR UPDATE`, id, tenant).
-			Scan(&cur.State, &cur.CurrentStep, &rawRequest)
+		var rawRequest, rawError []byte
+		err := tx.QueryRow(ctx, `SELECT state, current_step, request, error FROM protections WHERE id = $1 AND tenant = $2 FOR UPDATE`, id, tenant).
+			Scan(&cur.State, &cur.CurrentStep, &rawRequest, &rawError)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return notFound()
 		} else if err != nil {
@@ -242,6 +244,12 @@ func (db *DB) RetryProtection(ctx context.Context, tenant, id, actor string, pla
 		}
 		if err := decodeJSON(rawRequest, &cur.Request); err != nil {
 			return fmt.Errorf("error decoding stored request: %w", err)
+		}
+		if rawError != nil {
+			cur.Error = new(mcpguard.JobError)
+			if err := decodeJSON(rawError, cur.Error); err != nil {
+				return fmt.Errorf("error decoding job error: %w", err)
+			}
 		}
 		rows, err := tx.Query(ctx, `SELECT name, state FROM steps WHERE protection_id = $1 ORDER BY position`, id)
 		if err != nil {

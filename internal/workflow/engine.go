@@ -378,7 +378,7 @@ func (e *Engine) process(stepsCtx context.Context, job *store.Job, claimedAt tim
 		if f.Transient {
 			result.Kind = transition.TransientFailure
 		}
-		result.Error = &mcpguard.JobError{Step: step.Name, Status: f.Status, Message: f.Message, Hint: f.Hint}
+		result.Error = &mcpguard.JobError{Step: step.Name, Status: f.Status, Message: f.Message, Hint: f.Hint, RetryFrom: f.RetryFrom}
 	}
 	e.commit(log, job.Lease, clock.expiry(), result)
 }

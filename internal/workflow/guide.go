@@ -103,15 +103,15 @@ func GuideCatalogue(cfg GuideConfig) Catalogue {
 		{Name: StepCreate, Applies: fromExchange, Run: g.create, IO: StepIO{
 			Fields: []string{"instance.upstreamUri", "instance.proxyUri", "instance.label"},
 			Reads:  slices.Concat([]string{"organizationId", "environmentId", "createdInstances"}, gav),
-			Writes: []string{"environmentApiId", "instanceLabel", "createdInstances"}}},
+			Writes: []string{"environmentApiId", "instanceLabel", "createdInstances", "instanceChanged"}}},
 		{Name: StepDeploy, Applies: fromExchange, Run: g.deploy, IO: StepIO{
-			Reads:  []string{"organizationId", "environmentId", "environmentApiId", "targetId", "targetName", "gatewayVersion"},
+			Reads:  []string{"organizationId", "environmentId", "environmentApiId", "targetId", "targetName", "gatewayVersion", "instanceChanged"},
 			Writes: []string{"deploymentId"}}},
 		{Name: StepInstance, Applies: fromInstance, Run: g.instance, IO: StepIO{
 			Fields: []string{"source.instance"}, Reads: []string{"organizationId", "environmentId"},
 			Writes: []string{"environmentApiId", "deploymentId", "targetId"}}},
 		{Name: StepPolicies, Run: g.policies, IO: StepIO{
-			Fields: []string{"policies"}, Reads: []string{"organizationId", "environmentId", "environmentApiId", "policies"},
+			Fields: []string{"policies"}, Reads: []string{"organizationId", "environmentId", "environmentApiId", "createdInstances", "policies"},
 			Writes: []string{"policies", "foreignPolicies"}}},
 		{Name: StepVerify, Run: g.verify, IO: StepIO{
 			Reads:  []string{"organizationId", "environmentId", "environmentApiId", "deploymentId", "policies"},

@@ -20,8 +20,12 @@ type plannedPolicy struct {
 }
 
 // policies browses the policy catalogue (guide step 8) and applies each
-// policy (step 9). Every configuration is checked before anything is posted,
-// and an identical policy applied by an earlier attempt is adopted.
+// policy (step 9). Every configuration is checked before anything is posted.
+// It reconciles the instance with the request: a policy identical to a
+// desired one is adopted, one of ours with another configuration is patched,
+// a missing one is created, and one this protection applied earlier that is
+// no longer desired is deleted. Policies it did not apply (foreign ones) are
+// never changed: they are reported in foreignPolicies.
 func (g *Guide) policies(ctx context.Context, run *Run) (*Outcome, error) {
 	s, err := g.start(run, "organizationId", "environmentId", "environmentApiId")
 	if err != nil {
@@ -47,10 +51,22 @@ func (g *Guide) policies(ctx context.Context, run *Run) (*Outcome, error) {
 		return nil, fail("reading the API instance", err, "")
 	}
 
+	// Ours: applied by this protection on this instance (captured by an
+	// earlier run), or anything on an instance this protection created.
+	applied := appliedPolicies(run)
+	ownedInstance := ownsInstance(run, api)
+	ours := func(p anypoint.Policy) bool { return applied[p.ID] || ownedInstance }
+
 	wanted := run.Request.Policies
 	isMCP := instance.Endpoint != nil && instance.Endpoint.Type == "mcp"
+	foreignMCPSupport := false
+	for _, p := range existing {
+		if p.AssetID == MCPSupportAssetID && !ours(p) {
+			foreignMCPSupport = true
+		}
+	}
 	if isMCP {
-		wanted = withMCPSupport(wanted, hasPolicy(existing, MCPSupportAssetID))
+		wanted = withMCPSupport(wanted, foreignMCPSupport)
 	}
 	wanted = orderPolicies(wanted)
 
@@ -58,24 +74,63 @@ func (g *Guide) policies(ctx context.Context, run *Run) (*Outcome, error) {
 	if err != nil {
 		return nil, err
 	}
-	if isMCP && len(plan) > 0 && plan[0].input.AssetID != MCPSupportAssetID && !hasPolicy(existing, MCPSupportAssetID) {
+	if isMCP && len(plan) > 0 && plan[0].input.AssetID != MCPSupportAssetID && !foreignMCPSupport {
 		run.Warn(ctx, "an explicit order puts a policy before mcp-support, which the gateway requires first", nil)
 	}
 
 	used := map[int64]bool{}
-	var applied []any
+	var captured []any
 	for i, p := range plan {
-		policy, err := g.applyPolicy(ctx, s, run, org, env, api, p, existing, used, i == 0 && len(existing) > 0)
+		policy, owned, err := g.applyPolicy(ctx, s, run, org, env, api, p, existing, used, ours, i == 0 && len(existing) > 0)
 		if err != nil {
 			return nil, err
 		}
 		used[policy.ID] = true
-		applied = append(applied, map[string]any{
+		// created says the protection owns the policy: it may change or
+		// delete it later. An identical foreign policy it adopted is not.
+		captured = append(captured, map[string]any{
 			"policyGroupId": p.template.GroupID, "policyAssetId": p.template.AssetID,
-			"policyAssetVersion": p.template.Version, "policyId": policy.ID,
+			"policyAssetVersion": p.template.Version, "policyId": policy.ID, "created": owned,
 		})
 	}
-	return done(map[string]any{"policies": applied})
+
+	// What is left: ours no longer desired goes, foreign stays untouched.
+	foreign := []any{}
+	for _, e := range existing {
+		if used[e.ID] {
+			continue
+		}
+		if !applied[e.ID] {
+			foreign = append(foreign, map[string]any{"policyId": e.ID, "policyAssetId": e.AssetID})
+			continue
+		}
+		if err := s.DeletePolicy(ctx, org, env, api, e.ID); err != nil && !isClass(err, anypoint.ClassNotFound) {
+			return nil, fail(fmt.Sprintf("deleting policy %d (%s), applied by this protection and no longer requested", e.ID, e.AssetID), err, HintManagePolicies)
+		}
+		run.Warn(ctx, fmt.Sprintf("deleted policy %d (%s): this protection applied it and the request no longer asks for it", e.ID, e.AssetID),
+			map[string]any{"policyId": e.ID})
+	}
+	if len(foreign) > 0 {
+		run.Warn(ctx, fmt.Sprintf("%d policies on API instance %d were not applied by this protection; they are left as they are", len(foreign), api),
+			map[string]any{"foreignPolicies": foreign})
+	}
+	return done(map[string]any{"policies": captured, "foreignPolicies": foreign})
+}
+
+// appliedPolicies reads which policies of instance api this protection
+// applied, from the policies an earlier run captured.
+func appliedPolicies(run *Run) map[int64]bool {
+	// Policy ids are unique across instances, so ids captured on an instance
+	// the protection has since left match nothing listed on this one.
+	out := map[int64]bool{}
+	list, _ := run.Variables["policies"].([]any)
+	for _, item := range list {
+		m, _ := item.(map[string]any)
+		if id := asInt64(m["policyId"]); id != 0 && m["created"] == true {
+			out[id] = true
+		}
+	}
+	return out
 }
 
 // planPolicies resolves each policy's template and checks its configuration.
@@ -146,28 +201,46 @@ func hasPolicy(list []anypoint.Policy, assetID string) bool {
 	return false
 }
 
-// applyPolicy posts one policy unless an identical one is applied already.
+// applyPolicy makes one planned policy applied: it adopts an identical one,
+// patches one of ours of the same asset with another configuration, or posts
+// a new one. A foreign policy of the same asset with another configuration is
+// a conflict unless the request allows a duplicate.
 func (g *Guide) applyPolicy(ctx context.Context, s *anypoint.Session, run *Run, org, env string, api int64,
-	p plannedPolicy, existing []anypoint.Policy, used map[int64]bool, first bool) (*anypoint.Policy, error) {
-	identical := func(list []anypoint.Policy) (*anypoint.Policy, *anypoint.Policy) {
-		var other *anypoint.Policy
+	p plannedPolicy, existing []anypoint.Policy, used map[int64]bool, ours func(anypoint.Policy) bool, first bool) (policy *anypoint.Policy, owned bool, err error) {
+	identical := func(list []anypoint.Policy) (same, mine, other *anypoint.Policy) {
 		for i, e := range list {
 			if e.AssetID != p.template.AssetID || e.GroupID != p.template.GroupID || used[e.ID] {
 				continue
 			}
-			if sameConfiguration(p.config, e.ConfigurationData) {
-				return &list[i], nil
+			switch {
+			case sameConfiguration(p.config, e.ConfigurationData) && (!e.Disabled || !ours(e)):
+				return &list[i], nil, nil
+			case ours(e) && mine == nil:
+				mine = &list[i]
+			case other == nil:
+				other = &list[i]
 			}
-			other = &list[i]
 		}
-		return nil, other
+		return nil, mine, other
 	}
-	same, other := identical(existing)
+	same, mine, other := identical(existing)
 	if same != nil {
-		return same, nil
+		return same, ours(*same), nil
+	}
+	if mine != nil {
+		// Ours, configured otherwise (or disabled): reconfigure it in place.
+		enabled := false
+		patched, err := s.UpdatePolicy(ctx, org, env, api, mine.ID, anypoint.PolicyPatch{
+			ConfigurationData: p.config, AssetVersion: &p.template.Version, Order: p.input.Order, Disabled: &enabled,
+		})
+		if err != nil {
+			return nil, false, fail(fmt.Sprintf("reconfiguring policy %d (%s)", mine.ID, p.template.AssetID), err, "")
+		}
+		run.Warn(ctx, fmt.Sprintf("reconfigured policy %d (%s) to the corrected configuration", mine.ID, p.template.AssetID), map[string]any{"policyId": mine.ID})
+		return patched, true, nil
 	}
 	if other != nil && !p.input.AllowDuplicate {
-		return nil, Permanent(409, fmt.Sprintf("policy %s is already applied to API instance %d (policy %d) with another configuration",
+		return nil, false, Permanent(409, fmt.Sprintf("policy %s is already applied to API instance %d (policy %d) with another configuration",
 			p.template.AssetID, api, other.ID), HintPolicyConflict)
 	}
 	order := p.input.Order
@@ -181,24 +254,24 @@ func (g *Guide) applyPolicy(ctx context.Context, s *anypoint.Session, run *Run, 
 		ConfigurationData: p.config, Order: order,
 	}, p.input.AllowDuplicate)
 	if err == nil {
-		return created, nil
+		return created, true, nil
 	}
 	if isClass(err, anypoint.ClassConflict) || maybeCommitted(err) {
 		// A lost response or a concurrent attempt: what is there now?
 		if list, lerr := s.ListPolicies(ctx, org, env, api); lerr == nil {
-			if same, _ := identical(list); same != nil {
-				return same, nil
+			if same, _, _ := identical(list); same != nil {
+				return same, true, nil
 			}
 		}
 		if isClass(err, anypoint.ClassConflict) {
-			return nil, fail(fmt.Sprintf("applying policy %s", p.template.AssetID), err, HintPolicyConflict)
+			return nil, false, fail(fmt.Sprintf("applying policy %s", p.template.AssetID), err, HintPolicyConflict)
 		}
 	}
 	hint := ""
 	if isClass(err, anypoint.ClassForbidden) {
 		hint = HintManagePolicies
 	}
-	return nil, fail(fmt.Sprintf("applying policy %s", p.template.AssetID), err, hint)
+	return nil, false, fail(fmt.Sprintf("applying policy %s", p.template.AssetID), err, hint)
 }
 
 // sameConfiguration compares what we would send with what is applied. The
@@ -274,7 +347,9 @@ func (g *Guide) verify(ctx context.Context, run *Run) (*Outcome, error) {
 		}
 	}
 	if len(missing) > 0 {
-		return nil, Permanent(409, strings.Join(missing, "; "), "A policy was removed or disabled after it was applied. Retry to apply it again from the policies step.")
+		// The policies step repairs this: a retry resumes there (RetryFrom).
+		return nil, &Failure{Status: 409, Message: strings.Join(missing, "; "), RetryFrom: StepPolicies,
+			Hint: "A policy was removed or disabled after it was applied. Retry: the job resumes at the policies step, which applies it again, then verify runs."}
 	}
 	captured := map[string]any{
 		"deploymentId": depID, "deploymentStatus": st.Status, "apiVersionStatus": st.APIVersionStatus,

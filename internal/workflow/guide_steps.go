@@ -295,7 +295,11 @@ func instanceLabel(run *Run) string {
 	return "mcpguard-" + run.ProtectionID
 }
 
-// create makes the API Manager instance (guide step 5).
+// create makes the API Manager instance (guide step 5), or adopts the one an
+// earlier attempt made, and reconciles it with the request: another asset
+// version, upstream or listener is patched onto it, and an instance this
+// protection made under earlier inputs (another environment, label or asset)
+// is deleted, with its deployment and policies, once the desired one exists.
 func (g *Guide) create(ctx context.Context, run *Run) (*Outcome, error) {
 	s, err := g.start(run, "organizationId", "environmentId", "groupId", "assetId", "assetVersion")
 	if err != nil {
@@ -304,6 +308,10 @@ func (g *Guide) create(ctx context.Context, run *Run) (*Outcome, error) {
 	org, env := varString(run, "organizationId"), varString(run, "environmentId")
 	label := instanceLabel(run)
 	group, asset, version := varString(run, "groupId"), varString(run, "assetId"), varString(run, "assetVersion")
+	var upstream, proxy string
+	if in := run.Request.Instance; in != nil {
+		upstream, proxy = in.UpstreamURI, in.ProxyURI
+	}
 	find := func() (*anypoint.APIInstance, error) {
 		list, err := s.ListAPIInstances(ctx, org, env, anypoint.InstanceQuery{GroupID: group, AssetID: asset, InstanceLabel: label})
 		if err != nil {
@@ -316,80 +324,191 @@ func (g *Guide) create(ctx context.Context, run *Run) (*Outcome, error) {
 		}
 		return nil, nil
 	}
-	adopt := func(in *anypoint.APIInstance) (*Outcome, error) {
-		return done(map[string]any{"environmentApiId": in.ID, "instanceLabel": label})
-	}
-	if in, err := find(); err != nil {
+
+	current, err := find()
+	if err != nil {
 		return nil, fail("looking for an API instance made by an earlier attempt", err, "")
-	} else if in != nil {
-		return adopt(in)
 	}
-	var upstream, proxy string
-	if in := run.Request.Instance; in != nil {
-		upstream, proxy = in.UpstreamURI, in.ProxyURI
+	var changed []string
+	if current != nil {
+		if changed, err = g.reconcileInstance(ctx, s, org, env, current.ID, version, upstream, proxy); err != nil {
+			return nil, err
+		}
+	} else {
+		created, err := s.CreateAPIInstance(ctx, org, env, anypoint.APIInstanceInput{
+			Technology: "flexGateway", InstanceLabel: label,
+			GroupID: group, AssetID: asset, AssetVersion: version,
+			EndpointType: "mcp", DeploymentType: "HY", UpstreamURI: upstream, ProxyURI: proxy,
+		})
+		if err != nil && maybeCommitted(err) {
+			// The platform can create the instance and still answer 504: look again.
+			if in, ferr := find(); ferr == nil && in != nil {
+				run.Warn(ctx, "the create call failed but the instance exists; adopted it", map[string]any{"environmentApiId": in.ID})
+				created, err = in, nil
+			}
+		}
+		if err != nil {
+			failure := fail("creating API instance", err, "")
+			if f, ok := failure.(*Failure); ok && f.Hint == HintAssetNotReady {
+				// Exchange may still be indexing a fresh publication: worth a few retries.
+				f.Transient = true
+			}
+			return nil, failure
+		}
+		current = created
 	}
-	created, err := s.CreateAPIInstance(ctx, org, env, anypoint.APIInstanceInput{
-		Technology: "flexGateway", InstanceLabel: label,
-		GroupID: group, AssetID: asset, AssetVersion: version,
-		EndpointType: "mcp", DeploymentType: "HY", UpstreamURI: upstream, ProxyURI: proxy,
+
+	// What this protection made under earlier inputs and no longer needs.
+	for _, old := range madeInstances(run) {
+		if old.ID == current.ID {
+			continue
+		}
+		err := s.DeleteAPIInstance(ctx, org, old.EnvironmentID, old.ID)
+		if err != nil && !isClass(err, anypoint.ClassNotFound) {
+			return nil, fail(fmt.Sprintf("deleting API instance %d, made by this protection in environment %s before a correction", old.ID, old.EnvironmentID), err, "")
+		}
+		run.Warn(ctx, fmt.Sprintf("deleted API instance %d (and its deployment and policies), made by this protection in environment %s before a correction", old.ID, old.EnvironmentID),
+			map[string]any{"environmentApiId": old.ID, "environmentId": old.EnvironmentID})
+	}
+	if changed == nil {
+		changed = []string{}
+	}
+	return done(map[string]any{
+		"environmentApiId": current.ID, "instanceLabel": label,
+		"createdInstances": []any{map[string]any{"environmentId": env, "environmentApiId": current.ID}},
+		"instanceChanged":  changed,
 	})
-	if err == nil {
-		return adopt(created)
+}
+
+// reconcileInstance patches what differs between an adopted instance and the
+// request, and returns what it changed.
+func (g *Guide) reconcileInstance(ctx context.Context, s *anypoint.Session, org, env string, id int64, version, upstream, proxy string) ([]string, error) {
+	in, err := s.GetAPIInstance(ctx, org, env, id)
+	if err != nil {
+		return nil, fail("reading the API instance made by an earlier attempt", err, "")
 	}
-	if maybeCommitted(err) {
-		// The platform can create the instance and still answer 504: look again.
-		if in, ferr := find(); ferr == nil && in != nil {
-			run.Warn(ctx, "the create call failed but the instance exists; adopted it", map[string]any{"environmentApiId": in.ID})
-			return adopt(in)
+	var patch anypoint.APIInstancePatch
+	var changed []string
+	if in.AssetVersion != version {
+		patch.AssetVersion = version
+		changed = append(changed, "assetVersion")
+	}
+	var haveUpstream, haveProxy string
+	if in.Endpoint != nil {
+		haveUpstream, haveProxy = in.Endpoint.URI, in.Endpoint.ProxyURI
+	}
+	if upstream != "" && upstream != haveUpstream {
+		patch.UpstreamURI = upstream
+		changed = append(changed, "upstreamUri")
+	}
+	if proxy != "" && proxy != haveProxy {
+		patch.ProxyURI = proxy
+		changed = append(changed, "proxyUri")
+	}
+	if len(changed) == 0 {
+		return nil, nil
+	}
+	if _, err := s.UpdateAPIInstance(ctx, org, env, id, patch); err != nil {
+		return nil, fail("updating the API instance to the corrected request", err, "")
+	}
+	return changed, nil
+}
+
+// madeInstance is an API instance this protection created (or adopted by its
+// label): the create step owns it and may delete it when it is no longer
+// desired.
+type madeInstance struct {
+	EnvironmentID string
+	ID            int64
+}
+
+// madeInstances reads the createdInstances variable.
+func madeInstances(run *Run) []madeInstance {
+	list, _ := run.Variables["createdInstances"].([]any)
+	var out []madeInstance
+	for _, item := range list {
+		m, _ := item.(map[string]any)
+		env, _ := m["environmentId"].(string)
+		if id := asInt64(m["environmentApiId"]); id != 0 && env != "" {
+			out = append(out, madeInstance{EnvironmentID: env, ID: id})
 		}
 	}
-	failure := fail("creating API instance", err, "")
-	if f, ok := failure.(*Failure); ok && f.Hint == HintAssetNotReady {
-		// Exchange may still be indexing a fresh publication: worth a few retries.
-		f.Transient = true
+	return out
+}
+
+// ownsInstance reports whether the protection created the instance api.
+func ownsInstance(run *Run, api int64) bool {
+	for _, m := range madeInstances(run) {
+		if m.ID == api {
+			return true
+		}
 	}
-	return nil, failure
+	return false
 }
 
 // deploy deploys the instance to the Flex Gateway target with the flat HY
-// body (guide step 6), adopting a deployment to the same target.
+// body (guide step 6), adopting a deployment to the same target. A deployment
+// that differs from the request (another target or gateway version, or an
+// instance the create step just changed) is replaced in place with PUT.
 func (g *Guide) deploy(ctx context.Context, run *Run) (*Outcome, error) {
 	s, err := g.start(run, "organizationId", "environmentId", "environmentApiId", "targetId", "gatewayVersion")
 	if err != nil {
 		return nil, err
 	}
 	org, env, api := varString(run, "organizationId"), varString(run, "environmentId"), varInt(run, "environmentApiId")
-	target := varString(run, "targetId")
-	find := func() (*anypoint.Deployment, error) {
+	target, version := varString(run, "targetId"), varString(run, "gatewayVersion")
+	desired := anypoint.DeploymentInput{
+		Type: "HY", EnvironmentID: env, TargetID: target, TargetName: varString(run, "targetName"),
+		GatewayVersion: version, Overwrite: false,
+	}
+	find := func() (same, other *anypoint.Deployment, err error) {
 		list, err := s.ListDeployments(ctx, org, env, api)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		for i, d := range list {
 			if d.TargetID == target {
-				return &list[i], nil
+				return &list[i], nil, nil
+			}
+			if other == nil {
+				other = &list[i]
 			}
 		}
-		return nil, nil
+		return nil, other, nil
 	}
-	adopt := func(d *anypoint.Deployment) (*Outcome, error) {
-		return done(map[string]any{"deploymentId": d.ID})
+	adopt := func(id int64) (*Outcome, error) {
+		return done(map[string]any{"deploymentId": id})
 	}
-	if d, err := find(); err != nil {
+	same, other, err := find()
+	if err != nil {
 		return nil, fail("listing the instance's deployments", err, "")
-	} else if d != nil {
-		return adopt(d)
 	}
-	d, err := s.CreateDeployment(ctx, org, env, api, anypoint.DeploymentInput{
-		Type: "HY", EnvironmentID: env, TargetID: target, TargetName: varString(run, "targetName"),
-		GatewayVersion: varString(run, "gatewayVersion"), Overwrite: false,
-	})
+	instanceChanged, _ := run.Variables["instanceChanged"].([]any)
+	switch {
+	case same != nil && same.GatewayVersion == version && len(instanceChanged) == 0:
+		return adopt(same.ID)
+	case same != nil || other != nil:
+		// Another target or version, or a changed instance to re-apply. The
+		// instance is this protection's (deploy runs only where create made it).
+		old := same
+		if old == nil {
+			old = other
+		}
+		desired.Overwrite = true
+		if _, err := s.ReplaceDeployment(ctx, org, env, api, old.ID, desired); err != nil {
+			return nil, fail(fmt.Sprintf("replacing deployment %d to apply the corrected request", old.ID), err, "")
+		}
+		run.Warn(ctx, fmt.Sprintf("replaced deployment %d (target %s, gateway %s) with target %s, gateway %s",
+			old.ID, old.TargetName, old.GatewayVersion, desired.TargetName, version), map[string]any{"deploymentId": old.ID})
+		return adopt(old.ID)
+	}
+	d, err := s.CreateDeployment(ctx, org, env, api, desired)
 	if err == nil {
-		return adopt(d)
+		return adopt(d.ID)
 	}
 	if isClass(err, anypoint.ClassConflict) || maybeCommitted(err) {
-		if d, ferr := find(); ferr == nil && d != nil {
-			return adopt(d)
+		if d, _, ferr := find(); ferr == nil && d != nil {
+			return adopt(d.ID)
 		}
 		if isClass(err, anypoint.ClassConflict) {
 			return nil, fail("deploying to the Flex Gateway", err, HintDeploymentConflict)

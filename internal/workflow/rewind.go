@@ -13,7 +13,8 @@ import (
 // PlanRetry decides what a retry does (docs/architecture.md, "The job model"): it applies the
 // corrections to the stored request, finds the request fields whose values
 // changed, and rewinds to the earliest applicable step that reads one of them,
-// or to the step where the job stopped when that comes first. Every
+// or to the step where the job stopped (or the earlier step its error names
+// in RetryFrom) when that comes first. Every
 // applicable step from there on runs again with a fresh attempt budget, and
 // their per-attempt variables are cleared. The variables describing what
 // earlier attempts made stay: the steps that run again reconcile with them.
@@ -59,6 +60,12 @@ func (c Catalogue) PlanRetry(cur store.RetryCurrent, in mcpguard.RetryInput) (*s
 				rewind = i
 				break
 			}
+		}
+	}
+
+	if cur.Error != nil && cur.Error.RetryFrom != "" {
+		if p, ok := position[cur.Error.RetryFrom]; ok && cur.Steps[p].State != mcpguard.StepSkipped {
+			rewind = min(rewind, p)
 		}
 	}
 

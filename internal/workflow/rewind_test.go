@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/mcpguard/mcpguard"
@@ -159,5 +160,51 @@ func TestPlanRetryRefusesCorrectionsItWouldIgnore(t *testing.T) {
 				t.Fatalf("error %v %+v, want %s on %s", err, e, tc.code, tc.field)
 			}
 		})
+	}
+}
+
+// TestStepDeclarationsAreConsistent: every variable a step reads is written
+// by that step or an earlier one, and every request field a step declares is
+// one a request has, so a rewind computed from the table is complete.
+func TestStepDeclarationsAreConsistent(t *testing.T) {
+	t.Parallel()
+	cat := workflow.GuideCatalogue(workflow.GuideConfig{})
+	written := map[string]bool{}
+	for _, s := range cat {
+		for _, v := range s.IO.Writes {
+			written[v] = true
+		}
+		for _, v := range s.IO.Reads {
+			if !written[v] {
+				t.Errorf("step %s reads %s, which no step up to it writes", s.Name, v)
+			}
+		}
+		for _, v := range s.IO.PerAttempt {
+			if !slices.Contains(s.IO.Writes, v) {
+				t.Errorf("step %s clears %s on rewind but does not write it", s.Name, v)
+			}
+		}
+		for _, f := range s.IO.Fields {
+			head := strings.Split(f, ".")[0]
+			if _, ok := map[string]bool{"organizationId": true, "source": true, "environment": true, "target": true, "instance": true, "policies": true}[head]; !ok {
+				t.Errorf("step %s declares %s, which is not a request field", s.Name, f)
+			}
+		}
+	}
+}
+
+// TestPlanRetryResumesWhereTheErrorSays: verify's error names the policies
+// step in retryFrom (a policy was removed); a retry resumes there.
+func TestPlanRetryResumesWhereTheErrorSays(t *testing.T) {
+	t.Parallel()
+	cat := workflow.GuideCatalogue(workflow.GuideConfig{})
+	cur := stoppedAt(t, request(t, specRequest), "verify", mcpguard.StepFailed)
+	cur.Error = &mcpguard.JobError{Step: "verify", Message: "policy 7 is disabled", RetryFrom: "policies"}
+	plan, err := cat.PlanRetry(cur, mcpguard.RetryInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plan.RewindTo != "policies" || !slices.Equal(plan.Rerun, []string{"policies", "verify"}) {
+		t.Fatalf("rewound to %s rerunning %v", plan.RewindTo, plan.Rerun)
 	}
 }

@@ -103,6 +103,10 @@ type Failure struct {
 	Transient bool
 	// RetryAfter is the earliest retry the upstream asked for (Retry-After, X-RateLimit-Reset).
 	RetryAfter time.Duration
+	// RetryFrom names an earlier step a retry must resume at because it
+	// repairs what this failure found (verify finding a policy removed: the
+	// policies step applies it again). Empty means the failed step.
+	RetryFrom string
 	// Err is the underlying error, kept for logs.
 	Err error
 }

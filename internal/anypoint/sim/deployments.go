@@ -135,6 +135,40 @@ func (s *Server) createDeployment(w http.ResponseWriter, r *http.Request, _ *cal
 	writeJSON(w, http.StatusCreated, deploymentJSON(d))
 }
 
+// replaceDeployment serves PUT .../deployments/{depId}: the flat body of a
+// create replaces the deployment, which keeps its id and propagates again. It
+// is how a deployment moves to another target or gateway version (the proxies
+// xapi has no DELETE on a deployment). The spec gives its 201 no body.
+func (s *Server) replaceDeployment(w http.ResponseWriter, r *http.Request, _ *caller) {
+	body, ok := decodeObjectBody(w, r)
+	if !ok {
+		return
+	}
+	if _, has := body["type"]; !has {
+		writeValidation(w, validationError{"/body", "must have required property 'type'", "required.openapi.validation"})
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	in, found := s.instanceFor(r)
+	if !found {
+		writeAPINotFound(w, productProxies)
+		return
+	}
+	old, found := s.deploymentFor(r)
+	if !found {
+		writeError(w, productProxies, http.StatusNotFound, "", "Deployment not found")
+		return
+	}
+	in.deploymentID = old.id
+	body["overwrite"] = json.RawMessage("true")
+	if d, status, name, msg := s.deployLocked(in, chi.URLParam(r, "env"), body, time.Now()); d == nil {
+		writeError(w, productProxies, status, name, msg)
+		return
+	}
+	w.WriteHeader(http.StatusCreated)
+}
+
 // listDeployments serves GET .../deployments as a bare array.
 func (s *Server) listDeployments(w http.ResponseWriter, r *http.Request, _ *caller) {
 	s.mu.Lock()

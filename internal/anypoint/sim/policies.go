@@ -261,6 +261,8 @@ func (s *Server) createPolicy(w http.ResponseWriter, r *http.Request, _ *caller)
 	}
 	if order == 0 {
 		order = maxOrder + 1
+	} else {
+		s.makeRoomLocked(in.id, order, 0)
 	}
 	now := time.Now()
 	s.state.nextPolicy++
@@ -413,6 +415,11 @@ func (s *Server) updatePolicy(w http.ResponseWriter, r *http.Request, _ *caller)
 	if t != nil {
 		p.templateID, p.assetVersion = t.ID, t.Version
 	}
+	if order != p.order {
+		// A move is a removal and an insertion, renumbered like both.
+		s.closeGapLocked(p.apiID, p.order, p.id)
+		s.makeRoomLocked(p.apiID, order, p.id)
+	}
 	p.config, p.order, p.disabled, p.updatedAt = cfg, order, disabled, time.Now()
 	writeJSON(w, http.StatusOK, policyJSON(p))
 }
@@ -427,5 +434,35 @@ func (s *Server) deletePolicy(w http.ResponseWriter, r *http.Request, _ *caller)
 		return
 	}
 	delete(s.state.policies, p.id)
+	s.closeGapLocked(p.apiID, p.order, p.id)
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// makeRoomLocked renumbers an instance's policies for one inserted at order:
+// when the order is taken, it and every later one move one down, as the
+// platform does (anypoint-api.md 14.1). except is the policy being moved.
+func (s *Server) makeRoomLocked(apiID int64, order int, except int64) {
+	taken := false
+	for _, p := range s.state.policies {
+		if p.apiID == apiID && p.id != except && p.order == order {
+			taken = true
+		}
+	}
+	if !taken {
+		return
+	}
+	for _, p := range s.state.policies {
+		if p.apiID == apiID && p.id != except && p.order >= order {
+			p.order++
+		}
+	}
+}
+
+// closeGapLocked moves the policies after a removed one (at order) one up.
+func (s *Server) closeGapLocked(apiID int64, order int, removed int64) {
+	for _, p := range s.state.policies {
+		if p.apiID == apiID && p.id != removed && p.order > order {
+			p.order--
+		}
+	}
 }

@@ -22,6 +22,7 @@ const (
 	RouteCreateDeployment  = "create-deployment"  // POST /proxies/xapi/v1/.../apis/{id}/deployments
 	RouteListDeployments   = "list-deployments"   // GET /proxies/xapi/v1/.../apis/{id}/deployments
 	RouteGetDeployment     = "get-deployment"     // GET .../deployments/{depId}
+	RouteReplaceDeployment = "replace-deployment" // PUT .../deployments/{depId}
 	RouteDeploymentStatus  = "deployment-status"  // GET .../deployments/{depId}/status
 	RouteListTemplates     = "list-policy-templates"
 	RouteCreatePolicy      = "create-policy" // POST /apimanager/api/v1/.../apis/{id}/policies
@@ -39,7 +40,7 @@ func Routes() []string {
 		RoutePublishAsset, RoutePublicationStatus, RouteGetAsset, RouteDeleteAsset, RouteSearchAssets,
 		RouteListTargets, RouteGetTarget,
 		RouteCreateAPI, RouteGetAPI, RouteListAPIs, RouteUpdateAPI, RouteDeleteAPI,
-		RouteCreateDeployment, RouteListDeployments, RouteGetDeployment, RouteDeploymentStatus,
+		RouteCreateDeployment, RouteListDeployments, RouteGetDeployment, RouteReplaceDeployment, RouteDeploymentStatus,
 		RouteListTemplates, RouteCreatePolicy, RouteListPolicies, RouteGetPolicy, RouteUpdatePolicy, RouteDeletePolicy,
 	}
 }

@@ -180,6 +180,7 @@ func (s *Server) routes() http.Handler {
 	authed(http.MethodPost, deps, RouteCreateDeployment, productProxies, ScopeManageAPIs, s.createDeployment)
 	authed(http.MethodGet, deps, RouteListDeployments, productProxies, ScopeViewAPIs, s.listDeployments)
 	authed(http.MethodGet, deps+"/{depId}", RouteGetDeployment, productProxies, ScopeViewAPIs, s.getDeployment)
+	authed(http.MethodPut, deps+"/{depId}", RouteReplaceDeployment, productProxies, ScopeManageAPIs, s.replaceDeployment)
 	authed(http.MethodGet, deps+"/{depId}/status", RouteDeploymentStatus, productProxies, ScopeViewAPIs, s.deploymentStatus)
 
 	authed(http.MethodGet, "/apimanager/xapi/v1/organizations/{org}/exchange-policy-templates", RouteListTemplates, productAPIManager, ScopeViewPolicies, s.listTemplates)

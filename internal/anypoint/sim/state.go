@@ -171,7 +171,10 @@ type InstanceState struct {
 	InstanceLabel  string `json:"instanceLabel"`
 	Technology     string `json:"technology"`
 	EndpointType   string `json:"endpointType"`
-	Status         string `json:"status"`
+	// UpstreamURI and ProxyURI are endpoint.uri and endpoint.proxyUri.
+	UpstreamURI string `json:"upstreamUri"`
+	ProxyURI    string `json:"proxyUri"`
+	Status      string `json:"status"`
 }
 
 // DeploymentState is one proxies-xapi deployment.
@@ -255,7 +258,7 @@ func (s *Server) State() Snapshot {
 		snap.Instances = append(snap.Instances, InstanceState{ID: in.id, OrganizationID: in.orgID,
 			EnvironmentID: in.envID, GroupID: in.groupID, AssetID: in.assetID, AssetVersion: in.assetVersion,
 			InstanceLabel: in.instanceLabel, Technology: in.technology, EndpointType: deref(in.endpointType),
-			Status: s.instanceStatus(in, now)})
+			UpstreamURI: deref(in.uri), ProxyURI: deref(in.proxyURI), Status: s.instanceStatus(in, now)})
 	}
 	for _, d := range s.state.deployments {
 		st, _ := d.status(now)

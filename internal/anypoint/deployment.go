@@ -132,7 +132,8 @@ func (s *Session) GetDeployment(ctx context.Context, org, env string, apiID, dep
 // ReplaceDeployment replaces a deployment with the flat body in (PUT
 // .../deployments/{id}, 201): the proxies xapi's way to move a deployment to
 // another target or gateway version. It has no DELETE on a deployment
-// (anypoint-api.md 14.1), and a PUT keeps the deployment's id, so the
+// (docs/architecture.md, "Anypoint: instances, deployments and policies"),
+// and a PUT keeps the deployment's id, so the
 // instance is never left undeployed between a delete and a create. The spec
 // gives the 201 no body; when the platform sends one it is returned, else nil.
 func (s *Session) ReplaceDeployment(ctx context.Context, org, env string, apiID, deploymentID int64, in DeploymentInput) (*Deployment, error) {

@@ -211,8 +211,7 @@ func (s *Session) DeleteAPIInstance(ctx context.Context, org, env string, id int
 // APIInstancePatch is a partial update of an API instance; empty members are
 // left as they are.
 type APIInstancePatch struct {
-	// AssetVersion re-points the instance at another version of its asset
-	// (anypoint-api.md 6.3).
+	// AssetVersion re-points the instance at another version of its asset.
 	AssetVersion string
 	// UpstreamURI is endpoint.uri, the MCP server behind the gateway.
 	UpstreamURI string

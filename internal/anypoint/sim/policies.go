@@ -440,7 +440,8 @@ func (s *Server) deletePolicy(w http.ResponseWriter, r *http.Request, _ *caller)
 
 // makeRoomLocked renumbers an instance's policies for one inserted at order:
 // when the order is taken, it and every later one move one down, as the
-// platform does (anypoint-api.md 14.1). except is the policy being moved.
+// platform does (docs/architecture.md, "Anypoint: instances, deployments and
+// policies"). except is the policy being moved.
 func (s *Server) makeRoomLocked(apiID int64, order int, except int64) {
 	taken := false
 	for _, p := range s.state.policies {

@@ -64,7 +64,7 @@ func (g *Guide) publish(ctx context.Context, run *Run) (*Outcome, error) {
 			for _, step := range st.Steps {
 				reasons = append(reasons, step.Errors...)
 			}
-			return nil, Permanent(0, "Exchange failed to publish the asset: "+strings.Join(reasons, "; "), "Check the MCP metadata and the asset fields, then retry.")
+			return nil, Permanent(0, "Exchange failed to publish the asset: "+strings.Join(reasons, "; "), HintPublicationFailed)
 		}
 		return &Outcome{PollAfter: g.pollDelay(run), Captured: map[string]any{"publicationStatus": st.Status}}, nil
 	}

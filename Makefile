@@ -5,11 +5,13 @@ GO          ?= go
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TEST_TIMEOUT ?= 10m
 
-.PHONY: demo test lint run build bench
+.PHONY: demo test lint run build image bench
 
-# demo: the simulator, the server and one protection from a spec, step by step.
+# demo: the simulator, the server and one protection from examples/, step by
+# step, through mcpguardctl. DEMO_FLAGS=--trust-local-postgres lets it add a
+# trust line for user postgres to pg_hba.conf; without it nothing is edited.
 demo:
-	bash scripts/demo.sh
+	bash scripts/demo.sh $(DEMO_FLAGS)
 
 test:
 	$(GO) test -race -timeout $(TEST_TIMEOUT) ./internal/workflow/...
@@ -25,6 +27,17 @@ run:
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/mcpguard ./cmd/server
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/mcpguardctl ./cmd/mcpguardctl
+
+# image: the server image localhost/mcpguard:dev and the simulator's
+# localhost/mcpguard-sim:dev, with podman (preferred: no daemon) or docker.
+# BUILDAH_FORMAT=docker keeps the HEALTHCHECK, which the OCI format drops.
+# GO_IMAGE / RUNTIME_IMAGE override the base images (README).
+CONTAINER ?= $(shell command -v podman 2>/dev/null || command -v docker 2>/dev/null || echo podman)
+IMAGE_ARGS = $(if $(GO_IMAGE),--build-arg GO_IMAGE=$(GO_IMAGE)) $(if $(RUNTIME_IMAGE),--build-arg RUNTIME_IMAGE=$(RUNTIME_IMAGE))
+image:
+	BUILDAH_FORMAT=docker $(CONTAINER) build $(IMAGE_ARGS) --target server -t localhost/mcpguard:dev .
+	BUILDAH_FORMAT=docker $(CONTAINER) build $(IMAGE_ARGS) --target anypoint-sim -t localhost/mcpguard-sim:dev .
 
 # bench: end-to-end throughput (POST to succeeded, instant simulator), each
 # step's overhead beyond a 20 ms upstream latency, API p50/p99 under 4

@@ -297,7 +297,7 @@ func TestBadBodies(t *testing.T) {
 		{"empty", ``, apispec.RequestViolates, "", "empty"},
 		{"not an object", `[1, 2]`, apispec.RequestViolates, "(body)", "wrong type"},
 		{"unknown top-level field", strings.Replace(string(valid), `{`, `{"color": "red",`, 1), apispec.RequestViolates, "color", "unknown field"},
-		{"unknown nested field", strings.Replace(string(valid), `"environment":{`, `"environment":{"region": "eu",`, 1), apispec.RequestViolates, "region", "unknown field"},
+		{"unknown nested field", strings.Replace(string(valid), `"environment":{`, `"environment":{"region": "eu",`, 1), apispec.RequestViolates, "environment.region", "unknown field"},
 		{"two values", string(valid) + ` {}`, apispec.RequestUnchecked, "", "single JSON value"},
 		{"wrong type", strings.Replace(string(valid), `{"id":4292323}`, ``, 1)[:0] + `{"policies": "rate-limiting"}`, apispec.RequestViolates, "policies", "wrong type"},
 		{"over 1 MiB", huge, apispec.RequestUnchecked, "", "1 MiB"},

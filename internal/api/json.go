@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"strings"
 
 	"github.com/mcpguard/mcpguard"
+	"github.com/mcpguard/mcpguard/internal/api/strictjson"
 )
 
 // MaxBodyBytes is the largest request body accepted (1 MiB, as openapi.yaml
@@ -21,25 +23,39 @@ type validatable interface {
 	Validate() []mcpguard.FieldError
 }
 
-// decode reads exactly one JSON value of at most MaxBodyBytes into dst,
-// rejecting unknown fields, then validates it. With optional, an empty body
-// leaves dst as it is. Every failure is an EINVALID *mcpguard.Error.
+// decode reads exactly one JSON value of at most MaxBodyBytes into dst with
+// strictjson (exact, case-sensitive names; no unknown or duplicate fields, NUL,
+// invalid UTF-8 or out-of-range numbers), then validates it. With optional,
+// an empty body leaves dst as it is. A Content-Type other than JSON is a 415
+// httpError; every other failure is an EINVALID *mcpguard.Error with field
+// paths.
 func decode(w http.ResponseWriter, r *http.Request, dst validatable, optional bool) error {
-	body := http.MaxBytesReader(w, r.Body, MaxBodyBytes)
-	dec := json.NewDecoder(body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(dst); err != nil {
-		if optional && errors.Is(err, io.EOF) {
-			return nil
+	declared := len(r.Header.Values("Content-Type")) > 0
+	if declared {
+		if err := checkContentType(r.Header); err != nil {
+			return err
 		}
-		return decodeError(err)
 	}
-	// A second value (or trailing garbage) is as wrong as a malformed first one.
-	if err := dec.Decode(&json.RawMessage{}); !errors.Is(err, io.EOF) {
-		if err == nil {
-			return mcpguard.Errorf(mcpguard.EINVALID, "The body must contain a single JSON value.")
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	if err != nil {
+		var maxErr *http.MaxBytesError
+		if errors.As(err, &maxErr) {
+			return &mcpguard.Error{
+				Code:    mcpguard.EINVALID,
+				Message: fmt.Sprintf("The body must not exceed %d bytes (1 MiB).", maxErr.Limit),
+				Fields:  []mcpguard.FieldError{{Field: strictjson.BodyField, Message: "must not exceed 1 MiB"}},
+			}
 		}
-		return decodeError(err)
+		return mcpguard.Errorf(mcpguard.EINVALID, "The body could not be read.")
+	}
+	if optional && len(bytes.TrimSpace(body)) == 0 {
+		return nil
+	}
+	if !declared {
+		return checkContentType(r.Header)
+	}
+	if err := strictjson.Decode(body, dst); err != nil {
+		return err
 	}
 	if fields := dst.Validate(); len(fields) > 0 {
 		return &mcpguard.Error{Code: mcpguard.EINVALID, Message: "The request has invalid fields; see errors.", Fields: fields}
@@ -47,75 +63,26 @@ func decode(w http.ResponseWriter, r *http.Request, dst validatable, optional bo
 	return nil
 }
 
-// decodeError turns a JSON decoding error into a message that says what is
-// wrong and where, without echoing the body.
-func decodeError(err error) error {
-	var maxErr *http.MaxBytesError
-	var syntaxErr *json.SyntaxError
-	var typeErr *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &maxErr):
-		return mcpguard.Errorf(mcpguard.EINVALID, "The body must not exceed %d bytes (1 MiB).", maxErr.Limit)
-	case errors.Is(err, io.EOF):
-		return mcpguard.Errorf(mcpguard.EINVALID, "The body is empty; a JSON object is required.")
-	case errors.Is(err, io.ErrUnexpectedEOF):
-		return mcpguard.Errorf(mcpguard.EINVALID, "The body is malformed JSON: it ends too early.")
-	case errors.As(err, &syntaxErr):
-		return mcpguard.Errorf(mcpguard.EINVALID, "The body is malformed JSON at byte %d.", syntaxErr.Offset)
-	case errors.As(err, &typeErr):
-		field := jsonPath(typeErr.Field)
-		if field == "" {
-			field = "(body)"
-		}
-		return &mcpguard.Error{
-			Code:    mcpguard.EINVALID,
-			Message: "The request has a field of the wrong type; see errors.",
-			Fields: []mcpguard.FieldError{{
-				Field:   field,
-				Message: fmt.Sprintf("must be %s, not %s", jsonTypeName(typeErr.Type.Kind().String()), typeErr.Value),
-			}},
-		}
-	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		name := truncate(strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`), 100)
-		return &mcpguard.Error{
-			Code:    mcpguard.EINVALID,
-			Message: fmt.Sprintf("The request has an unknown field %q.", name),
-			Fields:  []mcpguard.FieldError{{Field: name, Message: "is not a known field"}},
+// checkContentType accepts application/json and the structured +json types
+// (RFC 6839; PATCH will take application/merge-patch+json), in UTF-8, the
+// only encoding JSON has (RFC 8259). Anything else, or none, is 415.
+func checkContentType(h http.Header) error {
+	values := h.Values("Content-Type")
+	if len(values) == 1 {
+		mt, params, err := mime.ParseMediaType(values[0])
+		charset, hasCharset := params["charset"]
+		if err == nil && (mt == "application/json" || (strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json"))) &&
+			(!hasCharset || strings.EqualFold(charset, "utf-8")) {
+			return nil
 		}
 	}
-	return mcpguard.Errorf(mcpguard.EINVALID, "The body is not valid JSON for this request.")
-}
-
-// jsonPath drops the Go names of embedded structs (NewProtection embeds
-// Request) from a decoder field path; every JSON name of the API starts with a
-// lower-case letter, so an upper-case segment is always a Go name.
-func jsonPath(goPath string) string {
-	var kept []string
-	for _, seg := range strings.Split(goPath, ".") {
-		if seg != "" && (seg[0] < 'A' || seg[0] > 'Z') {
-			kept = append(kept, seg)
-		}
+	return &httpError{
+		status: http.StatusUnsupportedMediaType,
+		kind:   "unsupported_media_type",
+		title:  "Unsupported media type",
+		detail: "The body must be JSON: send Content-Type: application/json.",
+		fields: []mcpguard.FieldError{{Field: "Content-Type", Message: "must be application/json (or an application/*+json type) in UTF-8"}},
 	}
-	return strings.Join(kept, ".")
-}
-
-// jsonTypeName names a Go kind the way a JSON author thinks of it.
-func jsonTypeName(kind string) string {
-	switch kind {
-	case "string":
-		return "a string"
-	case "bool":
-		return "a boolean"
-	case "int", "int8", "int16", "int32", "int64", "uint", "uint8", "uint16", "uint32", "uint64":
-		return "an integer"
-	case "float32", "float64":
-		return "a number"
-	case "slice", "array":
-		return "an array"
-	case "map", "struct", "ptr":
-		return "an object"
-	}
-	return "another type"
 }
 
 // encode writes v as JSON with status. It marshals before writing the header

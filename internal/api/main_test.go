@@ -18,6 +18,7 @@ import (
 
 	"github.com/mcpguard/mcpguard/internal/testlog"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
@@ -37,6 +38,8 @@ var env struct {
 	server  *httptest.Server
 	logs    *testlog.Buffer
 	keys    map[string]string
+	// sql reads rows directly, to check that a refused request stored nothing.
+	sql *pgxpool.Pool
 }
 
 func TestMain(m *testing.M) {
@@ -72,6 +75,11 @@ func runTests(m *testing.M) int {
 	defer db.Close()
 
 	env.db, env.dbURL = db, dbURL
+	if env.sql, err = pgxpool.New(ctx, dbURL); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer env.sql.Close()
 	env.logs = &testlog.Buffer{}
 	logger := zerolog.New(env.logs).With().Timestamp().Logger()
 	cat := testCatalogue()
@@ -92,6 +100,8 @@ func runTests(m *testing.M) int {
 		"tenant-a": "key-a-" + randomHex(8),
 		"tenant-b": "key-b-" + randomHex(8),
 		"pager":    "key-pager-" + randomHex(8),
+		"strict":   "key-strict-" + randomHex(8),
+		"fuzzer":   "key-fuzzer-" + randomHex(8),
 	}
 	srv, err := api.NewServer(api.Config{
 		Service:  env.service,
@@ -162,7 +172,9 @@ type call struct {
 	auth   string // a raw Authorization header, overriding tenant
 	body   any    // string and []byte are sent as they are; anything else as JSON
 	header map[string]string
-	check  apispec.Check
+	// drop removes headers do would otherwise send (Content-Type).
+	drop  []string
+	check apispec.Check
 }
 
 // result is an answer with its body read.
@@ -230,6 +242,9 @@ func do(t *testing.T, c call) result {
 	}
 	for k, v := range c.header {
 		req.Header.Set(k, v)
+	}
+	for _, k := range c.drop {
+		req.Header.Del(k)
 	}
 	client := &http.Client{Transport: &apispec.Transport{T: t, Next: http.DefaultTransport}}
 	resp, err := client.Do(req)
@@ -306,4 +321,15 @@ func waitFor(t *testing.T, tenant, id string, what string, ok func(mcpguard.Prot
 func waitState(t *testing.T, tenant, id string, state mcpguard.State) mcpguard.Protection {
 	t.Helper()
 	return waitFor(t, tenant, id, string(state), func(p mcpguard.Protection) bool { return p.State == state })
+}
+
+// countRows returns how many protections the tenant has, read straight from
+// the database.
+func countRows(t testing.TB, tenant string) int {
+	t.Helper()
+	var n int
+	if err := env.sql.QueryRow(context.Background(), `SELECT count(*) FROM protections WHERE tenant = $1`, tenant).Scan(&n); err != nil {
+		t.Fatalf("counting protections: %v", err)
+	}
+	return n
 }

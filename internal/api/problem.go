@@ -54,9 +54,27 @@ func ErrorStatus(err error) int {
 	return http.StatusInternalServerError
 }
 
+// httpError is a refusal only the HTTP layer makes (a wrong Content-Type, a
+// URL or headers too large, the database not answering in time): no
+// application error code maps to its status.
+type httpError struct {
+	status int
+	kind   string // the problem type after problemTypePrefix
+	title  string
+	detail string
+	fields []mcpguard.FieldError
+}
+
+func (e *httpError) Error() string { return e.title + ": " + e.detail }
+
 // fail writes err as problem+json. Internal errors are logged with their
 // detail and answered with a generic message, so internals never leak.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	var he *httpError
+	if errors.As(err, &he) {
+		s.writeProblem(w, r, Problem{Type: problemTypePrefix + he.kind, Title: he.title, Status: he.status, Detail: he.detail, Errors: he.fields})
+		return
+	}
 	code := mcpguard.ErrorCode(err)
 	if _, known := codeStatus[code]; !known {
 		code = mcpguard.EINTERNAL

@@ -1,10 +1,13 @@
 package api
 
 import (
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
@@ -34,16 +37,9 @@ type EventList struct {
 }
 
 func (s *Server) handleCreateProtection(w http.ResponseWriter, r *http.Request) {
-	key := r.Header.Get(IdempotencyKeyHeader)
-	if len(key) > MaxIdempotencyKeyLength || (key != "" && strings.TrimSpace(key) == "") {
-		s.fail(w, r, &mcpguard.Error{
-			Code:    mcpguard.EINVALID,
-			Message: "The Idempotency-Key header is invalid.",
-			Fields: []mcpguard.FieldError{{
-				Field:   IdempotencyKeyHeader,
-				Message: "must be 1 to 255 characters and not blank",
-			}},
-		})
+	key, err := idempotencyKey(r.Header)
+	if err != nil {
+		s.fail(w, r, err)
 		return
 	}
 	var in mcpguard.NewProtection
@@ -62,6 +58,39 @@ func (s *Server) handleCreateProtection(w http.ResponseWriter, r *http.Request) 
 		w.Header().Set(IdempotentReplayedHeader, "true")
 	}
 	s.encode(w, r, http.StatusAccepted, view(p))
+}
+
+// idempotencyKey reads the optional Idempotency-Key header. A header that is
+// present must be one value of 1 to 255 bytes of valid UTF-8, not blank and
+// free of control characters: Go's server trims spaces, so "   " arrives
+// empty, and treating that as no key would create a duplicate job on every
+// retry of the caller; NUL and invalid UTF-8 would fail in Postgres.
+func idempotencyKey(h http.Header) (string, error) {
+	values := h.Values(IdempotencyKeyHeader)
+	if len(values) == 0 {
+		return "", nil
+	}
+	key := values[0]
+	msg := ""
+	switch {
+	case len(values) > 1:
+		msg = "must be sent once"
+	case !utf8.ValidString(key):
+		msg = "must be valid UTF-8"
+	case strings.TrimSpace(key) == "":
+		msg = "must not be empty or blank"
+	case len(key) > MaxIdempotencyKeyLength:
+		msg = fmt.Sprintf("must be at most %d bytes", MaxIdempotencyKeyLength)
+	case strings.IndexFunc(key, unicode.IsControl) >= 0:
+		msg = "must not contain control characters"
+	default:
+		return key, nil
+	}
+	return "", &mcpguard.Error{
+		Code:    mcpguard.EINVALID,
+		Message: "The Idempotency-Key header is invalid.",
+		Fields:  []mcpguard.FieldError{{Field: IdempotencyKeyHeader, Message: msg}},
+	}
 }
 
 func (s *Server) handleListProtections(w http.ResponseWriter, r *http.Request) {

@@ -1,15 +1,47 @@
 package mcpguard
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"net/url"
 	"regexp"
 	"strings"
+	"unicode/utf8"
 )
 
-// MaxPolicies bounds how many policies one request may apply. Each policy is
-// one Anypoint call per attempt, and a portal never needs more than a handful.
-const MaxPolicies = 20
+// Bounds of a request (design section 4, issue 7). Every string the API
+// stores has a maximum length and every free-form JSON value a maximum size,
+// so one tenant cannot fill memory, the database or every later answer.
+// openapi.yaml states the same numbers (maxLength, maxItems, maxProperties).
+// Lengths count characters, as JSON Schema's maxLength does.
+const (
+	// MaxPolicies bounds how many policies one request may apply. Each policy
+	// is one Anypoint call per attempt, and a portal never needs more than a
+	// handful.
+	MaxPolicies = 20
+	// MaxNameLength bounds names, ids and labels of Anypoint objects
+	// (organization, environment, target, group, asset, instance label).
+	MaxNameLength = 255
+	// MaxVersionLength bounds semantic versions.
+	MaxVersionLength = 64
+	// MaxDescriptionLength bounds the asset description sent to Exchange.
+	MaxDescriptionLength = 4096
+	// MaxURILength bounds upstream and proxy URIs.
+	MaxURILength = 2048
+	// MaxCredentialLength bounds each credential field; a bearer token may be
+	// a long JWT.
+	MaxCredentialLength = 4096
+	// MaxConfigurationBytes bounds a policy configuration, measured as
+	// compact JSON; an IP allow-list of a thousand ranges takes about 20 KiB.
+	MaxConfigurationBytes = 64 << 10
+	// MaxConfigurationMembers bounds the top-level members of a configuration.
+	MaxConfigurationMembers = 100
+	// MaxMetadataBytes bounds the MCP metadata, measured as compact JSON.
+	MaxMetadataBytes = 256 << 10
+	// MaxMetadataMembers bounds the top-level members of the metadata.
+	MaxMetadataMembers = 100
+)
 
 // Exchange accepts lower-case asset ids made of letters, digits, dots,
 // dashes and underscores; rejecting others here saves a failed publish later.
@@ -75,8 +107,32 @@ func (v *validator) add(field, format string, args ...any) {
 	v.errs = append(v.errs, FieldError{Field: field, Message: fmt.Sprintf(format, args...)})
 }
 
+// tooLong reports (and records) a string longer than max characters. The
+// other checks of a field that is too long are skipped: they would quote it.
+func (v *validator) tooLong(field, s string, max int) bool {
+	if len(s) <= max || utf8.RuneCountInString(s) <= max {
+		return false
+	}
+	v.add(field, "must be at most %d characters; got %d", max, utf8.RuneCountInString(s))
+	return true
+}
+
+// jsonSize checks a free-form JSON object (a policy configuration, the MCP
+// metadata) against a size in bytes of compact JSON and a number of top-level
+// members.
+func (v *validator) jsonSize(field string, compactBytes, members, maxBytes, maxMembers int) {
+	switch {
+	case members > maxMembers:
+		v.add(field, "must have at most %d members; got %d", maxMembers, members)
+	case compactBytes > maxBytes:
+		v.add(field, "must be at most %d bytes of JSON (%d KiB); got %d", maxBytes, maxBytes>>10, compactBytes)
+	}
+}
+
 func (r *Request) validate(v *validator) {
-	if r.OrganizationID != "" && strings.TrimSpace(r.OrganizationID) == "" {
+	switch {
+	case v.tooLong("organizationId", r.OrganizationID, MaxNameLength):
+	case r.OrganizationID != "" && strings.TrimSpace(r.OrganizationID) == "":
 		v.add("organizationId", "must not be blank; omit it to use the organization of the credentials")
 	}
 
@@ -151,19 +207,31 @@ func validateSource(v *validator, path string, s *Source) (fromInstance bool) {
 	case s.Spec != nil:
 		p := path + ".spec"
 		validateAssetID(v, p+".assetId", s.Spec.AssetID, true)
-		if s.Spec.Version == "" {
+		switch {
+		case v.tooLong(p+".version", s.Spec.Version, MaxVersionLength):
+		case s.Spec.Version == "":
 			v.add(p+".version", "is required: a semantic version such as 1.0.0")
-		} else if !semverPattern.MatchString(s.Spec.Version) {
+		case !semverPattern.MatchString(s.Spec.Version):
 			v.add(p+".version", "must be a semantic version such as 1.0.0 or 1.2.0-beta.1; got %q", s.Spec.Version)
 		}
-		if strings.TrimSpace(s.Spec.Name) == "" {
+		switch {
+		case v.tooLong(p+".name", s.Spec.Name, MaxNameLength):
+		case strings.TrimSpace(s.Spec.Name) == "":
 			v.add(p+".name", "is required: the asset's display name in Exchange")
 		}
-		if s.Spec.GroupID != "" && strings.TrimSpace(s.Spec.GroupID) == "" {
+		switch {
+		case v.tooLong(p+".groupId", s.Spec.GroupID, MaxNameLength):
+		case s.Spec.GroupID != "" && strings.TrimSpace(s.Spec.GroupID) == "":
 			v.add(p+".groupId", "must not be blank; omit it to use the organization id")
 		}
-		if len(s.Spec.Metadata) > 0 && !isJSONObject(s.Spec.Metadata) {
-			v.add(p+".metadata", "must be a JSON object")
+		v.tooLong(p+".description", s.Spec.Description, MaxDescriptionLength)
+		if len(s.Spec.Metadata) > 0 {
+			if !isJSONObject(s.Spec.Metadata) {
+				v.add(p+".metadata", "must be a JSON object")
+			} else {
+				size, members := rawObjectSize(s.Spec.Metadata)
+				v.jsonSize(p+".metadata", size, members, MaxMetadataBytes, MaxMetadataMembers)
+			}
 		}
 	case s.Asset != nil:
 		p := path + ".asset"
@@ -173,15 +241,20 @@ func validateSource(v *validator, path string, s *Source) (fromInstance bool) {
 		case byCoordinates && a.Name != "":
 			v.add(p, "must be either {groupId, assetId, version?} or {name}, not both")
 		case a.Name != "":
-			if strings.TrimSpace(a.Name) == "" {
+			switch {
+			case v.tooLong(p+".name", a.Name, MaxNameLength):
+			case strings.TrimSpace(a.Name) == "":
 				v.add(p+".name", "must not be blank")
 			}
 		case byCoordinates:
 			if a.GroupID == "" {
 				v.add(p+".groupId", "is required with assetId: the Exchange group (usually the organization id)")
 			}
+			v.tooLong(p+".groupId", a.GroupID, MaxNameLength)
 			validateAssetID(v, p+".assetId", a.AssetID, true)
-			if a.Version != "" && !semverPattern.MatchString(a.Version) {
+			switch {
+			case v.tooLong(p+".version", a.Version, MaxVersionLength):
+			case a.Version != "" && !semverPattern.MatchString(a.Version):
 				v.add(p+".version", "must be a semantic version such as 1.0.0; got %q", a.Version)
 			}
 		default:
@@ -194,7 +267,9 @@ func validateSource(v *validator, path string, s *Source) (fromInstance bool) {
 		case i.ID != 0 && i.Label != "":
 			v.add(p, "must be either {id} or {label}, not both")
 		case i.Label != "":
-			if strings.TrimSpace(i.Label) == "" {
+			switch {
+			case v.tooLong(p+".label", i.Label, MaxNameLength):
+			case strings.TrimSpace(i.Label) == "":
 				v.add(p+".label", "must not be blank")
 			}
 		case i.ID < 0:
@@ -209,6 +284,7 @@ func validateSource(v *validator, path string, s *Source) (fromInstance bool) {
 
 func validateAssetID(v *validator, path, id string, required bool) {
 	switch {
+	case v.tooLong(path, id, MaxNameLength):
 	case id == "":
 		if required {
 			v.add(path, "is required: lower-case letters, digits, '.', '-' or '_', such as orders-mcp")
@@ -220,6 +296,7 @@ func validateAssetID(v *validator, path, id string, required bool) {
 
 func validateRef(v *validator, path, id, name string) {
 	switch {
+	case v.tooLong(path+".id", id, MaxNameLength), v.tooLong(path+".name", name, MaxNameLength):
 	case id != "" && name != "":
 		v.add(path, "must have exactly one of id or name, not both")
 	case id == "" && name == "":
@@ -233,7 +310,9 @@ func validateRef(v *validator, path, id, name string) {
 
 func validateTarget(v *validator, path string, t *TargetRef) {
 	validateRef(v, path, t.ID, t.Name)
-	if t.GatewayVersion != "" && !semverPattern.MatchString(t.GatewayVersion) {
+	switch {
+	case v.tooLong(path+".gatewayVersion", t.GatewayVersion, MaxVersionLength):
+	case t.GatewayVersion != "" && !semverPattern.MatchString(t.GatewayVersion):
 		v.add(path+".gatewayVersion", "must be a Flex Gateway version such as 1.9.2; got %q", t.GatewayVersion)
 	}
 }
@@ -241,21 +320,29 @@ func validateTarget(v *validator, path string, t *TargetRef) {
 // validateInstance checks the API instance mcpguard creates. The URIs are
 // required only when a new instance is created (not when starting from one).
 func validateInstance(v *validator, path string, in *InstanceInput, required bool) {
-	if in.UpstreamURI == "" {
+	switch {
+	case v.tooLong(path+".upstreamUri", in.UpstreamURI, MaxURILength):
+	case in.UpstreamURI == "":
 		if required {
 			v.add(path+".upstreamUri", "is required: the MCP server's absolute http(s) URL, such as https://orders.internal/mcp")
 		}
-	} else if msg := checkURL(in.UpstreamURI); msg != "" {
+	case checkURL(in.UpstreamURI) != "":
+		msg := checkURL(in.UpstreamURI)
 		v.add(path+".upstreamUri", "%s, such as https://orders.internal/mcp", msg)
 	}
-	if in.ProxyURI == "" {
+	switch {
+	case v.tooLong(path+".proxyUri", in.ProxyURI, MaxURILength):
+	case in.ProxyURI == "":
 		if required {
 			v.add(path+".proxyUri", "is required: the gateway's listening URL, such as http://0.0.0.0:8081/orders")
 		}
-	} else if msg := checkURL(in.ProxyURI); msg != "" {
+	case checkURL(in.ProxyURI) != "":
+		msg := checkURL(in.ProxyURI)
 		v.add(path+".proxyUri", "%s, such as http://0.0.0.0:8081/orders", msg)
 	}
-	if in.Label != "" && strings.TrimSpace(in.Label) == "" {
+	switch {
+	case v.tooLong(path+".label", in.Label, MaxNameLength):
+	case in.Label != "" && strings.TrimSpace(in.Label) == "":
 		v.add(path+".label", "must not be blank")
 	}
 }
@@ -288,10 +375,17 @@ func validatePolicies(v *validator, path string, policies []PolicyInput) {
 	for i, p := range policies {
 		pp := fmt.Sprintf("%s[%d]", path, i)
 		validateAssetID(v, pp+".assetId", p.AssetID, true)
-		if p.GroupID != "" && strings.TrimSpace(p.GroupID) == "" {
+		switch {
+		case v.tooLong(pp+".groupId", p.GroupID, MaxNameLength):
+		case p.GroupID != "" && strings.TrimSpace(p.GroupID) == "":
 			v.add(pp+".groupId", "must not be blank; omit it for MuleSoft's policy group")
 		}
-		if p.Version != "" && !semverPattern.MatchString(p.Version) {
+		if p.Configuration != nil {
+			v.jsonSize(pp+".configuration", compactSize(p.Configuration), len(p.Configuration), MaxConfigurationBytes, MaxConfigurationMembers)
+		}
+		switch {
+		case v.tooLong(pp+".version", p.Version, MaxVersionLength):
+		case p.Version != "" && !semverPattern.MatchString(p.Version):
 			v.add(pp+".version", "must be a semantic version such as 1.2.0; omit it for the latest; got %q", p.Version)
 		}
 		if p.Order != nil {
@@ -319,7 +413,14 @@ func validateCredentials(v *validator, path string, c *Credentials) {
 		}
 	}
 	const expected = `{"token"}, {"clientId", "clientSecret"} or {"username", "password"}`
+	long := false
+	for _, f := range []struct{ name, value string }{
+		{"token", c.Token}, {"clientId", c.ClientID}, {"clientSecret", c.ClientSecret}, {"username", c.Username}, {"password", c.Password},
+	} {
+		long = v.tooLong(path+"."+f.name, f.value, MaxCredentialLength) || long
+	}
 	switch {
+	case long:
 	case forms == 0:
 		v.add(path, "must be one of %s; omit credentials to use the server's connected app", expected)
 	case forms > 1:
@@ -339,6 +440,30 @@ func validateCredentials(v *validator, path string, c *Credentials) {
 			v.add(path+".password", "is required with username")
 		}
 	}
+}
+
+// compactSize is the length of v encoded as compact JSON, the form it is
+// stored and sent in.
+func compactSize(v any) int {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return 0 // decoded from JSON, so it encodes; nothing to bound otherwise
+	}
+	return len(b)
+}
+
+// rawObjectSize is the compact size and the number of top-level members of a
+// JSON object given as text.
+func rawObjectSize(raw json.RawMessage) (size, members int) {
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, raw); err != nil {
+		return len(raw), 0
+	}
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &top); err == nil {
+		members = len(top)
+	}
+	return buf.Len(), members
 }
 
 // isJSONObject reports whether raw JSON text is an object, skipping leading

@@ -2,6 +2,7 @@ package mcpguard_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -199,5 +200,98 @@ func TestSemverAcceptsWhatExchangeAccepts(t *testing.T) {
 		if errs := n.Validate(); len(errs) != 1 || errs[0].Field != "source.spec.version" {
 			t.Errorf("version %q: errors %v, want one on source.spec.version", s, errs)
 		}
+	}
+}
+
+// TestBoundsNameTheField: every string has a maximum length and every
+// configuration and metadata a maximum size; each refusal names the field
+// (issue 7, finding 2). At the bound a value is accepted, one past it is not.
+func TestBoundsNameTheField(t *testing.T) {
+	t.Parallel()
+	long := func(n int) string { return strings.Repeat("a", n) }
+	j := func(v any) json.RawMessage {
+		b, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	spec := func(field string, value any) json.RawMessage {
+		s := map[string]any{"assetId": "orders-mcp", "version": "1.0.0", "name": "Orders MCP"}
+		s[field] = value
+		return j(map[string]any{"spec": s})
+	}
+	// config makes a configuration of exactly n bytes of compact JSON.
+	config := func(n int) map[string]any { return map[string]any{"k": long(n - len(`{"k":""}`))} }
+	members := func(n int) map[string]any {
+		m := map[string]any{}
+		for i := 0; i < n; i++ {
+			m[fmt.Sprintf("k%d", i)] = i
+		}
+		return m
+	}
+	cases := []struct {
+		name    string
+		changes map[string]any
+		field   string // "" when the body must pass
+	}{
+		{"organizationId at the bound", map[string]any{"organizationId": long(mcpguard.MaxNameLength)}, ""},
+		{"organizationId", map[string]any{"organizationId": long(mcpguard.MaxNameLength + 1)}, "organizationId"},
+		{"environment.name", map[string]any{"environment": j(map[string]any{"name": long(256)})}, "environment.name"},
+		{"environment.id", map[string]any{"environment": j(map[string]any{"id": long(256)})}, "environment.id"},
+		{"multi-byte characters count as one", map[string]any{"environment": j(map[string]any{"name": strings.Repeat("é", 255)})}, ""},
+		{"target.name", map[string]any{"target": j(map[string]any{"name": long(256)})}, "target.name"},
+		{"target.gatewayVersion", map[string]any{"target": j(map[string]any{"name": "t", "gatewayVersion": "1.0.0-" + long(60)})}, "target.gatewayVersion"},
+		{"source.spec.assetId", map[string]any{"source": spec("assetId", long(256))}, "source.spec.assetId"},
+		{"source.spec.version", map[string]any{"source": spec("version", "1.0.0-"+long(60))}, "source.spec.version"},
+		{"source.spec.name", map[string]any{"source": spec("name", long(256))}, "source.spec.name"},
+		{"source.spec.groupId", map[string]any{"source": spec("groupId", long(256))}, "source.spec.groupId"},
+		{"source.spec.description at the bound", map[string]any{"source": spec("description", long(mcpguard.MaxDescriptionLength))}, ""},
+		{"source.spec.description", map[string]any{"source": spec("description", long(mcpguard.MaxDescriptionLength+1))}, "source.spec.description"},
+		{"source.spec.metadata at the bound", map[string]any{"source": spec("metadata", config(mcpguard.MaxMetadataBytes))}, ""},
+		{"source.spec.metadata size", map[string]any{"source": spec("metadata", config(mcpguard.MaxMetadataBytes+1))}, "source.spec.metadata"},
+		{"source.spec.metadata members", map[string]any{"source": spec("metadata", members(mcpguard.MaxMetadataMembers+1))}, "source.spec.metadata"},
+		{"source.asset.name", map[string]any{"source": j(map[string]any{"asset": map[string]any{"name": long(256)}})}, "source.asset.name"},
+		{"source.asset.groupId", map[string]any{"source": j(map[string]any{"asset": map[string]any{"groupId": long(256), "assetId": "a"}})}, "source.asset.groupId"},
+		{"source.instance.label", map[string]any{"source": j(map[string]any{"instance": map[string]any{"label": long(256)}}), "target": nil, "instance": nil}, "source.instance.label"},
+		{"instance.upstreamUri", map[string]any{"instance": j(map[string]any{"upstreamUri": "https://x/" + long(2048), "proxyUri": "http://0.0.0.0:8081/o"})}, "instance.upstreamUri"},
+		{"instance.proxyUri", map[string]any{"instance": j(map[string]any{"upstreamUri": "https://x/mcp", "proxyUri": "http://0.0.0.0:8081/" + long(2048)})}, "instance.proxyUri"},
+		{"instance.label", map[string]any{"instance": j(map[string]any{"upstreamUri": "https://x/mcp", "proxyUri": "http://0.0.0.0:8081/o", "label": long(256)})}, "instance.label"},
+		{"policies[1].assetId", map[string]any{"policies": j([]any{map[string]any{"assetId": "a"}, map[string]any{"assetId": long(256)}})}, "policies[1].assetId"},
+		{"policies[0].groupId", map[string]any{"policies": j([]any{map[string]any{"assetId": "a", "groupId": long(256)}})}, "policies[0].groupId"},
+		{"policies[0].version", map[string]any{"policies": j([]any{map[string]any{"assetId": "a", "version": "1.0.0-" + long(60)}})}, "policies[0].version"},
+		{"configuration at the bound", map[string]any{"policies": j([]any{map[string]any{"assetId": "a", "configuration": config(mcpguard.MaxConfigurationBytes)}})}, ""},
+		{"policies[1].configuration size", map[string]any{"policies": j([]any{map[string]any{"assetId": "a"}, map[string]any{"assetId": "b", "configuration": config(mcpguard.MaxConfigurationBytes + 1)}})}, "policies[1].configuration"},
+		{"policies[0].configuration members", map[string]any{"policies": j([]any{map[string]any{"assetId": "a", "configuration": members(mcpguard.MaxConfigurationMembers + 1)}})}, "policies[0].configuration"},
+		{"credentials.token", map[string]any{"credentials": j(map[string]any{"token": long(mcpguard.MaxCredentialLength + 1)})}, "credentials.token"},
+		{"credentials.clientSecret", map[string]any{"credentials": j(map[string]any{"clientId": "c", "clientSecret": long(mcpguard.MaxCredentialLength + 1)})}, "credentials.clientSecret"},
+		{"credentials.password", map[string]any{"credentials": j(map[string]any{"username": "u", "password": long(mcpguard.MaxCredentialLength + 1)})}, "credentials.password"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			n := decodeNew(t, patch(t, validSpecRequest, tc.changes))
+			errs := n.Validate()
+			if tc.field == "" {
+				if len(errs) != 0 {
+					t.Fatalf("refused at the bound: %+v", errs)
+				}
+				return
+			}
+			if len(errs) != 1 || errs[0].Field != tc.field {
+				t.Fatalf("errors = %+v, want one on %s", errs, tc.field)
+			}
+			if len(errs[0].Message) > 200 {
+				t.Fatalf("message of %d bytes echoes the value", len(errs[0].Message))
+			}
+		})
+	}
+	// A retry's corrections are bound the same way.
+	var in mcpguard.RetryInput
+	if err := json.Unmarshal(j(map[string]any{"policies": []any{map[string]any{"assetId": "a", "configuration": config(mcpguard.MaxConfigurationBytes + 1)}}}), &in); err != nil {
+		t.Fatal(err)
+	}
+	if got := fields(in.Validate()); strings.Join(got, ",") != "policies[0].configuration" {
+		t.Fatalf("retry errors on %v, want policies[0].configuration", got)
 	}
 }

@@ -135,3 +135,48 @@ func TestMalformedRetryIs4xxWithAPath(t *testing.T) {
 		t.Fatalf("retry without a body: %d %s", r.StatusCode, r.body)
 	}
 }
+
+// TestBoundsAgreeWithTheSpec: a value past a bound is refused by the server
+// with its field path and by openapi.yaml too (RequestViolates), so the
+// published limits are the enforced ones.
+func TestBoundsAgreeWithTheSpec(t *testing.T) {
+	t.Parallel()
+	long := strings.Repeat("x", 256)
+	members := map[string]any{}
+	for i := 0; i <= mcpguard.MaxConfigurationMembers; i++ {
+		members["k"+strings.Repeat("0", i)] = i
+	}
+	cases := []struct {
+		name  string
+		edit  func(map[string]any)
+		check apispec.Check
+		field string
+	}{
+		{"environment name", func(b map[string]any) { b["environment"] = map[string]any{"name": long} }, apispec.RequestViolates, "environment.name"},
+		{"spec name", func(b map[string]any) {
+			b["source"] = map[string]any{"spec": map[string]any{"assetId": "orders-mcp", "version": "1.0.0", "name": long}}
+		}, apispec.RequestViolates, "source.spec.name"},
+		{"upstream URI", func(b map[string]any) {
+			b["instance"] = map[string]any{"upstreamUri": "https://x/" + strings.Repeat("p", 2048), "proxyUri": "http://0.0.0.0:8081/o"}
+		}, apispec.RequestViolates, "instance.upstreamUri"},
+		{"policy version", func(b map[string]any) {
+			b["policies"] = []any{map[string]any{"assetId": "a", "version": "1.0.0-" + strings.Repeat("1", 64)}}
+		}, apispec.RequestViolates, "policies[0].version"},
+		{"configuration members", func(b map[string]any) {
+			b["policies"] = []any{map[string]any{"assetId": "a"}, map[string]any{"assetId": "b", "configuration": members}}
+		}, apispec.RequestViolates, "policies[1].configuration"},
+		{"configuration bytes", func(b map[string]any) {
+			b["policies"] = []any{map[string]any{"assetId": "a", "configuration": map[string]any{"ips": strings.Repeat("1", mcpguard.MaxConfigurationBytes)}}}
+		}, apispec.RequestUnchecked, "policies[0].configuration"},
+		{"token", func(b map[string]any) { b["credentials"] = map[string]any{"token": strings.Repeat("t", 4097)} }, apispec.RequestViolates, "credentials.token"},
+	}
+	for _, tc := range cases {
+		body := newRequest()
+		tc.edit(body)
+		r := do(t, call{method: "POST", path: "/protections", tenant: "tenant-a", body: body, check: tc.check})
+		p := r.problem(t, http.StatusBadRequest)
+		if len(p.Errors) != 1 || p.Errors[0].Field != tc.field {
+			t.Fatalf("%s: errors = %+v, want one on %s", tc.name, p.Errors, tc.field)
+		}
+	}
+}

@@ -178,15 +178,38 @@ func validateSourceCorrection(v *validator, path string, s *Source) {
 		return
 	}
 	if s.Spec != nil {
+		p := path + ".spec"
 		if s.Spec.AssetID != "" {
-			validateAssetID(v, path+".spec.assetId", s.Spec.AssetID, true)
+			validateAssetID(v, p+".assetId", s.Spec.AssetID, true)
 		}
-		if s.Spec.Version != "" && !semverPattern.MatchString(s.Spec.Version) {
-			v.add(path+".spec.version", "must be a semantic version such as 1.0.0 or 1.2.0-beta.1; got %q", s.Spec.Version)
+		switch {
+		case v.tooLong(p+".version", s.Spec.Version, MaxVersionLength):
+		case s.Spec.Version != "" && !semverPattern.MatchString(s.Spec.Version):
+			v.add(p+".version", "must be a semantic version such as 1.0.0 or 1.2.0-beta.1; got %q", s.Spec.Version)
 		}
-		if len(s.Spec.Metadata) > 0 && !isJSONObject(s.Spec.Metadata) {
-			v.add(path+".spec.metadata", "must be a JSON object")
+		v.tooLong(p+".name", s.Spec.Name, MaxNameLength)
+		v.tooLong(p+".groupId", s.Spec.GroupID, MaxNameLength)
+		v.tooLong(p+".description", s.Spec.Description, MaxDescriptionLength)
+		if len(s.Spec.Metadata) > 0 {
+			if !isJSONObject(s.Spec.Metadata) {
+				v.add(p+".metadata", "must be a JSON object")
+			} else {
+				size, members := rawObjectSize(s.Spec.Metadata)
+				v.jsonSize(p+".metadata", size, members, MaxMetadataBytes, MaxMetadataMembers)
+			}
 		}
+	}
+	if a := s.Asset; a != nil {
+		p := path + ".asset"
+		v.tooLong(p+".groupId", a.GroupID, MaxNameLength)
+		v.tooLong(p+".name", a.Name, MaxNameLength)
+		v.tooLong(p+".version", a.Version, MaxVersionLength)
+		if a.AssetID != "" {
+			validateAssetID(v, p+".assetId", a.AssetID, true)
+		}
+	}
+	if s.Instance != nil {
+		v.tooLong(path+".instance.label", s.Instance.Label, MaxNameLength)
 	}
 }
 

@@ -295,3 +295,24 @@ func TestBoundsNameTheField(t *testing.T) {
 		t.Fatalf("retry errors on %v, want policies[0].configuration", got)
 	}
 }
+
+// TestRetrySourceCorrectionIsBounded: a source correction carries the same
+// bounds as the source of a new protection.
+func TestRetrySourceCorrectionIsBounded(t *testing.T) {
+	t.Parallel()
+	long := strings.Repeat("n", mcpguard.MaxNameLength+1)
+	for body, want := range map[string]string{
+		`{"source": {"spec": {"name": "` + long + `"}}}`:                                                        "source.spec.name",
+		`{"source": {"spec": {"description": "` + strings.Repeat("d", mcpguard.MaxDescriptionLength+1) + `"}}}`: "source.spec.description",
+		`{"source": {"asset": {"name": "` + long + `"}}}`:                                                       "source.asset.name",
+		`{"source": {"instance": {"label": "` + long + `"}}}`:                                                   "source.instance.label",
+	} {
+		var in mcpguard.RetryInput
+		if err := json.Unmarshal([]byte(body), &in); err != nil {
+			t.Fatal(err)
+		}
+		if got := fields(in.Validate()); strings.Join(got, ",") != want {
+			t.Errorf("errors on %v, want %s", got, want)
+		}
+	}
+}

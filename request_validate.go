@@ -10,7 +10,7 @@ import (
 	"unicode/utf8"
 )
 
-// Bounds of a request (design section 4, issue 7). Every string the API
+// Bounds of a request (issue 7). Every string the API
 // stores has a maximum length and every free-form JSON value a maximum size,
 // so one tenant cannot fill memory, the database or every later answer.
 // openapi.yaml states the same numbers (maxLength, maxItems, maxProperties).

@@ -98,6 +98,25 @@ type Session struct {
 	c   *Client
 	cr  Credentials
 	key credentialKey
+	// extra are more values to redact from errors (sensitive policy
+	// configuration values the session sends).
+	extra []string
+}
+
+// WithSecrets returns a copy of the session that also redacts values from
+// every error, for calls that send secrets of their own (a policy's
+// sensitive configuration values). The copy shares the token cache.
+func (s *Session) WithSecrets(values ...string) *Session {
+	c := *s
+	c.extra = append(append([]string(nil), s.extra...), values...)
+	return &c
+}
+
+// Redactor returns the redactor of the session's secrets: its credentials
+// (and their Basic-auth pairs), the token in use and the extra values.
+func (s *Session) Redactor(token string) *Redactor {
+	secrets := append(append(s.cr.secrets(), token), s.extra...)
+	return NewRedactor(secrets, [2]string{s.cr.Username, s.cr.Password}, [2]string{s.cr.ClientID, s.cr.ClientSecret})
 }
 
 // Session returns a Session authenticating with cr.
@@ -232,7 +251,7 @@ func (s *Session) invalidate(refused string) {
 // redact scrubs the session's secrets (and the token in use) from an error.
 func (s *Session) redact(err error, token string) {
 	if e := AsError(err); e != nil {
-		e.redact(append(s.cr.secrets(), token))
+		e.redact(s.Redactor(token))
 	}
 }
 

@@ -330,16 +330,31 @@ func truncate(s string) string {
 }
 
 // redact removes every secret of the session from the texts of e, in case an
-// upstream echoes one back.
-func (e *Error) redact(secrets []string) {
-	for _, s := range secrets {
-		if len(s) < 4 {
-			continue
-		}
-		e.Message = strings.ReplaceAll(e.Message, s, "[redacted]")
-		e.Code = strings.ReplaceAll(e.Code, s, "[redacted]")
-		for i := range e.Details {
-			e.Details[i] = strings.ReplaceAll(e.Details[i], s, "[redacted]")
+// upstream echoes one back, in any form r knows. The transport cause is
+// replaced by its redacted text when it mentions one.
+func (e *Error) redact(r *Redactor) {
+	if r.Empty() {
+		return
+	}
+	e.Message = r.Redact(e.Message)
+	e.Code = r.Redact(e.Code)
+	e.Path = r.Redact(e.Path)
+	for i := range e.Details {
+		e.Details[i] = r.Redact(e.Details[i])
+	}
+	if e.Err != nil {
+		if text := e.Err.Error(); r.Redact(text) != text {
+			e.Err = redactedCause{text: r.Redact(text), cause: e.Err}
 		}
 	}
 }
+
+// redactedCause keeps a transport cause matchable with errors.Is (context
+// cancellation, timeouts) while its text is redacted.
+type redactedCause struct {
+	text  string
+	cause error
+}
+
+func (c redactedCause) Error() string { return c.text }
+func (c redactedCause) Unwrap() error { return c.cause }

@@ -124,7 +124,7 @@ func TestErrorHelpers(t *testing.T) {
 func TestRedact(t *testing.T) {
 	t.Parallel()
 	e := &Error{Message: "bad token tok-123456", Details: []string{"secret s3cr3t-value rejected"}}
-	e.redact([]string{"tok-123456", "s3cr3t-value", ""})
+	e.redact(NewRedactor([]string{"tok-123456", "s3cr3t-value", ""}))
 	if e.Message != "bad token [redacted]" || e.Details[0] != "secret [redacted] rejected" {
 		t.Errorf("not redacted: %+v", e)
 	}

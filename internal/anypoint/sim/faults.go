@@ -1,9 +1,15 @@
 package sim
 
 import (
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"net/url"
+	"sort"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -30,6 +36,71 @@ type Fault struct {
 	CommitFirst bool `json:"commitFirst,omitempty"`
 	// Times applies the fault to the next Times calls only; 0 means until cleared.
 	Times int `json:"times,omitempty"`
+	// Echo makes the error message of Status repeat what the request sent,
+	// the way some upstreams quote a rejected request: EchoBody (the raw
+	// body), EchoQuery or EchoPath (each string of the body, query- or
+	// path-escaped), EchoBasic (the body's user:password or client pair as
+	// an Authorization: Basic value) or EchoHeader (the Authorization header).
+	Echo string `json:"echo,omitempty"`
+	// EchoPad puts this many characters before the echo, so that a client
+	// cutting long messages cuts in the middle of what is echoed.
+	EchoPad int `json:"echoPad,omitempty"`
+}
+
+// What an Echo fault repeats.
+const (
+	EchoBody   = "body"
+	EchoQuery  = "query"
+	EchoPath   = "path"
+	EchoBasic  = "basic"
+	EchoHeader = "header"
+)
+
+// echoMessage renders the request the way f.Echo asks.
+func echoMessage(r *http.Request, f Fault) string {
+	raw, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	values := map[string]string{}
+	var obj map[string]any
+	if json.Unmarshal(raw, &obj) == nil {
+		for k, v := range obj {
+			if s, ok := v.(string); ok {
+				values[k] = s
+			}
+		}
+	} else if form, err := url.ParseQuery(string(raw)); err == nil {
+		for k := range form {
+			values[k] = form.Get(k)
+		}
+	}
+	keys := make([]string, 0, len(values))
+	for k := range values {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var echo string
+	switch f.Echo {
+	case EchoBody:
+		echo = string(raw)
+	case EchoQuery, EchoPath:
+		var parts []string
+		for _, k := range keys {
+			v := url.QueryEscape(values[k])
+			if f.Echo == EchoPath {
+				v = url.PathEscape(values[k])
+			}
+			parts = append(parts, k+"="+v)
+		}
+		echo = strings.Join(parts, "&")
+	case EchoBasic:
+		user, pass := values["username"], values["password"]
+		if user == "" {
+			user, pass = values["client_id"], values["client_secret"]
+		}
+		echo = "Authorization: Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pass))
+	case EchoHeader:
+		echo = "Authorization: " + r.Header.Get("Authorization")
+	}
+	return "rejected request " + strings.Repeat("x", f.EchoPad) + echo
 }
 
 type faultState struct {
@@ -173,6 +244,9 @@ func (s *Server) applyFault(w http.ResponseWriter, r *http.Request, p product, f
 		msg := http.StatusText(f.Status)
 		if f.Status >= 500 {
 			msg = "An internal error occurred, please try again later"
+		}
+		if f.Echo != "" {
+			msg = echoMessage(r, f)
 		}
 		writeError(w, p, f.Status, "", msg)
 	}

@@ -239,6 +239,34 @@ func TestRetryWithEnvironmentMovesWhatWasBuilt(t *testing.T) {
 	}
 }
 
+// TestRetryWithTargetMovesTheDeployment: a corrected target in the same
+// environment moves the existing deployment there with PUT (same id, the
+// target's own gateway version), without a second deployment or instance.
+func TestRetryWithTargetMovesTheDeployment(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	s.sim.SetFault(sim.RouteDeploymentStatus, sim.Fault{Status: http.StatusForbidden})
+	p := s.run(specRequest("target-mcp"), "failed")
+	if p.Error.Step != "verify" {
+		t.Fatalf("error = %+v", p.Error)
+	}
+	old, oldDep, _ := s.owned(p)
+	s.sim.ClearFaults()
+	before := s.sim.AllCalls()
+	s.retry(p.ID, map[string]any{"target": map[string]any{"name": sim.TargetFlexLegacy}},
+		"target", []string{"target", "create", "deploy", "policies", "verify"}, []string{"target.name"})
+	p = s.wait(p.ID)
+	if p.State != "succeeded" {
+		t.Fatalf("after retry: %s %+v", p.State, p.Error)
+	}
+	wantCalls(t, s.callsSince(before), map[string]int{sim.RouteReplaceDeployment: 1})
+	in, dep, pols := s.owned(p)
+	if in.ID != old.ID || dep.ID != oldDep.ID || dep.TargetID != sim.TargetFlexLegacyID || dep.GatewayVersion != sim.TargetFlexLegacyVersion ||
+		!slices.Equal(assets(pols), guidePolicies) {
+		t.Errorf("instance %+v deployment %+v policies %v", in, dep, assets(pols))
+	}
+}
+
 // TestRetryWithUpstreamAfterVerifyFailed: a corrected upstream rewinds to
 // create, which patches the instance in place; deploy re-applies the
 // deployment so the gateway gets it; the policies are adopted as they are.
@@ -447,5 +475,30 @@ func TestRetryWithPoliciesReconcilesTheSet(t *testing.T) {
 	listed, _ := p.Variables["foreignPolicies"].([]any)
 	if !kept || len(listed) != 1 || number(listed[0].(map[string]any)["policyId"]) != someoneElses.ID {
 		t.Errorf("the foreign policy: kept %v, listed %v", kept, listed)
+	}
+}
+
+// TestRetryWithAnExplicitOrderMovesThePolicy: the same policies with an
+// explicit order for one of them move that policy (PATCH order, the platform
+// renumbering the others), creating and deleting nothing.
+func TestRetryWithAnExplicitOrderMovesThePolicy(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	s.sim.SetFault(sim.RouteDeploymentStatus, sim.Fault{Status: http.StatusForbidden})
+	req := specRequest("order-mcp")
+	p := s.run(req, "failed")
+	s.sim.ClearFaults()
+	policies := req["policies"].([]any)
+	rateLimiting := policies[0].(map[string]any)
+	rateLimiting["order"] = 2
+	before := s.sim.AllCalls()
+	s.retry(p.ID, map[string]any{"policies": policies}, "policies", []string{"policies", "verify"}, []string{"policies"})
+	p = s.wait(p.ID)
+	if p.State != "succeeded" {
+		t.Fatalf("after retry: %s %+v", p.State, p.Error)
+	}
+	wantCalls(t, s.callsSince(before), map[string]int{sim.RouteUpdatePolicy: 1})
+	if _, _, pols := s.owned(p); !slices.Equal(assets(pols), []string{"mcp-support", "rate-limiting", "client-id-enforcement"}) {
+		t.Errorf("policy order %v", assets(pols))
 	}
 }

@@ -224,6 +224,14 @@ func (g *Guide) applyPolicy(ctx context.Context, s *anypoint.Session, run *Run, 
 		return nil, mine, other
 	}
 	same, mine, other := identical(existing)
+	if same != nil && p.input.Order != nil && *p.input.Order != same.Order && ours(*same) {
+		// An explicit order wins, also over where an earlier attempt put it.
+		moved, err := s.UpdatePolicy(ctx, org, env, api, same.ID, anypoint.PolicyPatch{Order: p.input.Order})
+		if err != nil {
+			return nil, false, fail(fmt.Sprintf("moving policy %d (%s) to order %d", same.ID, p.template.AssetID, *p.input.Order), err, "")
+		}
+		return moved, true, nil
+	}
 	if same != nil {
 		return same, ours(*same), nil
 	}

@@ -10,18 +10,10 @@ import (
 	"github.com/mcpguard/mcpguard/internal/store"
 )
 
-// PlanRetry decides what a retry does (docs/architecture.md, "The job model"): it applies the
-// corrections to the stored request, finds the request fields whose values
-// changed, and rewinds to the earliest applicable step that reads one of them,
-// or to the step where the job stopped (or the earlier step its error names
-// in RetryFrom) when that comes first. Every
-// applicable step from there on runs again with a fresh attempt budget, and
-// their per-attempt variables are cleared. The variables describing what
-// earlier attempts made stay: the steps that run again reconcile with them.
-//
-// A correction that no applicable step reads is refused rather than stored
-// and ignored, and so is a source of another kind: that is a new protection.
-// It is a pure function of its arguments.
+// PlanRetry decides what a retry does (docs/architecture.md, "The job
+// model"): it applies the corrections to the stored request and rewinds as
+// PlanRewind says. A source of another kind is refused: that is a new
+// protection. It is a pure function of its arguments.
 func (c Catalogue) PlanRetry(cur store.RetryCurrent, in mcpguard.RetryInput) (*store.RetryPlan, error) {
 	req, err := correctedRequest(cur.Request, in)
 	if err != nil {
@@ -40,7 +32,27 @@ func (c Catalogue) PlanRetry(cur store.RetryCurrent, in mcpguard.RetryInput) (*s
 			return nil, &mcpguard.Error{Code: mcpguard.EINVALID, Message: "The corrected source is invalid; see errors.", Fields: errs}
 		}
 	}
+	return c.PlanRewind(cur, req)
+}
 
+// PlanRewind decides how a job reaches a new desired request req (a retry's
+// corrected request, or an update's): it finds the request fields whose
+// values differ from cur.Request, and rewinds to the earliest applicable step
+// that reads one of them, or to the step where the job stopped (or the
+// earlier step its error names in RetryFrom) when that comes first; a
+// finished job (no current step) rewinds to the earliest reader alone. Every
+// applicable step from there on runs again with a fresh attempt budget, and
+// their per-attempt variables are cleared. The variables describing what
+// earlier attempts made stay: the steps that run again reconcile with them.
+//
+// A changed field that no applicable step reads is refused rather than
+// stored and ignored. req must keep cur.Request's kind of source. It is a
+// pure function of its arguments.
+func (c Catalogue) PlanRewind(cur store.RetryCurrent, req mcpguard.Request) (*store.RetryPlan, error) {
+	if sourceKind(req.Source) != sourceKind(cur.Request.Source) {
+		return nil, &mcpguard.Error{Code: mcpguard.EUNPROCESSABLE, Message: "The protection cannot change where it starts.",
+			Fields: []mcpguard.FieldError{{Field: "source", Message: "must stay a " + sourceKind(cur.Request.Source) + " source; create a new protection instead"}}}
+	}
 	position := map[string]int{}
 	for i, s := range cur.Steps {
 		position[s.Name] = i

@@ -208,3 +208,26 @@ func TestPlanRetryResumesWhereTheErrorSays(t *testing.T) {
 		t.Fatalf("rewound to %s rerunning %v", plan.RewindTo, plan.Rerun)
 	}
 }
+
+// TestPlanRewindOfASucceededJob: a new desired state for a job that
+// succeeded (what an update will do) rewinds to the earliest step reading a
+// changed field; nothing changed leaves nothing to run.
+func TestPlanRewindOfASucceededJob(t *testing.T) {
+	t.Parallel()
+	cat := workflow.GuideCatalogue(workflow.GuideConfig{})
+	stored := request(t, specRequest)
+	cur := stoppedAt(t, stored, "verify", mcpguard.StepSucceeded)
+	cur.State, cur.CurrentStep = mcpguard.StateSucceeded, ""
+	desired := request(t, specRequest)
+	desired.Policies = []mcpguard.PolicyInput{{AssetID: "spike-control"}}
+	plan, err := cat.PlanRewind(cur, desired)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plan.RewindTo != "policies" || !slices.Equal(plan.Rerun, []string{"policies", "verify"}) || !slices.Equal(plan.Corrected, []string{"policies"}) {
+		t.Fatalf("plan %+v", plan)
+	}
+	if _, err := cat.PlanRewind(cur, request(t, specRequest)); mcpguard.ErrorCode(err) != mcpguard.ECONFLICT {
+		t.Fatalf("an unchanged request: %v, want a conflict (nothing to run)", err)
+	}
+}

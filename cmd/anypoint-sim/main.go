@@ -35,6 +35,7 @@ func run(args []string) error {
 	tokenTTL := fs.Duration("token-ttl", time.Hour, "lifetime of issued access tokens")
 	rateLimit := fs.Int("rate-limit", 0, "requests per token per rate-limit window (0: no limit)")
 	rateWindow := fs.Duration("rate-window", time.Minute, "rate-limit window")
+	orgRateLimit := fs.Int("org-rate-limit", 0, "requests per organization per rate-limit window, whichever token calls (0: no limit)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -46,6 +47,9 @@ func run(args []string) error {
 	}
 	if *rateLimit > 0 {
 		opts = append(opts, sim.WithRateLimit(*rateLimit, *rateWindow))
+	}
+	if *orgRateLimit > 0 {
+		opts = append(opts, sim.WithOrganizationRateLimit(*orgRateLimit, *rateWindow))
 	}
 	if *fixtures != "" {
 		f, err := sim.LoadFixtures(*fixtures)

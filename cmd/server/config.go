@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/url"
 	"reflect"
 	"strconv"
@@ -31,6 +32,7 @@ type Config struct {
 	APIKeys              string        `envconfig:"API_KEYS" secret:"true" desc:"tenant=key pairs separated by commas; required by serve"`
 	CredentialsKey       string        `envconfig:"CREDENTIALS_KEY" secret:"true" desc:"base64 of 32 random bytes that encrypt stored credentials; required by serve. Several keys separated by commas rotate: the first seals, every one opens"`
 	TenantScopes         string        `envconfig:"TENANT_SCOPES" desc:"what each tenant may touch through the default connected app: tenant=org:ID,env:ID-or-name[,env:...][,instance:ID...] entries separated by ';'. A tenant without an entry cannot use the default app"`
+	AnypointRate         float64       `envconfig:"ANYPOINT_RATE" default:"5" desc:"Anypoint calls per second per organization, shared by every replica (counted per minute; lowered for a while after a 429)"`
 	Workers              int           `envconfig:"WORKERS" default:"4" desc:"steps this replica runs at once"`
 	LogLevel             string        `envconfig:"LOG_LEVEL" default:"info" desc:"trace, debug, info, warn or error"`
 	LeaseDuration        time.Duration `envconfig:"LEASE_DURATION" default:"30s" desc:"how long a replica holds a job between heartbeats; a crashed replica's job is taken over after it expires"`
@@ -73,6 +75,13 @@ func loadConfig(getenv func(string) string) (Config, error) {
 				continue
 			}
 			field.SetInt(int64(n))
+		case reflect.Float64:
+			x, err := strconv.ParseFloat(raw, 64)
+			if err != nil || !(x > 0) || math.IsInf(x, 0) {
+				problems = append(problems, fmt.Sprintf("%s must be a positive number; %s is not", name, shown))
+				continue
+			}
+			field.SetFloat(x)
 		case reflect.Int64: // time.Duration
 			d, err := time.ParseDuration(raw)
 			if err != nil || d <= 0 {

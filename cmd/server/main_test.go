@@ -248,6 +248,8 @@ func TestConfigErrors(t *testing.T) {
 		{"missing credentials key", nil, map[string]string{"MCPGUARD_CREDENTIALS_KEY": ""}, "MCPGUARD_CREDENTIALS_KEY is required", nil},
 		{"bad workers", nil, map[string]string{"MCPGUARD_WORKERS": "many"}, `MCPGUARD_WORKERS must be a positive integer; "many"`, nil},
 		{"zero workers", nil, map[string]string{"MCPGUARD_WORKERS": "0"}, "MCPGUARD_WORKERS must be a positive integer", nil},
+		{"bad Anypoint rate", nil, map[string]string{"MCPGUARD_ANYPOINT_RATE": "fast"}, `MCPGUARD_ANYPOINT_RATE must be a positive number; "fast"`, nil},
+		{"zero Anypoint rate", nil, map[string]string{"MCPGUARD_ANYPOINT_RATE": "0"}, "MCPGUARD_ANYPOINT_RATE must be a positive number", nil},
 		{"bad grace", nil, map[string]string{"MCPGUARD_SHUTDOWN_GRACE": "soon"}, "MCPGUARD_SHUTDOWN_GRACE must be a positive duration", nil},
 		{"bad log level", nil, map[string]string{"MCPGUARD_LOG_LEVEL": "loud"}, "MCPGUARD_LOG_LEVEL must be", nil},
 		{"half a connected app", nil, map[string]string{"MCPGUARD_ANYPOINT_CLIENT_ID": "app"}, "must be set together", nil},
@@ -303,7 +305,7 @@ func TestHelpListsEveryVariable(t *testing.T) {
 	if err := run(context.Background(), []string{"server", "help"}, fakeEnv(nil), &out); err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"DATABASE_URL", "HTTP_ADDR", "ANYPOINT_URL", "ANYPOINT_CLIENT_ID", "ANYPOINT_CLIENT_SECRET", "API_KEYS", "CREDENTIALS_KEY", "WORKERS", "LOG_LEVEL", "SHUTDOWN_GRACE", "VERIFY_TIMEOUT", "TENANT_SCOPES"} {
+	for _, name := range []string{"DATABASE_URL", "HTTP_ADDR", "ANYPOINT_URL", "ANYPOINT_CLIENT_ID", "ANYPOINT_CLIENT_SECRET", "API_KEYS", "CREDENTIALS_KEY", "ANYPOINT_RATE", "WORKERS", "LOG_LEVEL", "SHUTDOWN_GRACE", "VERIFY_TIMEOUT", "TENANT_SCOPES"} {
 		if !strings.Contains(out.String(), fmt.Sprintf("MCPGUARD_%s ", name)) {
 			t.Fatalf("help lacks MCPGUARD_%s:\n%s", name, out.String())
 		}

@@ -13,10 +13,20 @@ import (
 var newCatalogue = catalogue
 
 // catalogue is the one place the guide's steps are wired into the server:
-// one Anypoint client (its token cache shared by every job) and the server's
-// default connected app, when configured, bounded by each tenant's scope.
+// one Anypoint client (its token cache shared by every job), paced by the
+// organizations' call budget shared with the other replicas, and the
+// server's default connected app, when configured, bounded by each tenant's
+// scope.
 func catalogue(cfg Config, secrets serveSecrets, db *store.DB, logger zerolog.Logger) workflow.Catalogue {
-	client := anypoint.New(cfg.AnypointURL, anypoint.WithLogger(logger.With().Str("component", "anypoint").Logger()))
+	// MCPGUARD_ANYPOINT_RATE's default, 5 calls/s (300 per minute) per
+	// organization: the only published Anypoint limit is 500 per minute on
+	// /accounts/login, and Exchange's unpublished limits are per minute and
+	// tighter for asset writes (anypoint-api.md 0.6). 60% of it leaves room
+	// for the organization's other clients (the UI, CI, the CLI), and the
+	// budget lowers itself after any 429.
+	budget := db.CallBudget(cfg.AnypointRate, store.AnypointRateWindow)
+	client := anypoint.New(cfg.AnypointURL, anypoint.WithLogger(logger.With().Str("component", "anypoint").Logger()),
+		anypoint.WithBudget(budget))
 	var app *anypoint.Credentials
 	if cfg.AnypointClientID != "" {
 		app = &anypoint.Credentials{ClientID: cfg.AnypointClientID, ClientSecret: cfg.AnypointClientSecret}

@@ -101,6 +101,8 @@ type Session struct {
 	// extra are more values to redact from errors (sensitive policy
 	// configuration values the session sends).
 	extra []string
+	// org is the organization whose budget the calls count against (see ForOrganization).
+	org string
 }
 
 // WithSecrets returns a copy of the session that also redacts values from
@@ -263,14 +265,21 @@ func (s *Session) do(ctx context.Context, r *request, out any) (*response, error
 	if err != nil {
 		return nil, err
 	}
+	if err := s.pace(ctx, r); err != nil {
+		return nil, err
+	}
 	resp, err := s.c.send(ctx, r, tok)
 	if err != nil && StatusOf(err) == http.StatusUnauthorized && s.refreshable() {
 		s.invalidate(tok)
 		if tok, err = s.Token(ctx); err != nil {
 			return nil, err
 		}
+		if err := s.pace(ctx, r); err != nil {
+			return nil, err
+		}
 		resp, err = s.c.send(ctx, r, tok)
 	}
+	s.observe(ctx, err)
 	if err != nil {
 		s.redact(err, tok)
 		return nil, err
@@ -348,6 +357,7 @@ func (s *Session) Me(ctx context.Context) (*Me, error) {
 	if _, err := s.do(ctx, r, &me); err != nil {
 		return nil, err
 	}
+	s.learnOrganization(me.OrganizationID())
 	return &me, nil
 }
 

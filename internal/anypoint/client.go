@@ -66,6 +66,10 @@ type Client struct {
 
 	mu     sync.Mutex
 	tokens map[credentialKey]*tokenEntry
+
+	// budget paces authenticated calls per organization (nil: unpaced).
+	budget     Budget
+	budgetOrgs budgetState
 }
 
 // Option configures a Client.

@@ -83,6 +83,9 @@ type stackOptions struct {
 	workers       int
 	replicas      int
 	lease         time.Duration
+	// rate, when positive, paces each replica's Anypoint calls through the
+	// shared budget (MCPGUARD_ANYPOINT_RATE).
+	rate float64
 }
 
 type option func(*stackOptions)
@@ -99,6 +102,11 @@ func withVerifyTimeout(d time.Duration) option {
 func withReplicas(n, workers int, lease time.Duration) option {
 	return func(o *stackOptions) { o.replicas, o.workers, o.lease = n, workers, lease }
 }
+
+// withRate shares an Anypoint call budget of rate calls/s per organization
+// between the replicas, as MCPGUARD_ANYPOINT_RATE does, counted over 1 s
+// windows (the server's are a minute) so that tests stay short.
+func withRate(rate float64) option { return func(o *stackOptions) { o.rate = rate } }
 
 // withDefaultApp configures the server's connected app, the default tenant
 // scoped to sandboxScope.
@@ -146,7 +154,6 @@ func newStack(t testing.TB, opts ...option) *stack {
 
 	logs := &testlog.Buffer{}
 	logger := zerolog.New(logs).Level(zerolog.DebugLevel)
-	client := anypoint.New(simSrv.URL, anypoint.WithTimeout(2*time.Second), anypoint.WithLogger(logger))
 	// The scope's lookup of created instances reads the database through
 	// its own pool, as a replica's would.
 	created, err := store.Open(ctx, dbURL)
@@ -158,13 +165,23 @@ func newStack(t testing.TB, opts ...option) *stack {
 	if o.defaultApp {
 		app = &anypoint.Credentials{ClientID: sim.ClientID, ClientSecret: sim.ClientSecret}
 	}
-	cat := workflow.GuideCatalogue(workflow.GuideConfig{
-		Anypoint: client, DefaultApp: app, VerifyTimeout: o.verifyTimeout,
-		PollInterval: 30 * time.Millisecond, PollMax: 150 * time.Millisecond,
-		Scopes: o.scopes, CreatedByTenant: func(ctx context.Context, tenant string, id int64) (bool, error) {
-			return created.TenantCreatedInstance(ctx, tenant, id)
-		},
-	})
+	// catalogue wires the guide's steps to an Anypoint client, paced by
+	// budget when there is one.
+	catalogue := func(budget anypoint.Budget) (workflow.Catalogue, *anypoint.Client) {
+		opts := []anypoint.Option{anypoint.WithTimeout(2 * time.Second), anypoint.WithLogger(logger)}
+		if budget != nil {
+			opts = append(opts, anypoint.WithBudget(budget))
+		}
+		client := anypoint.New(simSrv.URL, opts...)
+		return workflow.GuideCatalogue(workflow.GuideConfig{
+			Anypoint: client, DefaultApp: app, VerifyTimeout: o.verifyTimeout,
+			PollInterval: 30 * time.Millisecond, PollMax: 150 * time.Millisecond,
+			Scopes: o.scopes, CreatedByTenant: func(ctx context.Context, tenant string, id int64) (bool, error) {
+				return created.TenantCreatedInstance(ctx, tenant, id)
+			},
+		}), client
+	}
+	cat, client := catalogue(nil)
 	st := &stack{
 		t: t, sim: s, simURL: simSrv.URL, dbURL: dbURL, logs: logs, anyp: client, key: apiKey,
 		session: client.Session(anypoint.Credentials{Username: sim.Username, Password: sim.Password}),
@@ -180,7 +197,13 @@ func newStack(t testing.TB, opts ...option) *stack {
 			st.db = db
 		}
 		owner := fmt.Sprintf("replica-%c", 'a'+i)
-		engine := workflow.NewEngine(db, cat, workflow.EngineConfig{
+		replicaCat := cat
+		if o.rate > 0 {
+			// Each replica has its own client, as separate processes do;
+			// only the database's budget holds them together.
+			replicaCat, _ = catalogue(db.CallBudget(o.rate, time.Second))
+		}
+		engine := workflow.NewEngine(db, replicaCat, workflow.EngineConfig{
 			Owner: owner, Workers: o.workers, LeaseDuration: o.lease, PollInterval: 50 * time.Millisecond,
 			BackoffBase: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond, ShutdownGrace: 2 * time.Second,
 			Logger: logger.With().Str("replica", owner).Logger(),

@@ -90,7 +90,7 @@ func (s *Server) serveAuthed(w http.ResponseWriter, r *http.Request, p product, 
 		}
 		key = "token:" + c.token
 	}
-	if !s.allow(w, key) {
+	if !s.allow(w, key) || (c != nil && !s.allowOrganization(w, c)) {
 		writeError(w, p, http.StatusTooManyRequests, "", "Too many requests")
 		return
 	}
@@ -307,6 +307,9 @@ func (s *Server) allow(w http.ResponseWriter, key string) bool {
 	}
 	win.count++
 	count := win.count
+	if count > s.rateLimit {
+		s.throttled++
+	}
 	reset := win.start.Add(s.rateWindow)
 	s.mu.Unlock()
 	remaining := s.rateLimit - count

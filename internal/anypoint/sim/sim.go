@@ -31,6 +31,8 @@ type Server struct {
 	tokenTTL         time.Duration
 	rateLimit        int
 	rateWindow       time.Duration
+	orgLimit         int
+	orgWindow        time.Duration
 	log              zerolog.Logger
 
 	templates []*template
@@ -46,6 +48,10 @@ type Server struct {
 	faults map[string]*faultState
 	calls  map[string]int
 	window map[string]*rateWindow
+	// orgWindows, orgPeak and throttled belong to the limiters (ratelimit.go).
+	orgWindows map[string]*rateWindow
+	orgPeak    int
+	throttled  int
 }
 
 // Option configures a Server.
@@ -128,6 +134,7 @@ func (s *Server) Reset() {
 	s.faults = map[string]*faultState{}
 	s.calls = map[string]int{}
 	s.window = map[string]*rateWindow{}
+	s.orgWindows, s.orgPeak, s.throttled = nil, 0, 0
 }
 
 func (s *Server) routes() http.Handler {

@@ -1,0 +1,64 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/mcpguard/mcpguard/internal/anypoint/sim"
+)
+
+// runAll submits n protections at once and waits for every one to succeed.
+func (s *stack) runAll(t *testing.T, prefix string, n int) {
+	t.Helper()
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = s.submit(specRequest(fmt.Sprintf("%s-%d", prefix, i)))
+	}
+	for _, id := range ids {
+		if p := s.wait(id); p.State != "succeeded" {
+			t.Fatalf("protection %s ended %s: %+v", id, p.State, p.Error)
+		}
+	}
+}
+
+// TestSharedBudgetKeepsReplicasUnderTheLimit: three replicas, each with its
+// own Anypoint client, run a burst against a simulator that limits the
+// organization to the configured rate; the budget they share in Postgres
+// keeps every window under the limit, so Anypoint never answers 429.
+func TestSharedBudgetKeepsReplicasUnderTheLimit(t *testing.T) {
+	t.Parallel()
+	const rate = 50
+	s := newStack(t, withReplicas(3, 4, 5*time.Second), withRate(rate),
+		withSim(sim.WithOrganizationRateLimit(rate, time.Second)))
+	s.runAll(t, "budget", 6)
+	if n := s.sim.Throttled(); n != 0 {
+		t.Fatalf("the simulator answered 429 %d times under the shared budget", n)
+	}
+	// The burst did press on the limit: without the budget it is exceeded.
+	if peak := s.sim.MaxOrganizationCalls(); peak < rate/2 {
+		t.Fatalf("at most %d calls in a window: the burst never approached the limit of %d", peak, rate)
+	}
+}
+
+// TestBudgetTightensOn429: when Anypoint's real limit is lower than the
+// configured rate, its 429s pause and tighten the shared budget, and every
+// job still succeeds.
+func TestBudgetTightensOn429(t *testing.T) {
+	t.Parallel()
+	const rate, limit = 60, 20
+	s := newStack(t, withReplicas(2, 4, 5*time.Second), withRate(rate),
+		withSim(sim.WithOrganizationRateLimit(limit, time.Second)))
+	s.runAll(t, "tighten", 4)
+	if s.sim.Throttled() == 0 {
+		t.Fatal("no 429: the simulator's limit never bit")
+	}
+	share, err := s.db.CallBudget(rate, time.Second).Share(context.Background(), sim.DefaultOrgID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if share >= 1 {
+		t.Fatalf("share of the rate after 429s = %v, want lowered", share)
+	}
+}

@@ -152,21 +152,11 @@ func (db *DB) FindProtection(ctx context.Context, tenant, id string) (*mcpguard.
 // ListProtections returns up to limit of a tenant's jobs after the cursor
 // (nil for the first page), newest first, optionally in one state.
 func (db *DB) ListProtections(ctx context.Context, tenant string, state mcpguard.State, limit int, after *Cursor) ([]*mcpguard.Protection, error) {
-	var afterAt, afterID any
-	if after != nil {
-		if !validID(after.ID) {
-			return nil, mcpguard.Errorf(mcpguard.EINVALID, "Invalid cursor.")
-		}
-		afterAt, afterID = after.CreatedAt, after.ID
+	if after != nil && !validID(after.ID) {
+		return nil, mcpguard.Errorf(mcpguard.EINVALID, "Invalid cursor.")
 	}
-	rows, err := db.pool.Query(ctx, `
-		SELECT `+protectionColumns+` FROM protections
-		WHERE tenant = $1
-		  AND ($2 = '' OR state = $2)
-		  AND ($3::timestamptz IS NULL OR (created_at, id) < ($3::timestamptz, $4::uuid))
-		ORDER BY created_at DESC, id DESC
-		LIMIT $5`,
-		tenant, string(state), afterAt, afterID, limit)
+	query, args := listQuery(tenant, state, limit, after)
+	rows, err := db.pool.Query(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("error listing protections: %w", err)
 	}
@@ -178,6 +168,30 @@ func (db *DB) ListProtections(ctx context.Context, tenant string, state mcpguard
 		return nil, err
 	}
 	return list, nil
+}
+
+// listQuery is one statement per shape of the list (with or without a state,
+// first page or after a cursor) rather than one with optional conditions
+// ("$2 = '' OR state = $2"): a prepared statement's generic plan cannot drop
+// such a condition, and would walk the tenant's whole index filtering rows.
+// Each shape stays on its index (protections_tenant_created_idx, or
+// protections_tenant_state_created_idx with a state) whatever the table size.
+func listQuery(tenant string, state mcpguard.State, limit int, after *Cursor) (string, []any) {
+	args := []any{tenant}
+	where := "tenant = $1"
+	if state != "" {
+		args = append(args, string(state))
+		where += fmt.Sprintf(" AND state = $%d", len(args))
+	}
+	if after != nil {
+		args = append(args, after.CreatedAt, after.ID)
+		where += fmt.Sprintf(" AND (created_at, id) < ($%d::timestamptz, $%d::uuid)", len(args)-1, len(args))
+	}
+	args = append(args, limit)
+	// ORDER BY names the table's id: a bare "id" would be the output column
+	// id::text, sorted as text after reading the index.
+	return fmt.Sprintf(`SELECT %s FROM protections WHERE %s ORDER BY created_at DESC, protections.id DESC LIMIT $%d`,
+		protectionColumns, where, len(args)), args
 }
 
 // RetryCurrent is what a retry plan is computed from: the job as it stopped.

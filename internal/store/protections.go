@@ -172,7 +172,7 @@ func (db *DB) ListProtections(ctx context.Context, tenant string, state mcpguard
 
 // listQuery is one statement per shape of the list (with or without a state,
 // first page or after a cursor) rather than one with optional conditions
-// ("$2 = ” OR state = $2"): a prepared statement's generic plan cannot drop
+// ("state = $2 unless $2 is empty"): a prepared statement's generic plan cannot drop
 // such a condition, and would walk the tenant's whole index filtering rows.
 // Each shape stays on its index (protections_tenant_created_idx, or
 // protections_tenant_state_created_idx with a state) whatever the table size.

@@ -502,3 +502,31 @@ func TestRetryWithAnExplicitOrderMovesThePolicy(t *testing.T) {
 		t.Errorf("policy order %v", assets(pols))
 	}
 }
+
+// TestRetryWithUpstreamSurvivesALostPatchAnswer: the instance's PATCH is
+// committed but its answer lost; create runs again, finds the instance
+// already corrected and patches nothing, and deploy still re-applies the
+// deployment because it compares what the deployment was applied with.
+func TestRetryWithUpstreamSurvivesALostPatchAnswer(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	s.sim.SetFault(sim.RouteDeploymentStatus, sim.Fault{Status: http.StatusForbidden})
+	p := s.run(specRequest("lost-patch-mcp"), "failed")
+	s.sim.ClearFaults()
+	s.sim.SetFault(sim.RouteUpdateAPI, sim.Fault{DropAfterCommit: true, Times: 1})
+	before := s.sim.AllCalls()
+	const upstream = "https://orders-v3.internal/mcp"
+	s.retry(p.ID, map[string]any{"instance": map[string]any{"upstreamUri": upstream}},
+		"create", []string{"create", "deploy", "policies", "verify"}, []string{"instance.upstreamUri"})
+	p = s.wait(p.ID)
+	if p.State != "succeeded" {
+		t.Fatalf("after retry: %s %+v", p.State, p.Error)
+	}
+	wantCalls(t, s.callsSince(before), map[string]int{sim.RouteUpdateAPI: 1, sim.RouteReplaceDeployment: 1})
+	if _, attempts := p.step("create"); attempts < 3 {
+		t.Errorf("create ran %d times in all; the lost answer should have made it run twice after the retry", attempts)
+	}
+	if in, _, _ := s.owned(p); in.UpstreamURI != upstream {
+		t.Errorf("instance %+v", in)
+	}
+}

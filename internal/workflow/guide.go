@@ -104,10 +104,10 @@ func GuideCatalogue(cfg GuideConfig) Catalogue {
 		{Name: StepCreate, Applies: fromExchange, Run: g.create, IO: StepIO{
 			Fields: []string{"instance.upstreamUri", "instance.proxyUri", "instance.label"},
 			Reads:  slices.Concat([]string{"organizationId", "environmentId", "createdInstances"}, gav),
-			Writes: []string{"environmentApiId", "instanceLabel", "createdInstances", "instanceChanged"}}},
+			Writes: []string{"environmentApiId", "instanceLabel", "createdInstances", "instanceConfig"}}},
 		{Name: StepDeploy, Applies: fromExchange, Run: g.deploy, IO: StepIO{
-			Reads:  []string{"organizationId", "environmentId", "environmentApiId", "targetId", "targetName", "gatewayVersion", "instanceChanged"},
-			Writes: []string{"deploymentId"}}},
+			Reads:  []string{"organizationId", "environmentId", "environmentApiId", "targetId", "targetName", "gatewayVersion", "instanceConfig", "deployedInstanceConfig"},
+			Writes: []string{"deploymentId", "deployedInstanceConfig"}}},
 		{Name: StepInstance, Applies: fromInstance, Run: g.instance, IO: StepIO{
 			Fields: []string{"source.instance"}, Reads: []string{"organizationId", "environmentId"},
 			Writes: []string{"environmentApiId", "deploymentId", "targetId"}}},

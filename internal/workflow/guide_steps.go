@@ -329,9 +329,8 @@ func (g *Guide) create(ctx context.Context, run *Run) (*Outcome, error) {
 	if err != nil {
 		return nil, fail("looking for an API instance made by an earlier attempt", err, "")
 	}
-	var changed []string
 	if current != nil {
-		if changed, err = g.reconcileInstance(ctx, s, org, env, current.ID, version, upstream, proxy); err != nil {
+		if err := g.reconcileInstance(ctx, run, s, org, env, current.ID, version, upstream, proxy); err != nil {
 			return nil, err
 		}
 	} else {
@@ -370,22 +369,27 @@ func (g *Guide) create(ctx context.Context, run *Run) (*Outcome, error) {
 		run.Warn(ctx, fmt.Sprintf("deleted API instance %d (and its deployment and policies), made by this protection in environment %s before a correction", old.ID, old.EnvironmentID),
 			map[string]any{"environmentApiId": old.ID, "environmentId": old.EnvironmentID})
 	}
-	if changed == nil {
-		changed = []string{}
-	}
+	// instanceConfig is what the instance now holds; deploy compares it with
+	// what its deployment was last applied with, so an instance changed here
+	// is re-applied even if this step's commit was lost after the PATCH.
 	return done(map[string]any{
 		"environmentApiId": current.ID, "instanceLabel": label,
 		"createdInstances": []any{map[string]any{"environmentId": env, "environmentApiId": current.ID}},
-		"instanceChanged":  changed,
+		"instanceConfig":   instanceConfig(version, upstream, proxy),
 	})
 }
 
+// instanceConfig is the part of an instance a deployment carries to the gateway.
+func instanceConfig(version, upstream, proxy string) map[string]any {
+	return map[string]any{"assetVersion": version, "upstreamUri": upstream, "proxyUri": proxy}
+}
+
 // reconcileInstance patches what differs between an adopted instance and the
-// request, and returns what it changed.
-func (g *Guide) reconcileInstance(ctx context.Context, s *anypoint.Session, org, env string, id int64, version, upstream, proxy string) ([]string, error) {
+// request.
+func (g *Guide) reconcileInstance(ctx context.Context, run *Run, s *anypoint.Session, org, env string, id int64, version, upstream, proxy string) error {
 	in, err := s.GetAPIInstance(ctx, org, env, id)
 	if err != nil {
-		return nil, fail("reading the API instance made by an earlier attempt", err, "")
+		return fail("reading the API instance made by an earlier attempt", err, "")
 	}
 	var patch anypoint.APIInstancePatch
 	var changed []string
@@ -406,12 +410,14 @@ func (g *Guide) reconcileInstance(ctx context.Context, s *anypoint.Session, org,
 		changed = append(changed, "proxyUri")
 	}
 	if len(changed) == 0 {
-		return nil, nil
+		return nil
 	}
 	if _, err := s.UpdateAPIInstance(ctx, org, env, id, patch); err != nil {
-		return nil, fail("updating the API instance to the corrected request", err, "")
+		return fail("updating the API instance to the corrected request", err, "")
 	}
-	return changed, nil
+	run.Warn(ctx, fmt.Sprintf("updated API instance %d to the corrected request (%s)", id, strings.Join(changed, ", ")),
+		map[string]any{"environmentApiId": id, "changed": changed})
+	return nil
 }
 
 // madeInstance is an API instance this protection created (or adopted by its
@@ -476,16 +482,19 @@ func (g *Guide) deploy(ctx context.Context, run *Run) (*Outcome, error) {
 		}
 		return nil, other, nil
 	}
+	// deployedInstanceConfig records the instance configuration the
+	// deployment was last applied with (see create's instanceConfig).
 	adopt := func(id int64) (*Outcome, error) {
-		return done(map[string]any{"deploymentId": id})
+		return done(map[string]any{"deploymentId": id, "deployedInstanceConfig": run.Variables["instanceConfig"]})
 	}
 	same, other, err := find()
 	if err != nil {
 		return nil, fail("listing the instance's deployments", err, "")
 	}
-	instanceChanged, _ := run.Variables["instanceChanged"].([]any)
+	applied, known := run.Variables["deployedInstanceConfig"]
+	instanceChanged := known && applied != nil && !jsonEqual(applied, run.Variables["instanceConfig"])
 	switch {
-	case same != nil && same.GatewayVersion == version && len(instanceChanged) == 0:
+	case same != nil && same.GatewayVersion == version && !instanceChanged:
 		return adopt(same.ID)
 	case same != nil || other != nil:
 		// Another target or version, or a changed instance to re-apply. The

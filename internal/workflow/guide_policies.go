@@ -192,15 +192,6 @@ func findTemplate(templates []anypoint.PolicyTemplate, in mcpguard.PolicyInput) 
 	return best, found
 }
 
-func hasPolicy(list []anypoint.Policy, assetID string) bool {
-	for _, p := range list {
-		if p.AssetID == assetID {
-			return true
-		}
-	}
-	return false
-}
-
 // applyPolicy makes one planned policy applied: it adopts an identical one,
 // patches one of ours of the same asset with another configuration, or posts
 // a new one. A foreign policy of the same asset with another configuration is

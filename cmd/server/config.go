@@ -130,7 +130,7 @@ func parseServeSecrets(cfg Config) (serveSecrets, error) {
 	if cfg.CredentialsKey == "" {
 		problems = append(problems, envPrefix+"_CREDENTIALS_KEY is required: the base64 of 32 random bytes (openssl rand -base64 32)")
 	} else if sealer, err = store.ParseSealerKey(strings.TrimSpace(cfg.CredentialsKey)); err != nil {
-		problems = append(problems, envPrefix+"_CREDENTIALS_KEY must be the base64 of exactly 32 bytes (openssl rand -base64 32)")
+		problems = append(problems, envPrefix+"_CREDENTIALS_KEY must be the base64 of exactly 32 bytes (openssl rand -base64 32), or several such keys separated by commas, the sealing one first: "+err.Error())
 	}
 	scopes, err := parseTenantScopes(cfg.TenantScopes, keys)
 	if err != nil {

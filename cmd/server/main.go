@@ -5,7 +5,9 @@
 //
 //	server [serve]   apply migrations, then serve the API and run jobs (default)
 //	server migrate   apply migrations and exit
+//	server reseal    re-seal stored credentials under the first MCPGUARD_CREDENTIALS_KEY
 //	server healthcheck  exit 0 when this replica's /readyz answers 200
+//	server reseal       re-seal stored credentials under the first MCPGUARD_CREDENTIALS_KEY
 //	server help      list the MCPGUARD_* variables
 package main
 
@@ -44,9 +46,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	switch command {
 	case "help", "-h", "-help", "--help":
 		return usage(stdout)
-	case "serve", "migrate", "healthcheck":
+	case "serve", "migrate", "healthcheck", "reseal":
 	default:
-		return fmt.Errorf("unknown command %q: want serve, migrate, healthcheck or help", command)
+		return fmt.Errorf("unknown command %q: want serve, migrate, healthcheck, reseal or help", command)
 	}
 
 	cfg, err := loadConfig(getenv)
@@ -64,6 +66,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		logger.Info().Msg("migrations applied")
 		return nil
 	}
+	if command == "reseal" {
+		return reseal(ctx, cfg, logger)
+	}
 	secrets, err := parseServeSecrets(cfg)
 	if err != nil {
 		return err
@@ -74,7 +79,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 // usage prints every variable with its default, from Config's tags.
 func usage(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	const format = "Usage: server [serve|migrate|healthcheck|help]\n\nConfiguration:\n\nVARIABLE\tDEFAULT\tREQUIRED\tMEANING\n" +
+	const format = "Usage: server [serve|migrate|healthcheck|reseal|help]\n\nConfiguration:\n\nVARIABLE\tDEFAULT\tREQUIRED\tMEANING\n" +
 		"{{range .}}{{usage_key .}}\t{{usage_default .}}\t{{usage_required .}}\t{{usage_description .}}\n{{end}}"
 	if err := envconfig.Usagef(envPrefix, &Config{}, tw, format); err != nil {
 		return fmt.Errorf("error printing usage: %w", err)

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -123,4 +124,32 @@ func redactURL(raw string) string {
 		return "(unparseable URL)"
 	}
 	return u.Redacted()
+}
+
+// reseal re-seals every stored credential (and every sealed value) under the
+// first key of MCPGUARD_CREDENTIALS_KEY, so that the older keys can be
+// dropped from it afterwards. It is safe while replicas run.
+func reseal(ctx context.Context, cfg Config, logger zerolog.Logger) error {
+	if cfg.CredentialsKey == "" {
+		return errors.New("invalid configuration: " + envPrefix + "_CREDENTIALS_KEY is required: the new key first, then the old ones, separated by commas")
+	}
+	sealer, err := store.ParseSealerKey(strings.TrimSpace(cfg.CredentialsKey))
+	if err != nil {
+		return errors.New("invalid configuration: " + envPrefix + "_CREDENTIALS_KEY must be base64 keys of 32 bytes separated by commas: " + err.Error())
+	}
+	if err := migrate(ctx, cfg); err != nil {
+		return err
+	}
+	db, err := store.Open(ctx, cfg.DatabaseURL, store.WithSealer(sealer))
+	if err != nil {
+		return fmt.Errorf("error opening database %s: %w", redactURL(cfg.DatabaseURL), err)
+	}
+	defer db.Close()
+	report, err := db.Reseal(ctx)
+	logger.Info().Int("keys", sealer.Keys()).Int("resealed", report.Resealed).Int("current", report.Current).
+		Int("changed", report.Changed).Int("unreadable", len(report.Unreadable)).Msg("reseal finished")
+	if err != nil {
+		return fmt.Errorf("error re-sealing: %w", err)
+	}
+	return nil
 }

@@ -24,6 +24,9 @@ type NewProtection struct {
 	IdempotencyKey string
 	// RequestHash identifies the body under the idempotency key; set iff IdempotencyKey is.
 	RequestHash []byte
+	// OlderRequestHashes are the body's hashes under older credentials keys:
+	// a replay hashed before a key rotation matches any of them.
+	OlderRequestHashes [][]byte
 	Steps       []NewStep
 	// Actor is recorded on the events ("api" or the tenant).
 	Actor string
@@ -89,7 +92,11 @@ func (db *DB) CreateProtection(ctx context.Context, in NewProtection) (id string
 				in.Tenant, in.IdempotencyKey).Scan(&id, &existingHash); err != nil {
 				return fmt.Errorf("error reading protection of idempotency key: %w", err)
 			}
-			if string(existingHash) != string(in.RequestHash) {
+			same := string(existingHash) == string(in.RequestHash)
+			for _, h := range in.OlderRequestHashes {
+				same = same || string(existingHash) == string(h)
+			}
+			if !same {
 				return mcpguard.Errorf(mcpguard.EUNPROCESSABLE, "Idempotency-Key was already used with another request body.")
 			}
 			replayed = true

@@ -63,3 +63,33 @@ func TestTenantCreatedInstance(t *testing.T) {
 		}
 	}
 }
+
+// TestIdempotencyAcrossKeyRotation: a body hashed under the old key before a
+// rotation replays after it, when the caller passes the old key's hash.
+func TestIdempotencyAcrossKeyRotation(t *testing.T) {
+	ctx := context.Background()
+	if err := store.Migrate(ctx, testURL); err != nil {
+		t.Fatal(err)
+	}
+	db, err := store.Open(ctx, testURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	oldHash, newHash := []byte("hash-under-key-a"), []byte("hash-under-key-b")
+	first := uuid.NewString()
+	in := store.NewProtection{ID: first, Tenant: "rotating", Actor: "rotating", IdempotencyKey: "k-1", RequestHash: oldHash,
+		Steps: []store.NewStep{{Name: "auth"}}}
+	if _, _, err := db.CreateProtection(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	in.ID, in.RequestHash = uuid.NewString(), newHash
+	if _, _, err := db.CreateProtection(ctx, in); err == nil {
+		t.Fatal("another hash under the same key was accepted")
+	}
+	in.OlderRequestHashes = [][]byte{oldHash}
+	id, replayed, err := db.CreateProtection(ctx, in)
+	if err != nil || !replayed || id != first {
+		t.Fatalf("replay after rotation: id %s replayed %v err %v, want %s replayed", id, replayed, err, first)
+	}
+}

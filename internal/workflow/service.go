@@ -59,7 +59,7 @@ func (s *Service) CreateProtection(ctx context.Context, tenant string, in mcpgua
 	}
 	if idempotencyKey != "" {
 		np.IdempotencyKey = idempotencyKey
-		if np.RequestHash, err = s.requestHash(in); err != nil {
+		if np.RequestHash, np.OlderRequestHashes, err = s.requestHash(in); err != nil {
 			return nil, false, err
 		}
 	}
@@ -75,20 +75,21 @@ func (s *Service) CreateProtection(ctx context.Context, tenant string, in mcpgua
 }
 
 // requestHash identifies a body under an idempotency key. It is keyed by the
-// credentials key, so the stored hash says nothing about the credentials.
-func (s *Service) requestHash(in mcpguard.NewProtection) ([]byte, error) {
+// credentials key, so the stored hash says nothing about the credentials;
+// older are its hashes under the older keys of a rotation.
+func (s *Service) requestHash(in mcpguard.NewProtection) (hash []byte, older [][]byte, err error) {
 	canonical, err := canonicalJSON(in)
 	if err != nil {
-		return nil, fmt.Errorf("error hashing request: %w", err)
+		return nil, nil, fmt.Errorf("error hashing request: %w", err)
 	}
 	if sealer := s.db.Sealer(); sealer != nil {
-		return sealer.Digest(canonical), nil
+		return sealer.Digest(canonical), sealer.OlderDigests(canonical), nil
 	}
 	if in.Credentials != nil {
-		return nil, mcpguard.Errorf(mcpguard.EINTERNAL, "Credentials cannot be stored: no credentials key is configured.")
+		return nil, nil, mcpguard.Errorf(mcpguard.EINTERNAL, "Credentials cannot be stored: no credentials key is configured.")
 	}
 	sum := sha256.Sum256(canonical)
-	return sum[:], nil
+	return sum[:], nil, nil
 }
 
 // canonicalJSON encodes v with sorted keys and no insignificant space, so two

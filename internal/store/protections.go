@@ -27,7 +27,7 @@ type NewProtection struct {
 	// OlderRequestHashes are the body's hashes under older credentials keys:
 	// a replay hashed before a key rotation matches any of them.
 	OlderRequestHashes [][]byte
-	Steps       []NewStep
+	Steps              []NewStep
 	// Actor is recorded on the events ("api" or the tenant).
 	Actor string
 }

@@ -275,6 +275,14 @@ func TestCancelThenWatch(t *testing.T) {
 	if r.code != 1 || !strings.Contains(r.stderr, "409") {
 		t.Fatalf("second cancel: exit %d, want 1 with the server's 409\n%s", r.code, r.stderr)
 	}
+	// retry without corrections re-queues the cancelled protection as it was.
+	r = s.ctl(t, "retry", id)
+	if r.code != 0 || !regexp.MustCompile(`^protection `+id+` (queued|running)`).MatchString(r.stdout) {
+		t.Fatalf("retry of a cancelled protection: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := s.ctl(t, "cancel", id); r.code != 0 {
+		t.Fatalf("cancel after retry: exit %d: %s", r.code, r.stderr)
+	}
 }
 
 // TestReadCommands: get, list and events in text and -o json, after a

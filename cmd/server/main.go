@@ -3,12 +3,11 @@
 //
 // Usage:
 //
-//	server [serve]   apply migrations, then serve the API and run jobs (default)
-//	server migrate   apply migrations and exit
-//	server reseal    re-seal stored credentials under the first MCPGUARD_CREDENTIALS_KEY
+//	server [serve]      apply migrations, then serve the API and run jobs (default)
+//	server migrate      apply migrations and exit
 //	server healthcheck  exit 0 when this replica's /readyz answers 200
 //	server reseal       re-seal stored credentials under the first MCPGUARD_CREDENTIALS_KEY
-//	server help      list the MCPGUARD_* variables
+//	server help         list the MCPGUARD_* variables
 package main
 
 import (

@@ -21,7 +21,7 @@ func catalogue(cfg Config, secrets serveSecrets, db *store.DB, logger zerolog.Lo
 	// MCPGUARD_ANYPOINT_RATE's default, 5 calls/s (300 per minute) per
 	// organization: the only published Anypoint limit is 500 per minute on
 	// /accounts/login, and Exchange's unpublished limits are per minute and
-	// tighter for asset writes (anypoint-api.md 0.6). 60% of it leaves room
+	// tighter for asset writes (docs/architecture.md, "Anypoint: rate limits"). 60% of it leaves room
 	// for the organization's other clients (the UI, CI, the CLI), and the
 	// budget lowers itself after any 429.
 	budget := db.CallBudget(cfg.AnypointRate, store.AnypointRateWindow)

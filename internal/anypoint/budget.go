@@ -11,7 +11,7 @@ import (
 
 // Budget paces the calls of each organization, for every process that
 // shares it (mcpguard's is a row per organization in Postgres). Anypoint
-// limits calls per organization (anypoint-api.md 0.6), so replicas must
+// limits calls per organization (docs/architecture.md, "Anypoint: rate limits"), so replicas must
 // share one budget rather than each keeping its own.
 type Budget interface {
 	// Take asks for one call of organization: wait before sending it, or,

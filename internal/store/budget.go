@@ -31,7 +31,7 @@ type CallBudget struct {
 const (
 	// AnypointRateWindow is the window of Anypoint's limits: fixed, one
 	// minute on /accounts/login (500 per minute) and per minute at
-	// Exchange's load balancer (anypoint-api.md 0.6). Counting over the
+	// Exchange's load balancer (docs/architecture.md, "Anypoint: rate limits"). Counting over the
 	// same length lets a lone job make its calls at once while a burst is
 	// spread over the minute.
 	AnypointRateWindow = time.Minute

@@ -8,7 +8,7 @@ import (
 // WithOrganizationRateLimit enables a fixed-window limiter of n requests per
 // window per organization (the caller's own), over every authenticated
 // route, as Anypoint's load balancers limit an organization whichever token
-// or replica calls (anypoint-api.md 0.6). Windows start on whole seconds; a
+// or replica calls (docs/architecture.md, "Anypoint: rate limits"). Windows start on whole seconds; a
 // limited request gets 429 with X-RateLimit-Limit, -Remaining and -Reset.
 func WithOrganizationRateLimit(n int, window time.Duration) Option {
 	return func(s *Server) { s.orgLimit, s.orgWindow = n, window }

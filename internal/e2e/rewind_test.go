@@ -530,3 +530,45 @@ func TestRetryWithUpstreamSurvivesALostPatchAnswer(t *testing.T) {
 		t.Errorf("instance %+v", in)
 	}
 }
+
+// TestRetryReconcileSurvivesLostAnswers: every write a reconciling retry
+// makes (instance PATCH, deployment PUT, policy PATCH, DELETE and POST) is
+// committed once and its answer lost; the steps run again, adopt what the
+// lost calls did, and end with exactly the desired state, nothing twice.
+func TestRetryReconcileSurvivesLostAnswers(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	s.sim.SetFault(sim.RouteDeploymentStatus, sim.Fault{Status: http.StatusForbidden})
+	p := s.run(specRequest("lost-mcp"), "failed")
+	s.sim.ClearFaults()
+	for _, route := range []string{sim.RouteUpdateAPI, sim.RouteReplaceDeployment, sim.RouteUpdatePolicy, sim.RouteDeletePolicy, sim.RouteCreatePolicy} {
+		s.sim.SetFault(route, sim.Fault{DropAfterCommit: true, Times: 1})
+	}
+	const upstream = "https://orders-v4.internal/mcp"
+	policies := []any{
+		map[string]any{"assetId": "rate-limiting", "configuration": map[string]any{
+			"rateLimits": []any{map[string]any{"maximumRequests": 7, "timePeriodInMilliseconds": 1000}}}},
+		map[string]any{"assetId": "spike-control", "configuration": map[string]any{"maximumRequests": 10, "timePeriodInMilliseconds": 1000}},
+	}
+	s.retry(p.ID, map[string]any{"instance": map[string]any{"upstreamUri": upstream}, "policies": policies},
+		"create", []string{"create", "deploy", "policies", "verify"}, []string{"instance.upstreamUri", "policies"})
+	p = s.wait(p.ID)
+	if p.State != "succeeded" {
+		t.Fatalf("after retry: %s %+v", p.State, p.Error)
+	}
+	in, dep, pols := s.owned(p)
+	if in.UpstreamURI != upstream || dep.TargetID != sim.TargetFlexSandboxID {
+		t.Errorf("instance %+v deployment %+v", in, dep)
+	}
+	if !slices.Equal(assets(pols), []string{"mcp-support", "rate-limiting", "spike-control"}) {
+		t.Errorf("policies %v", assets(pols))
+	}
+	for _, pol := range pols {
+		if pol.AssetID == "rate-limiting" {
+			limits, _ := pol.ConfigurationData["rateLimits"].([]any)
+			if len(limits) != 1 || fmt.Sprint(limits[0].(map[string]any)["maximumRequests"]) != "7" {
+				t.Errorf("rate limiting configuration %v", pol.ConfigurationData)
+			}
+		}
+	}
+}

@@ -136,8 +136,8 @@ func newListCommand(e *env) *cobra.Command {
 				return writeRaw(e, data)
 			}
 			var page struct {
-				Items      []mcpguard.Protection `json:"items"`
-				NextCursor *string               `json:"nextCursor"`
+				Items      []mcpguard.ProtectionSummary `json:"items"`
+				NextCursor *string                      `json:"nextCursor"`
 			}
 			if err := decode(data, &page); err != nil {
 				return err
@@ -219,16 +219,25 @@ func newCancelCommand(e *env) *cobra.Command {
 }
 
 func newEventsCommand(e *env) *cobra.Command {
-	return &cobra.Command{
+	var cursor string
+	var limit int
+	cmd := &cobra.Command{
 		Use:   "events ID",
-		Short: "Show a protection's audit trail, oldest first",
+		Short: "Show a protection's audit trail, oldest first, one page at a time",
 		Args:  exactlyOneID,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := e.client()
 			if err != nil {
 				return err
 			}
-			data, err := c.do(cmd.Context(), http.MethodGet, "/protections/"+url.PathEscape(args[0])+"/events", nil, nil, nil)
+			q := url.Values{}
+			if limit != 0 {
+				q.Set("limit", strconv.Itoa(limit))
+			}
+			if cursor != "" {
+				q.Set("cursor", cursor)
+			}
+			data, err := c.do(cmd.Context(), http.MethodGet, "/protections/"+url.PathEscape(args[0])+"/events", q, nil, nil)
 			if err != nil {
 				return err
 			}
@@ -236,7 +245,8 @@ func newEventsCommand(e *env) *cobra.Command {
 				return writeRaw(e, data)
 			}
 			var page struct {
-				Items []mcpguard.Event `json:"items"`
+				Items      []mcpguard.Event `json:"items"`
+				NextCursor *string          `json:"nextCursor"`
 			}
 			if err := decode(data, &page); err != nil {
 				return err
@@ -254,9 +264,18 @@ func newEventsCommand(e *env) *cobra.Command {
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", ev.At.Local().Format("15:04:05.000"), ev.Kind, ev.Step, attempt, detail)
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if page.NextCursor != nil && *page.NextCursor != "" {
+				fmt.Fprintf(e.stdout, "more: mcpguardctl events %s --cursor %s\n", args[0], *page.NextCursor)
+			}
+			return nil
 		},
 	}
+	cmd.Flags().IntVar(&limit, "limit", 0, "at most this many events (1-200; the server's default is 100)")
+	cmd.Flags().StringVar(&cursor, "cursor", "", "the next page, as a previous events printed it")
+	return cmd
 }
 
 // printChanged prints the protection a retry or cancel answered with.

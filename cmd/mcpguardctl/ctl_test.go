@@ -310,7 +310,7 @@ func TestReadCommands(t *testing.T) {
 		t.Fatalf("list: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	r = s.ctl(t, "list", "--state", "failed", "-o", "json")
-	var page struct{ Items []mcpguard.Protection }
+	var page struct{ Items []mcpguard.ProtectionSummary }
 	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &page) != nil || len(page.Items) != 0 {
 		t.Fatalf("list --state failed -o json: exit %d %q", r.code, r.stdout)
 	}
@@ -325,6 +325,17 @@ func TestReadCommands(t *testing.T) {
 	var events struct{ Items []mcpguard.Event }
 	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &events) != nil || len(events.Items) == 0 {
 		t.Fatalf("events -o json: exit %d %q", r.code, r.stdout)
+	}
+	// The trail is paged: a short page says how to ask for the next one,
+	// which starts after it (the first event, created, is not repeated).
+	r = s.ctl(t, "events", id, "--limit", "2")
+	more := regexp.MustCompile(`(?m)^more: mcpguardctl events ` + id + ` --cursor (\S+)$`).FindStringSubmatch(r.stdout)
+	if r.code != 0 || more == nil || strings.Count(r.stdout, "\n") != 4 || !strings.Contains(r.stdout, "created") {
+		t.Fatalf("events --limit 2: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	r = s.ctl(t, "events", id, "--cursor", more[1])
+	if r.code != 0 || strings.Contains(r.stdout, "created") || !strings.Contains(r.stdout, "step_succeeded") || strings.Contains(r.stdout, "more:") {
+		t.Fatalf("events --cursor: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 }
 

@@ -102,6 +102,7 @@ func runTests(m *testing.M) int {
 		"pager":    "key-pager-" + randomHex(8),
 		"strict":   "key-strict-" + randomHex(8),
 		"fuzzer":   "key-fuzzer-" + randomHex(8),
+		"bulk":     "key-bulk-" + randomHex(8),
 	}
 	srv, err := api.NewServer(api.Config{
 		Service:  env.service,

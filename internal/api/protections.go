@@ -3,6 +3,7 @@ package api
 import (
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -22,18 +23,25 @@ const (
 	MaxIdempotencyKeyLength  = 255
 	DefaultListLimit         = 20
 	MaxListLimit             = 100
+	DefaultEventLimit        = 100
+	MaxEventLimit            = 200
+	// maxCursorLength bounds a cursor parameter; the server's own are under 100 bytes.
+	maxCursorLength = 200
 )
 
-// ProtectionList is the body of GET /protections. NextCursor is null on the
-// last page.
+// ProtectionList is the body of GET /protections: summaries, not whole
+// protections, so a page stays small whatever the requests hold. NextCursor
+// is null on the last page.
 type ProtectionList struct {
-	Items      []*mcpguard.Protection `json:"items"`
-	NextCursor *string                `json:"nextCursor"`
+	Items      []*mcpguard.ProtectionSummary `json:"items"`
+	NextCursor *string                       `json:"nextCursor"`
 }
 
-// EventList is the body of GET /protections/{id}/events.
+// EventList is the body of GET /protections/{id}/events: one page of the
+// trail. NextCursor is null on the last page.
 type EventList struct {
-	Items []mcpguard.Event `json:"items"`
+	Items      []mcpguard.Event `json:"items"`
+	NextCursor *string          `json:"nextCursor"`
 }
 
 func (s *Server) handleCreateProtection(w http.ResponseWriter, r *http.Request) {
@@ -104,9 +112,11 @@ func (s *Server) handleListProtections(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	list := ProtectionList{Items: make([]*mcpguard.Protection, 0, len(items))}
+	list := ProtectionList{Items: make([]*mcpguard.ProtectionSummary, 0, len(items))}
 	for _, p := range items {
-		list.Items = append(list.Items, view(p))
+		v := *p
+		v.CreatedAt, v.UpdatedAt, v.FinishedAt = v.CreatedAt.UTC(), v.UpdatedAt.UTC(), utc(v.FinishedAt)
+		list.Items = append(list.Items, &v)
 	}
 	if next != "" {
 		list.NextCursor = &next
@@ -127,18 +137,36 @@ func listFilter(r *http.Request) (mcpguard.ProtectionFilter, error) {
 			fields = append(fields, mcpguard.FieldError{Field: "state", Message: "must be one of queued, running, succeeded, failed, cancelled"})
 		}
 	}
-	if l := q.Get("limit"); l != "" {
-		n, err := strconv.Atoi(l)
-		if err != nil || n < 1 || n > MaxListLimit {
-			fields = append(fields, mcpguard.FieldError{Field: "limit", Message: "must be an integer from 1 to " + strconv.Itoa(MaxListLimit)})
-		} else {
-			f.Limit = n
-		}
-	}
+	f.Limit = pageLimit(q, DefaultListLimit, MaxListLimit, &fields)
+	f.Cursor = pageCursor(q, &fields)
 	if len(fields) > 0 {
 		return f, &mcpguard.Error{Code: mcpguard.EINVALID, Message: "The query has invalid parameters; see errors.", Fields: fields}
 	}
 	return f, nil
+}
+
+// pageLimit reads the limit query parameter of a paged list.
+func pageLimit(q url.Values, def, max int, fields *[]mcpguard.FieldError) int {
+	l := q.Get("limit")
+	if l == "" {
+		return def
+	}
+	n, err := strconv.Atoi(l)
+	if err != nil || n < 1 || n > max {
+		*fields = append(*fields, mcpguard.FieldError{Field: "limit", Message: "must be an integer from 1 to " + strconv.Itoa(max)})
+		return def
+	}
+	return n
+}
+
+// pageCursor reads the cursor query parameter; the service decodes it.
+func pageCursor(q url.Values, fields *[]mcpguard.FieldError) string {
+	c := q.Get("cursor")
+	if len(c) > maxCursorLength {
+		*fields = append(*fields, mcpguard.FieldError{Field: "cursor", Message: "is not a cursor this server issued"})
+		return ""
+	}
+	return c
 }
 
 func (s *Server) handleGetProtection(w http.ResponseWriter, r *http.Request) {
@@ -192,18 +220,29 @@ func (s *Server) handleListEvents(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	events, err := s.service.ListEvents(r.Context(), tenantFrom(r.Context()), id)
+	var fields []mcpguard.FieldError
+	q := r.URL.Query()
+	filter := mcpguard.EventFilter{Limit: pageLimit(q, DefaultEventLimit, MaxEventLimit, &fields), Cursor: pageCursor(q, &fields)}
+	if len(fields) > 0 {
+		s.fail(w, r, &mcpguard.Error{Code: mcpguard.EINVALID, Message: "The query has invalid parameters; see errors.", Fields: fields})
+		return
+	}
+	events, next, err := s.service.ListEventPage(r.Context(), tenantFrom(r.Context()), id, filter)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	if events == nil {
-		events = []mcpguard.Event{}
+	list := EventList{Items: events}
+	if list.Items == nil {
+		list.Items = []mcpguard.Event{}
 	}
-	for i := range events {
-		events[i].At = events[i].At.UTC()
+	for i := range list.Items {
+		list.Items[i].At = list.Items[i].At.UTC()
 	}
-	s.encode(w, r, http.StatusOK, EventList{Items: events})
+	if next != "" {
+		list.NextCursor = &next
+	}
+	s.encode(w, r, http.StatusOK, list)
 }
 
 // protectionID reads the {id} path parameter. Ids are UUIDs; anything else

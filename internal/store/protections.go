@@ -156,9 +156,11 @@ func (db *DB) FindProtection(ctx context.Context, tenant, id string) (*mcpguard.
 	return p, nil
 }
 
-// ListProtections returns up to limit of a tenant's jobs after the cursor
-// (nil for the first page), newest first, optionally in one state.
-func (db *DB) ListProtections(ctx context.Context, tenant string, state mcpguard.State, limit int, after *Cursor) ([]*mcpguard.Protection, error) {
+// ListProtections returns up to limit of a tenant's job summaries after the
+// cursor (nil for the first page), newest first, optionally in one state. It
+// reads neither the request nor the steps: a page costs the same whatever
+// the requests hold.
+func (db *DB) ListProtections(ctx context.Context, tenant string, state mcpguard.State, limit int, after *Cursor) ([]*mcpguard.ProtectionSummary, error) {
 	if after != nil && !validID(after.ID) {
 		return nil, mcpguard.Errorf(mcpguard.EINVALID, "Invalid cursor.")
 	}
@@ -167,12 +169,23 @@ func (db *DB) ListProtections(ctx context.Context, tenant string, state mcpguard
 	if err != nil {
 		return nil, fmt.Errorf("error listing protections: %w", err)
 	}
-	list, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*mcpguard.Protection, error) { return scanProtection(row) })
+	list, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*mcpguard.ProtectionSummary, error) {
+		var p mcpguard.ProtectionSummary
+		var jobErr []byte
+		if err := row.Scan(&p.ID, &p.State, &p.CurrentStep, &jobErr, &p.CreatedAt, &p.UpdatedAt, &p.FinishedAt); err != nil {
+			return nil, err
+		}
+		if jobErr != nil {
+			p.Error = new(mcpguard.JobError)
+			if err := decodeJSON(jobErr, p.Error); err != nil {
+				return nil, fmt.Errorf("error decoding job error: %w", err)
+			}
+		}
+		p.CreatedAt, p.UpdatedAt, p.FinishedAt = p.CreatedAt.UTC(), p.UpdatedAt.UTC(), utc(p.FinishedAt)
+		return &p, nil
+	})
 	if err != nil {
 		return nil, fmt.Errorf("error listing protections: %w", err)
-	}
-	if err := db.attachSteps(ctx, list); err != nil {
-		return nil, err
 	}
 	return list, nil
 }
@@ -198,7 +211,7 @@ func listQuery(tenant string, state mcpguard.State, limit int, after *Cursor) (s
 	// ORDER BY names the table's id: a bare "id" would be the output column
 	// id::text, sorted as text after reading the index.
 	return fmt.Sprintf(`SELECT %s FROM protections WHERE %s ORDER BY created_at DESC, protections.id DESC LIMIT $%d`,
-		protectionColumns, where, len(args)), args
+		summaryColumns, where, len(args)), args
 }
 
 // RetryCurrent is what a retry plan is computed from: the job as it stopped.
@@ -379,8 +392,16 @@ func (db *DB) CancelProtection(ctx context.Context, tenant, id, actor string) (m
 	return result, err
 }
 
-// ListEvents returns a tenant's job's audit trail, oldest first.
-func (db *DB) ListEvents(ctx context.Context, tenant, id string) ([]mcpguard.Event, error) {
+// EventRow is an event with its position in the trail, the cursor of the
+// next page.
+type EventRow struct {
+	Seq int64
+	mcpguard.Event
+}
+
+// ListEvents returns up to limit of a tenant's job's events after position
+// after (0 for the first page), oldest first.
+func (db *DB) ListEvents(ctx context.Context, tenant, id string, after int64, limit int) ([]EventRow, error) {
 	if !validID(id) {
 		return nil, notFound()
 	}
@@ -390,14 +411,16 @@ func (db *DB) ListEvents(ctx context.Context, tenant, id string) ([]mcpguard.Eve
 	} else if !exists {
 		return nil, notFound()
 	}
-	rows, err := db.pool.Query(ctx, `SELECT at, kind, step, attempt, detail FROM events WHERE protection_id = $1 ORDER BY id`, id)
+	rows, err := db.pool.Query(ctx, `
+		SELECT id, at, kind, step, attempt, detail FROM events
+		WHERE protection_id = $1 AND id > $2 ORDER BY id LIMIT $3`, id, after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("error listing events: %w", err)
 	}
-	events, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (mcpguard.Event, error) {
-		var e mcpguard.Event
+	events, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (EventRow, error) {
+		var e EventRow
 		var detail []byte
-		if err := row.Scan(&e.At, &e.Kind, &e.Step, &e.Attempt, &detail); err != nil {
+		if err := row.Scan(&e.Seq, &e.At, &e.Kind, &e.Step, &e.Attempt, &detail); err != nil {
 			return e, err
 		}
 		e.At = e.At.UTC()
@@ -428,6 +451,10 @@ func (db *DB) EventActors(ctx context.Context, id string) ([]string, error) {
 	}
 	return actors, nil
 }
+
+// summaryColumns are what a list item shows (ProtectionSummary), in the
+// order ListProtections scans them.
+const summaryColumns = `id::text, state, current_step, error, created_at, updated_at, finished_at`
 
 const protectionColumns = `id::text, tenant, state, current_step, request, variables, error, created_at, updated_at, finished_at`
 

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -15,10 +16,12 @@ import (
 	"github.com/mcpguard/mcpguard/internal/store"
 )
 
-// Default and largest page sizes of ListProtections.
+// Default and largest page sizes of ListProtections and ListEventPage.
 const (
-	DefaultListLimit = 20
-	MaxListLimit     = 100
+	DefaultListLimit  = 20
+	MaxListLimit      = 100
+	DefaultEventLimit = 100
+	MaxEventLimit     = 200
 )
 
 // Service implements mcpguard.ProtectionService over the store: it plans,
@@ -111,9 +114,9 @@ func (s *Service) FindProtection(ctx context.Context, tenant, id string) (*mcpgu
 	return s.db.FindProtection(ctx, tenant, id)
 }
 
-// ListProtections returns a page of the tenant's jobs, newest first, and the
-// cursor of the next page ("" on the last page).
-func (s *Service) ListProtections(ctx context.Context, tenant string, f mcpguard.ProtectionFilter) ([]*mcpguard.Protection, string, error) {
+// ListProtections returns a page of summaries of the tenant's jobs, newest
+// first, and the cursor of the next page ("" on the last page).
+func (s *Service) ListProtections(ctx context.Context, tenant string, f mcpguard.ProtectionFilter) ([]*mcpguard.ProtectionSummary, string, error) {
 	switch f.State {
 	case "", mcpguard.StateQueued, mcpguard.StateRunning, mcpguard.StateSucceeded, mcpguard.StateFailed, mcpguard.StateCancelled:
 	default:
@@ -201,7 +204,81 @@ func (s *Service) CancelProtection(ctx context.Context, tenant, id string) (*mcp
 	return s.db.FindProtection(ctx, tenant, id)
 }
 
-// ListEvents returns the job's audit trail, oldest first.
+// ListEventPage returns a page of the job's audit trail, oldest first, and
+// the cursor of the next page ("" on the last page). A trail grows with every
+// cancel and retry, so the API never answers it whole.
+func (s *Service) ListEventPage(ctx context.Context, tenant, id string, f mcpguard.EventFilter) ([]mcpguard.Event, string, error) {
+	limit := f.Limit
+	if limit == 0 {
+		limit = DefaultEventLimit
+	}
+	if limit < 1 || limit > MaxEventLimit {
+		return nil, "", &mcpguard.Error{Code: mcpguard.EINVALID, Message: "Invalid limit.",
+			Fields: []mcpguard.FieldError{{Field: "limit", Message: fmt.Sprintf("must be between 1 and %d", MaxEventLimit)}}}
+	}
+	var after int64
+	if f.Cursor != "" {
+		seq, err := decodeEventCursor(f.Cursor)
+		if err != nil {
+			return nil, "", &mcpguard.Error{Code: mcpguard.EINVALID, Message: "Invalid cursor.",
+				Fields: []mcpguard.FieldError{{Field: "cursor", Message: "is not a cursor this server issued"}}}
+		}
+		after = seq
+	}
+	rows, err := s.db.ListEvents(ctx, tenant, id, after, limit+1)
+	if err != nil {
+		return nil, "", err
+	}
+	next := ""
+	if len(rows) > limit {
+		rows = rows[:limit]
+		next = encodeEventCursor(rows[limit-1].Seq)
+	}
+	events := make([]mcpguard.Event, len(rows))
+	for i, r := range rows {
+		events[i] = r.Event
+	}
+	return events, next, nil
+}
+
+// ListEvents returns the job's whole audit trail, oldest first, reading it
+// page by page. The API pages (ListEventPage); tests and operators read all.
 func (s *Service) ListEvents(ctx context.Context, tenant, id string) ([]mcpguard.Event, error) {
-	return s.db.ListEvents(ctx, tenant, id)
+	var all []mcpguard.Event
+	cursor := ""
+	for {
+		page, next, err := s.ListEventPage(ctx, tenant, id, mcpguard.EventFilter{Limit: MaxEventLimit, Cursor: cursor})
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, page...)
+		if next == "" {
+			return all, nil
+		}
+		cursor = next
+	}
+}
+
+// eventCursorPrefix tells an event cursor from a list cursor.
+const eventCursorPrefix = "ev|"
+
+// encodeEventCursor makes an opaque page token of a position in a trail.
+func encodeEventCursor(seq int64) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(eventCursorPrefix + strconv.FormatInt(seq, 10)))
+}
+
+func decodeEventCursor(s string) (int64, error) {
+	raw, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		return 0, err
+	}
+	digits, ok := strings.CutPrefix(string(raw), eventCursorPrefix)
+	if !ok {
+		return 0, fmt.Errorf("not an event cursor")
+	}
+	seq, err := strconv.ParseInt(digits, 10, 64)
+	if err != nil || seq < 1 {
+		return 0, fmt.Errorf("not an event cursor")
+	}
+	return seq, nil
 }

@@ -3,6 +3,7 @@ package workflow
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -292,8 +293,12 @@ func instanceLabel(run *Run) string {
 	if in := run.Request.Instance; in != nil && in.Label != "" {
 		return in.Label
 	}
-	return "mcpguard-" + run.ProtectionID
+	return generatedInstanceLabel(run)
 }
+
+// generatedInstanceLabel is the label mcpguard gives the instance when the
+// request names none: only this protection's create calls carry it.
+func generatedInstanceLabel(run *Run) string { return "mcpguard-" + run.ProtectionID }
 
 // create makes the API Manager instance (guide step 5), or adopts the one an
 // earlier attempt made, and reconciles it with the request: another asset
@@ -312,22 +317,53 @@ func (g *Guide) create(ctx context.Context, run *Run) (*Outcome, error) {
 	if in := run.Request.Instance; in != nil {
 		upstream, proxy = in.UpstreamURI, in.ProxyURI
 	}
-	find := func() (*anypoint.APIInstance, error) {
+	// find lists the instances with this protection's label and asset, oldest (lowest id) first.
+	find := func() ([]anypoint.APIInstance, error) {
 		list, err := s.ListAPIInstances(ctx, org, env, anypoint.InstanceQuery{GroupID: group, AssetID: asset, InstanceLabel: label})
 		if err != nil {
 			return nil, err
 		}
-		for i, in := range list {
+		var mine []anypoint.APIInstance
+		for _, in := range list {
 			if in.InstanceLabel == label && in.AssetID == asset && in.GroupID == group {
-				return &list[i], nil
+				mine = append(mine, in)
 			}
 		}
-		return nil, nil
+		sort.Slice(mine, func(i, j int) bool { return mine[i].ID < mine[j].ID })
+		return mine, nil
+	}
+	// settle keeps the oldest of this protection's instances and removes the
+	// others: a replica paused past its lease (SIGSTOP, GC, partition) can
+	// finish a create call after another replica created the instance too.
+	// Every replica keeps the same one, so two settling at once agree. Only
+	// the generated label is this protection's alone: with a label the
+	// caller chose, an extra instance may be someone else's and is kept.
+	settle := func(mine []anypoint.APIInstance) (*anypoint.APIInstance, error) {
+		keep := mine[0]
+		if len(mine) == 1 || label != generatedInstanceLabel(run) {
+			return &keep, nil
+		}
+		var removed []int64
+		for _, extra := range mine[1:] {
+			if err := s.DeleteAPIInstance(ctx, org, env, extra.ID); err != nil && !isClass(err, anypoint.ClassNotFound) {
+				return nil, fail(fmt.Sprintf("removing the duplicate API instance %d", extra.ID), err, "")
+			}
+			removed = append(removed, extra.ID)
+		}
+		run.Warn(ctx, fmt.Sprintf("removed %d duplicate API instance(s) labelled %q that another attempt created; kept instance %d", len(removed), label, keep.ID),
+			map[string]any{"removedInstanceIds": removed, "environmentApiId": keep.ID})
+		return &keep, nil
 	}
 
-	current, err := find()
+	mine, err := find()
 	if err != nil {
 		return nil, fail("looking for an API instance made by an earlier attempt", err, "")
+	}
+	var current *anypoint.APIInstance
+	if len(mine) > 0 {
+		if current, err = settle(mine); err != nil {
+			return nil, err
+		}
 	}
 	if current != nil {
 		if err := g.reconcileInstance(ctx, run, s, org, env, current.ID, version, upstream, proxy); err != nil {
@@ -341,9 +377,9 @@ func (g *Guide) create(ctx context.Context, run *Run) (*Outcome, error) {
 		})
 		if err != nil && maybeCommitted(err) {
 			// The platform can create the instance and still answer 504: look again.
-			if in, ferr := find(); ferr == nil && in != nil {
-				run.Warn(ctx, "the create call failed but the instance exists; adopted it", map[string]any{"environmentApiId": in.ID})
-				created, err = in, nil
+			if again, ferr := find(); ferr == nil && len(again) > 0 {
+				run.Warn(ctx, "the create call failed but the instance exists; adopted it", map[string]any{"environmentApiId": again[0].ID})
+				created, err = &again[0], nil
 			}
 		}
 		if err != nil {
@@ -354,7 +390,19 @@ func (g *Guide) create(ctx context.Context, run *Run) (*Outcome, error) {
 			}
 			return nil, failure
 		}
-		current = created
+		// Look again after creating: another attempt may have created one too.
+		again, err := find()
+		if err != nil {
+			return nil, fail("looking for duplicates of the API instance just created", err, "")
+		}
+		if !slices.ContainsFunc(again, func(in anypoint.APIInstance) bool { return in.ID == created.ID }) {
+			// Not listed yet: it is one of ours all the same.
+			again = append(again, *created)
+			sort.Slice(again, func(i, j int) bool { return again[i].ID < again[j].ID })
+		}
+		if current, err = settle(again); err != nil {
+			return nil, err
+		}
 	}
 
 	// What this protection made under earlier inputs and no longer needs.

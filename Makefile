@@ -13,9 +13,9 @@ TEST_TIMEOUT ?= 10m
 demo:
 	bash scripts/demo.sh $(DEMO_FLAGS)
 
+# test: every package under the race detector.
 test:
-	$(GO) test -race -timeout $(TEST_TIMEOUT) ./internal/workflow/...
-	$(GO) test -timeout $(TEST_TIMEOUT) ./...
+	$(GO) test -race -timeout $(TEST_TIMEOUT) ./...
 
 lint:
 	@unformatted="$$(gofmt -l .)"; if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi

@@ -572,3 +572,85 @@ func TestRetryReconcileSurvivesLostAnswers(t *testing.T) {
 		}
 	}
 }
+
+// TestRetryWithAssetCoordinatesAfterAmbiguousName follows HintAmbiguousAsset:
+// a name two assets share fails search; a retry naming one by groupId and
+// assetId rewinds to search and builds on that asset.
+func TestRetryWithAssetCoordinatesAfterAmbiguousName(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	ctx := context.Background()
+	for _, asset := range []string{"pair-a", "pair-b"} {
+		if _, err := s.session.PublishAsset(ctx, sim.DefaultOrgID, publishInput(sim.DefaultOrgID, asset, "Pair MCP")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	req := specRequest("unused")
+	req["source"] = map[string]any{"asset": map[string]any{"name": "Pair MCP"}}
+	p := s.run(req, "failed")
+	if p.Error.Step != "search" || p.Error.Hint != workflow.HintAmbiguousAsset {
+		t.Fatalf("error = %+v", p.Error)
+	}
+	before := s.sim.AllCalls()
+	s.retry(p.ID, map[string]any{"source": map[string]any{"asset": map[string]any{"groupId": sim.DefaultOrgID, "assetId": "pair-b"}}},
+		"search", []string{"search", "env", "target", "create", "deploy", "policies", "verify"}, []string{"source.asset"})
+	p = s.wait(p.ID)
+	if p.State != "succeeded" {
+		t.Fatalf("after retry: %s %+v", p.State, p.Error)
+	}
+	wantCalls(t, s.callsSince(before), map[string]int{sim.RouteMe: 0, sim.RouteSearchAssets: 1,
+		sim.RouteCreateAPI: 1, sim.RouteCreateDeployment: 1, sim.RouteCreatePolicy: 3})
+	if in, _, _ := s.owned(p); in.AssetID != "pair-b" {
+		t.Errorf("instance %+v", in)
+	}
+}
+
+// TestRetryWithInstanceIDAfterAmbiguousLabel follows HintAmbiguousInstance:
+// a label two instances share fails the instance step; a retry naming one
+// by id rewinds to it and protects that instance, leaving the other alone.
+func TestRetryWithInstanceIDAfterAmbiguousLabel(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	ctx := context.Background()
+	org, env := sim.DefaultOrgID, sim.SandboxEnvID
+	var ids []int64
+	for range 2 {
+		in, err := s.session.CreateAPIInstance(ctx, org, env, anypoint.APIInstanceInput{GroupID: org, AssetID: sim.ExistingAssetID,
+			AssetVersion: sim.ExistingAssetVersion, InstanceLabel: "twin-label", EndpointType: "mcp",
+			UpstreamURI: "https://twin.internal/mcp", ProxyURI: "http://0.0.0.0:8090/twin"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, in.ID)
+	}
+	if _, err := s.session.CreateDeployment(ctx, org, env, ids[1], anypoint.DeploymentInput{EnvironmentID: env,
+		TargetID: sim.TargetFlexSandboxID, TargetName: sim.TargetFlexSandbox, GatewayVersion: sim.TargetFlexSandboxVersion}); err != nil {
+		t.Fatal(err)
+	}
+	req := map[string]any{
+		"environment": map[string]any{"name": sim.EnvSandbox},
+		"source":      map[string]any{"instance": map[string]any{"label": "twin-label"}},
+		"policies":    specRequest("unused")["policies"],
+		"credentials": userCredentials(),
+	}
+	p := s.run(req, "failed")
+	if p.Error.Step != "instance" || p.Error.Hint != workflow.HintAmbiguousInstance {
+		t.Fatalf("error = %+v", p.Error)
+	}
+	s.retry(p.ID, map[string]any{"source": map[string]any{"instance": map[string]any{"id": ids[1]}}},
+		"instance", []string{"instance", "policies", "verify"}, []string{"source.instance"})
+	p = s.wait(p.ID)
+	if p.State != "succeeded" {
+		t.Fatalf("after retry: %s %+v", p.State, p.Error)
+	}
+	state := s.sim.State()
+	if got := assets(state.PoliciesOf(ids[1])); !slices.Equal(got, guidePolicies) {
+		t.Errorf("policies of the chosen instance %v", got)
+	}
+	if got := state.PoliciesOf(ids[0]); len(got) != 0 {
+		t.Errorf("the other instance got policies %v", assets(got))
+	}
+	if n := s.sim.Calls(sim.RouteCreateAPI); n != 2 {
+		t.Errorf("create-api called %d times; the test made 2 and the protection none", n)
+	}
+}

@@ -161,7 +161,7 @@ func (g *Guide) search(ctx context.Context, run *Run) (*Outcome, error) {
 		}
 		sort.Strings(names)
 		return nil, Permanent(409, fmt.Sprintf("%d MCP assets match %s: %s", len(names), describeAsset(src.Asset), strings.Join(names, ", ")),
-			"Name the asset by groupId and assetId in source.asset.")
+			HintAmbiguousAsset)
 	}
 	best := found[0]
 	for _, a := range found[1:] {
@@ -618,7 +618,7 @@ func (g *Guide) instance(ctx context.Context, run *Run) (*Outcome, error) {
 			for _, m := range matches {
 				ids = append(ids, fmt.Sprint(m.ID))
 			}
-			return nil, Permanent(409, fmt.Sprintf("%d instances are labelled %q: %s", len(matches), src.Label, strings.Join(ids, ", ")), "Name the instance by id in source.instance.")
+			return nil, Permanent(409, fmt.Sprintf("%d instances are labelled %q: %s", len(matches), src.Label, strings.Join(ids, ", ")), HintAmbiguousInstance)
 		}
 	}
 	captured := map[string]any{"environmentApiId": in.ID}

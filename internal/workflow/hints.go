@@ -22,6 +22,8 @@ const (
 	HintAssetNotFound          = "The MCP server has not been published to Exchange yet, or the asset type is not mcp. Start from Step 1 (a spec source) to publish it, or verify the asset was published with the correct type."
 	HintAssetNotReady          = "The Exchange asset is not available to API Manager yet: it may still be publishing, or the coordinates are wrong. Check groupId, assetId and version."
 	HintPublicationFailed      = "Exchange refused the publication. Correct the MCP metadata or the asset fields and retry with the corrected source.spec (a new source.spec.version if Exchange keeps the failed one): the job rewinds to publish and publishes again."
+	HintAmbiguousAsset         = "Name the asset by groupId and assetId in source.asset: a retry with that source.asset resumes at search."
+	HintAmbiguousInstance      = "Name the instance by id in source.instance: a retry with that source.instance resumes at the instance step."
 	HintAssetVersionTaken      = "This groupId/assetId/version already exists in Exchange and is not an MCP asset published by this job. Bump the version in source.spec.version and retry."
 	HintUnauthorized           = "A valid Bearer token for Anypoint Platform is needed. If you only have username/password, pass them as credentials so mcpguard calls POST /accounts/login; retry with fresh credentials."
 	HintExchangeForbidden      = "Publishing to Exchange needs the Exchange Contributor or Exchange Administrator scope."

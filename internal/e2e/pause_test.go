@@ -58,10 +58,10 @@ func TestPausedReplicaLeavesNoDuplicate(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	// Every create-instance call waits 10s before the platform creates the
+	// Every create-instance call waits 15s before the platform creates the
 	// instance: far longer than the 2s lease, so B's look before creating
 	// comes while A's call is still pending.
-	if st := admin.call(http.MethodPut, "/faults/"+sim.RouteCreateAPI, map[string]any{"latency": "10s"}, nil); st != http.StatusNoContent {
+	if st := admin.call(http.MethodPut, "/faults/"+sim.RouteCreateAPI, map[string]any{"latency": "15s"}, nil); st != http.StatusNoContent {
 		t.Fatalf("setting the latency fault: status %d", st)
 	}
 

@@ -38,6 +38,7 @@ type Config struct {
 	LeaseDuration        time.Duration `envconfig:"LEASE_DURATION" default:"30s" desc:"how long a replica holds a job between heartbeats; a crashed replica's job is taken over after it expires"`
 	ShutdownGrace        time.Duration `envconfig:"SHUTDOWN_GRACE" default:"20s" desc:"how long running steps and HTTP requests may finish after SIGTERM"`
 	VerifyTimeout        time.Duration `envconfig:"VERIFY_TIMEOUT" default:"20m" desc:"how long the verify step waits for the deployment and instance to be live"`
+	APIDatabaseTimeout   time.Duration `envconfig:"API_DATABASE_TIMEOUT" default:"5s" desc:"how long an API request may wait for the database (a row lock, a free connection) before it answers 503"`
 }
 
 // loadConfig fills a Config from getenv, applying defaults and reporting every

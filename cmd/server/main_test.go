@@ -305,7 +305,7 @@ func TestHelpListsEveryVariable(t *testing.T) {
 	if err := run(context.Background(), []string{"server", "help"}, fakeEnv(nil), &out); err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"DATABASE_URL", "HTTP_ADDR", "ANYPOINT_URL", "ANYPOINT_CLIENT_ID", "ANYPOINT_CLIENT_SECRET", "API_KEYS", "CREDENTIALS_KEY", "ANYPOINT_RATE", "WORKERS", "LOG_LEVEL", "SHUTDOWN_GRACE", "VERIFY_TIMEOUT", "TENANT_SCOPES"} {
+	for _, name := range []string{"DATABASE_URL", "HTTP_ADDR", "ANYPOINT_URL", "ANYPOINT_CLIENT_ID", "ANYPOINT_CLIENT_SECRET", "API_KEYS", "CREDENTIALS_KEY", "ANYPOINT_RATE", "WORKERS", "LOG_LEVEL", "SHUTDOWN_GRACE", "VERIFY_TIMEOUT", "TENANT_SCOPES", "API_DATABASE_TIMEOUT"} {
 		if !strings.Contains(out.String(), fmt.Sprintf("MCPGUARD_%s ", name)) {
 			t.Fatalf("help lacks MCPGUARD_%s:\n%s", name, out.String())
 		}

@@ -58,6 +58,8 @@ func serve(ctx context.Context, cfg Config, secrets serveSecrets, logger zerolog
 		Ready:    db.Ready,
 		Registry: registry,
 		Logger:   logger.With().Str("component", "api").Logger(),
+		// Each request's database work; past it the answer is 503.
+		DatabaseTimeout: cfg.APIDatabaseTimeout,
 	})
 	if err != nil {
 		return fmt.Errorf("error building the API: %w", err)
@@ -70,10 +72,13 @@ func serve(ctx context.Context, cfg Config, secrets serveSecrets, logger zerolog
 	httpServer := &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      60 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          nil,
+		// Go's own cap on the request line and headers (plain 431 past it);
+		// the API answers problem+json for anything above its tighter limits.
+		MaxHeaderBytes: api.ServerMaxHeaderBytes,
+		ReadTimeout:    30 * time.Second,
+		WriteTimeout:   60 * time.Second,
+		IdleTimeout:    2 * time.Minute,
+		ErrorLog:       nil,
 	}
 
 	// Either half failing stops the other.

@@ -92,16 +92,17 @@ func (s *Server) observe(next http.Handler) http.Handler {
 		if rctx := chi.RouteContext(r.Context()); rctx != nil && rctx.RoutePattern() != "" {
 			route = rctx.RoutePattern()
 		}
-		s.metrics.requests.WithLabelValues(route, r.Method, strconv.Itoa(status)).Inc()
-		s.metrics.duration.WithLabelValues(route, r.Method).Observe(elapsed.Seconds())
+		method := metricMethod(r.Method)
+		s.metrics.requests.WithLabelValues(route, method, strconv.Itoa(status)).Inc()
+		s.metrics.duration.WithLabelValues(route, method).Observe(elapsed.Seconds())
 
 		info := infoFrom(r.Context())
 		ev := s.logger.Info()
 		if status >= 500 {
 			ev = s.logger.Error()
 		}
-		ev = ev.Str("request_id", info.id).Str("method", r.Method).Str("route", route).
-			Str("path", r.URL.Path).Int("status", status).Int("bytes", ww.BytesWritten()).
+		ev = ev.Str("request_id", info.id).Str("method", echoMethod(r)).Str("route", route).
+			Str("path", echoPath(r)).Int("status", status).Int("bytes", ww.BytesWritten()).
 			Float64("duration_ms", float64(elapsed.Microseconds())/1000)
 		if info.tenant != "" {
 			ev = ev.Str("tenant", info.tenant)
@@ -111,6 +112,17 @@ func (s *Server) observe(next http.Handler) http.Handler {
 		}
 		ev.Msg("http request")
 	})
+}
+
+// metricMethod keeps the method label to the standard methods: a made-up
+// method of any length would otherwise become a new series.
+func metricMethod(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions, http.MethodConnect, http.MethodTrace:
+		return m
+	}
+	return "OTHER"
 }
 
 // recoverPanic turns a handler panic into a logged 500 problem instead of a

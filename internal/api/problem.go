@@ -63,15 +63,26 @@ type httpError struct {
 	title  string
 	detail string
 	fields []mcpguard.FieldError
+	// cause is what went wrong inside, for the log only (a 503's database error).
+	cause error
 }
 
 func (e *httpError) Error() string { return e.title + ": " + e.detail }
+
+func (e *httpError) Unwrap() error { return e.cause }
 
 // fail writes err as problem+json. Internal errors are logged with their
 // detail and answered with a generic message, so internals never leak.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var he *httpError
 	if errors.As(err, &he) {
+		if he.cause != nil {
+			s.logger.Warn().Err(he.cause).Str("request_id", requestIDFrom(r.Context())).
+				Str("method", echoMethod(r)).Str("path", echoPath(r)).Int("status", he.status).Msg(he.title)
+		}
+		if he.status == http.StatusServiceUnavailable {
+			w.Header().Set("Retry-After", "1")
+		}
 		s.writeProblem(w, r, Problem{Type: problemTypePrefix + he.kind, Title: he.title, Status: he.status, Detail: he.detail, Errors: he.fields})
 		return
 	}
@@ -81,7 +92,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	if code == mcpguard.EINTERNAL {
 		s.logger.Error().Err(err).Str("request_id", requestIDFrom(r.Context())).
-			Str("method", r.Method).Str("path", r.URL.Path).Msg("internal error")
+			Str("method", echoMethod(r)).Str("path", echoPath(r)).Msg("internal error")
 	}
 	p := Problem{
 		Type:   problemTypePrefix + code,
@@ -100,13 +111,17 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 }
 
 func (s *Server) writeProblem(w http.ResponseWriter, r *http.Request, p Problem) {
-	p.Instance = r.URL.Path
+	// A path too long to echo is left out rather than cut: instance must
+	// identify this request, and a cut path would name another.
+	if len(r.URL.Path) <= maxEchoedPath {
+		p.Instance = echoPath(r)
+	}
 	p.RequestID = requestIDFrom(r.Context())
 	writeJSON(w, "application/problem+json", p.Status, p)
 }
 
 func (s *Server) handleNotFound(w http.ResponseWriter, r *http.Request) {
-	s.fail(w, r, mcpguard.Errorf(mcpguard.ENOTFOUND, "There is no route %s %s.", r.Method, r.URL.Path))
+	s.fail(w, r, mcpguard.Errorf(mcpguard.ENOTFOUND, "There is no route %s %s.", echoMethod(r), echoPath(r)))
 }
 
 // handleMethodNotAllowed answers 405 with the Allow header RFC 9110 requires;
@@ -124,6 +139,6 @@ func (s *Server) handleMethodNotAllowed(w http.ResponseWriter, r *http.Request) 
 		Type:   problemTypePrefix + "method_not_allowed",
 		Title:  "Method not allowed",
 		Status: http.StatusMethodNotAllowed,
-		Detail: "Method " + r.Method + " is not allowed on " + r.URL.Path + "; allowed: " + strings.Join(allowed, ", ") + ".",
+		Detail: "Method " + echoMethod(r) + " is not allowed on " + echoPath(r) + "; allowed: " + strings.Join(allowed, ", ") + ".",
 	})
 }

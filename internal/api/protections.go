@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -55,7 +56,12 @@ func (s *Server) handleCreateProtection(w http.ResponseWriter, r *http.Request) 
 		s.fail(w, r, err)
 		return
 	}
-	p, replayed, err := s.service.CreateProtection(r.Context(), tenantFrom(r.Context()), in, key)
+	var p *mcpguard.Protection
+	var replayed bool
+	err = s.withDatabaseTimeout(r, func(ctx context.Context) (err error) {
+		p, replayed, err = s.service.CreateProtection(ctx, tenantFrom(ctx), in, key)
+		return err
+	})
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -107,7 +113,12 @@ func (s *Server) handleListProtections(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	items, next, err := s.service.ListProtections(r.Context(), tenantFrom(r.Context()), filter)
+	var items []*mcpguard.ProtectionSummary
+	var next string
+	err = s.withDatabaseTimeout(r, func(ctx context.Context) (err error) {
+		items, next, err = s.service.ListProtections(ctx, tenantFrom(ctx), filter)
+		return err
+	})
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -174,7 +185,11 @@ func (s *Server) handleGetProtection(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	p, err := s.service.FindProtection(r.Context(), tenantFrom(r.Context()), id)
+	var p *mcpguard.Protection
+	err := s.withDatabaseTimeout(r, func(ctx context.Context) (err error) {
+		p, err = s.service.FindProtection(ctx, tenantFrom(ctx), id)
+		return err
+	})
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -192,7 +207,11 @@ func (s *Server) handleRetryProtection(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	retried, err := s.service.RetryProtection(r.Context(), tenantFrom(r.Context()), id, in)
+	var retried *mcpguard.Retried
+	err := s.withDatabaseTimeout(r, func(ctx context.Context) (err error) {
+		retried, err = s.service.RetryProtection(ctx, tenantFrom(ctx), id, in)
+		return err
+	})
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -207,7 +226,11 @@ func (s *Server) handleCancelProtection(w http.ResponseWriter, r *http.Request) 
 	if !ok {
 		return
 	}
-	p, err := s.service.CancelProtection(r.Context(), tenantFrom(r.Context()), id)
+	var p *mcpguard.Protection
+	err := s.withDatabaseTimeout(r, func(ctx context.Context) (err error) {
+		p, err = s.service.CancelProtection(ctx, tenantFrom(ctx), id)
+		return err
+	})
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -227,7 +250,12 @@ func (s *Server) handleListEvents(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, &mcpguard.Error{Code: mcpguard.EINVALID, Message: "The query has invalid parameters; see errors.", Fields: fields})
 		return
 	}
-	events, next, err := s.service.ListEventPage(r.Context(), tenantFrom(r.Context()), id, filter)
+	var events []mcpguard.Event
+	var next string
+	err := s.withDatabaseTimeout(r, func(ctx context.Context) (err error) {
+		events, next, err = s.service.ListEventPage(ctx, tenantFrom(ctx), id, filter)
+		return err
+	})
 	if err != nil {
 		s.fail(w, r, err)
 		return

@@ -12,7 +12,7 @@ import (
 // generators can reach them.
 func (s *Server) routes() *chi.Mux {
 	r := chi.NewRouter()
-	r.Use(s.requestID, s.observe, s.recoverPanic)
+	r.Use(s.requestID, s.observe, s.recoverPanic, s.limitRequest)
 	r.NotFound(s.handleNotFound)
 	r.MethodNotAllowed(s.handleMethodNotAllowed)
 

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus"
@@ -37,6 +38,9 @@ type Config struct {
 	// Logger receives one access log line per request and the details of
 	// internal errors, which clients never see.
 	Logger zerolog.Logger
+	// DatabaseTimeout bounds the service call of each request (its database
+	// work); past it the answer is 503. Zero means DefaultDatabaseTimeout.
+	DatabaseTimeout time.Duration
 }
 
 // Server is the HTTP handler of the whole API.
@@ -48,6 +52,8 @@ type Server struct {
 	metrics  *httpMetrics
 	logger   zerolog.Logger
 	router   *chi.Mux
+	// dbTimeout bounds each request's service call (withDatabaseTimeout).
+	dbTimeout time.Duration
 }
 
 // NewServer builds the router. It fails on a configuration that would let a
@@ -75,6 +81,10 @@ func NewServer(cfg Config) (*Server, error) {
 		registry: reg,
 		metrics:  m,
 		logger:   cfg.Logger,
+	}
+	s.dbTimeout = cfg.DatabaseTimeout
+	if s.dbTimeout <= 0 {
+		s.dbTimeout = DefaultDatabaseTimeout
 	}
 	s.router = s.routes()
 	return s, nil

@@ -654,3 +654,63 @@ func TestRetryWithInstanceIDAfterAmbiguousLabel(t *testing.T) {
 		t.Errorf("create-api called %d times; the test made 2 and the protection none", n)
 	}
 }
+
+// TestRetryWithAnotherInstanceRemovesOurPoliciesFromTheFirst: a protection
+// of an existing instance fails at verify; a retry naming another instance
+// applies the policies there and removes the ones it applied to the first,
+// leaving that instance and its other policies alone.
+func TestRetryWithAnotherInstanceRemovesOurPoliciesFromTheFirst(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	ctx := context.Background()
+	org, env := sim.DefaultOrgID, sim.SandboxEnvID
+	var ids []int64
+	for _, label := range []string{"first-choice", "second-choice"} {
+		in, err := s.session.CreateAPIInstance(ctx, org, env, anypoint.APIInstanceInput{GroupID: org, AssetID: sim.ExistingAssetID,
+			AssetVersion: sim.ExistingAssetVersion, InstanceLabel: label, EndpointType: "mcp",
+			UpstreamURI: "https://" + label + ".internal/mcp", ProxyURI: "http://0.0.0.0:8091/" + label})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.session.CreateDeployment(ctx, org, env, in.ID, anypoint.DeploymentInput{EnvironmentID: env,
+			TargetID: sim.TargetFlexSandboxID, TargetName: sim.TargetFlexSandbox, GatewayVersion: sim.TargetFlexSandboxVersion}); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, in.ID)
+	}
+	theirs, err := s.session.CreatePolicy(ctx, org, env, ids[0], anypoint.PolicyInput{GroupID: anypoint.PolicyGroupID,
+		AssetID: "header-removal", AssetVersion: "1.1.2", ConfigurationData: map[string]any{}}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.sim.SetFault(sim.RouteDeploymentStatus, sim.Fault{Status: http.StatusForbidden})
+	req := map[string]any{
+		"environment": map[string]any{"name": sim.EnvSandbox},
+		"source":      map[string]any{"instance": map[string]any{"id": ids[0]}},
+		"policies":    specRequest("unused")["policies"],
+		"credentials": userCredentials(),
+	}
+	p := s.run(req, "failed")
+	if got := len(s.sim.State().PoliciesOf(ids[0])); got != 4 {
+		t.Fatalf("first instance holds %d policies before the retry, want 4", got)
+	}
+	s.sim.ClearFaults()
+	before := s.sim.AllCalls()
+	s.retry(p.ID, map[string]any{"source": map[string]any{"instance": map[string]any{"id": ids[1]}}},
+		"instance", []string{"instance", "policies", "verify"}, []string{"source.instance"})
+	p = s.wait(p.ID)
+	if p.State != "succeeded" {
+		t.Fatalf("after retry: %s %+v", p.State, p.Error)
+	}
+	wantCalls(t, s.callsSince(before), map[string]int{sim.RouteCreatePolicy: 3, sim.RouteDeletePolicy: 3})
+	state := s.sim.State()
+	if got := assets(state.PoliciesOf(ids[1])); !slices.Equal(got, guidePolicies) {
+		t.Errorf("policies of the second instance %v", got)
+	}
+	if got := state.PoliciesOf(ids[0]); len(got) != 1 || got[0].ID != theirs.ID {
+		t.Errorf("the first instance holds %v, want only the policy someone else applied", assets(got))
+	}
+	if len(state.InstancesWithLabel("first-choice")) != 1 || len(state.DeploymentsOf(ids[0])) != 1 {
+		t.Error("the first instance or its deployment was touched")
+	}
+}

@@ -91,6 +91,7 @@ func (g *Guide) policies(ctx context.Context, run *Run) (*Outcome, error) {
 		captured = append(captured, map[string]any{
 			"policyGroupId": p.template.GroupID, "policyAssetId": p.template.AssetID,
 			"policyAssetVersion": p.template.Version, "policyId": policy.ID, "created": owned,
+			"environmentId": env, "environmentApiId": api,
 		})
 	}
 
@@ -110,6 +111,19 @@ func (g *Guide) policies(ctx context.Context, run *Run) (*Outcome, error) {
 		run.Warn(ctx, fmt.Sprintf("deleted policy %d (%s): this protection applied it and the request no longer asks for it", e.ID, e.AssetID),
 			map[string]any{"policyId": e.ID})
 	}
+	// Ours on an instance the protection has left (a corrected
+	// source.instance). An instance the create step made is deleted whole by
+	// it when left, so only an instance source needs this.
+	if run.Request.Source.Instance != nil {
+		for _, old := range stalePolicies(run, api) {
+			err := s.DeletePolicy(ctx, org, old.EnvironmentID, old.APIID, old.ID)
+			if err != nil && !isClass(err, anypoint.ClassNotFound) {
+				return nil, fail(fmt.Sprintf("deleting policy %d, applied by this protection to API instance %d before a correction", old.ID, old.APIID), err, HintManagePolicies)
+			}
+			run.Warn(ctx, fmt.Sprintf("deleted policy %d from API instance %d: this protection applied it there before a correction", old.ID, old.APIID),
+				map[string]any{"policyId": old.ID, "environmentApiId": old.APIID})
+		}
+	}
 	if len(foreign) > 0 {
 		run.Warn(ctx, fmt.Sprintf("%d policies on API instance %d were not applied by this protection; they are left as they are", len(foreign), api),
 			map[string]any{"foreignPolicies": foreign})
@@ -128,6 +142,28 @@ func appliedPolicies(run *Run) map[int64]bool {
 		m, _ := item.(map[string]any)
 		if id := asInt64(m["policyId"]); id != 0 && m["created"] == true {
 			out[id] = true
+		}
+	}
+	return out
+}
+
+// stalePolicy is a policy this protection applied to another instance.
+type stalePolicy struct {
+	ID, APIID     int64
+	EnvironmentID string
+}
+
+// stalePolicies reads the policies an earlier run applied (created) to an
+// instance other than api.
+func stalePolicies(run *Run, api int64) []stalePolicy {
+	var out []stalePolicy
+	list, _ := run.Variables["policies"].([]any)
+	for _, item := range list {
+		m, _ := item.(map[string]any)
+		env, _ := m["environmentId"].(string)
+		id, on := asInt64(m["policyId"]), asInt64(m["environmentApiId"])
+		if id != 0 && on != 0 && on != api && env != "" && m["created"] == true {
+			out = append(out, stalePolicy{ID: id, APIID: on, EnvironmentID: env})
 		}
 	}
 	return out

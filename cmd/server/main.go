@@ -6,7 +6,7 @@
 //	server [serve]      apply migrations, then serve the API and run jobs (default)
 //	server migrate      apply migrations and exit
 //	server healthcheck  exit 0 when this replica's /readyz answers 200
-//	server reseal       re-seal stored credentials under the first MCPGUARD_CREDENTIALS_KEY
+//	server reseal       re-seal stored credentials and policy values under the first MCPGUARD_CREDENTIALS_KEY
 //	server help         list the MCPGUARD_* variables
 package main
 

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/mcpguard/mcpguard"
+	"github.com/mcpguard/mcpguard/internal/sensitive"
 	"github.com/mcpguard/mcpguard/internal/store"
 	"github.com/mcpguard/mcpguard/internal/testdb"
 	"github.com/mcpguard/mcpguard/internal/testlog"
@@ -89,6 +90,7 @@ func TestKeyRotation(t *testing.T) {
 		id := uuid.NewString()
 		if _, _, err := dbA.CreateProtection(ctx, store.NewProtection{ID: id, Tenant: "acme", Actor: "acme",
 			Credentials: &mcpguard.Credentials{ClientID: "app", ClientSecret: "rotated-secret-0123456789"},
+			Sensitive:   sensitive.Values{"/policies/0/configuration/password": "rotated-password-0123"},
 			Steps:       []store.NewStep{{Name: "auth"}}}); err != nil {
 			t.Fatal(err)
 		}
@@ -116,8 +118,10 @@ func TestKeyRotation(t *testing.T) {
 	if err := run(ctx, []string{"server", "reseal"}, fakeEnv(env(keyB+", "+keyA)), logs); err != nil {
 		t.Fatalf("reseal: %v", err)
 	}
-	if !strings.Contains(logs.String(), `"resealed":1`) {
-		t.Fatalf("reseal reported %s, want one resealed", logs.String())
+	// The parked job's credentials and its sealed policy values; the
+	// finished job's credentials are gone, its policy values stay.
+	if !strings.Contains(logs.String(), `"resealed":3`) {
+		t.Fatalf("reseal reported %s, want three resealed", logs.String())
 	}
 	after := sealedCredentials(t, dbURL, parked)
 	sealerB, _ := store.ParseSealerKey(keyB)
@@ -130,6 +134,16 @@ func TestKeyRotation(t *testing.T) {
 	if _, err := sealerA.Open(parked, after); err == nil {
 		t.Fatal("A still opens the resealed credentials")
 	}
+	dbB, err := store.Open(ctx, dbURL, store.WithSealer(sealerB))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dbB.Close()
+	for _, id := range []string{queued, parked} {
+		if v, err := dbB.OpenSensitive(ctx, id); err != nil || v["/policies/0/configuration/password"] != "rotated-password-0123" {
+			t.Fatalf("B alone does not open the resealed policy values of %s: %v", id, err)
+		}
+	}
 	if strings.Contains(logs.String(), "rotated-secret") {
 		t.Fatal("reseal logged a secret")
 	}
@@ -137,7 +151,7 @@ func TestKeyRotation(t *testing.T) {
 	// "B" alone: a second reseal has nothing to do, and the parked job,
 	// retried, opens its credentials and completes.
 	logs = &testlog.Buffer{}
-	if err := run(ctx, []string{"server", "reseal"}, fakeEnv(env(keyB)), logs); err != nil || !strings.Contains(logs.String(), `"current":1`) {
+	if err := run(ctx, []string{"server", "reseal"}, fakeEnv(env(keyB)), logs); err != nil || !strings.Contains(logs.String(), `"current":3`) {
 		t.Fatalf("second reseal: %v %s", err, logs.String())
 	}
 	base, stop := startServer(t, env(keyB))

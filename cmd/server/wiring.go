@@ -33,6 +33,6 @@ func catalogue(cfg Config, secrets serveSecrets, db *store.DB, logger zerolog.Lo
 	}
 	return workflow.GuideCatalogue(workflow.GuideConfig{
 		Anypoint: client, DefaultApp: app, VerifyTimeout: cfg.VerifyTimeout,
-		Scopes: secrets.scopes, CreatedByTenant: db.TenantCreatedInstance,
+		Scopes: secrets.scopes, CreatedByTenant: db.TenantCreatedInstance, Sensitive: db,
 	})
 }

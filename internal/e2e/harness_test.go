@@ -154,9 +154,9 @@ func newStack(t testing.TB, opts ...option) *stack {
 
 	logs := &testlog.Buffer{}
 	logger := zerolog.New(logs).Level(zerolog.DebugLevel)
-	// The scope's lookup of created instances reads the database through
-	// its own pool, as a replica's would.
-	created, err := store.Open(ctx, dbURL)
+	// The scope's lookup of created instances and the sealed policy values
+	// go through their own pool, as a replica's would.
+	created, err := store.Open(ctx, dbURL, store.WithSealer(sealer))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,6 +179,7 @@ func newStack(t testing.TB, opts ...option) *stack {
 			Scopes: o.scopes, CreatedByTenant: func(ctx context.Context, tenant string, id int64) (bool, error) {
 				return created.TenantCreatedInstance(ctx, tenant, id)
 			},
+			Sensitive: created,
 		}), client
 	}
 	cat, client := catalogue(nil)

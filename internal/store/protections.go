@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/mcpguard/mcpguard"
+	"github.com/mcpguard/mcpguard/internal/sensitive"
 	"github.com/mcpguard/mcpguard/internal/transition"
 )
 
@@ -27,7 +28,10 @@ type NewProtection struct {
 	// OlderRequestHashes are the body's hashes under older credentials keys:
 	// a replay hashed before a key rotation matches any of them.
 	OlderRequestHashes [][]byte
-	Steps              []NewStep
+	// Sensitive are the policy configuration values masked in Request, sealed
+	// beside it.
+	Sensitive sensitive.Values
+	Steps     []NewStep
 	// Actor is recorded on the events ("api" or the tenant).
 	Actor string
 }
@@ -70,6 +74,10 @@ func (db *DB) CreateProtection(ctx context.Context, in NewProtection) (id string
 	if err != nil {
 		return "", false, err
 	}
+	sealedSensitive, err := db.sealSensitive(in.ID, in.Sensitive)
+	if err != nil {
+		return "", false, err
+	}
 	var key, hash any
 	if in.IdempotencyKey != "" {
 		key, hash = in.IdempotencyKey, in.RequestHash
@@ -78,11 +86,11 @@ func (db *DB) CreateProtection(ctx context.Context, in NewProtection) (id string
 	err = db.inTx(ctx, func(tx pgx.Tx) error {
 		var inserted string
 		err := tx.QueryRow(ctx, `
-			INSERT INTO protections (id, tenant, state, current_step, request, credentials, idempotency_key, request_hash)
-			VALUES ($1, $2, 'queued', $3, $4, $5, $6, $7)
+			INSERT INTO protections (id, tenant, state, current_step, request, credentials, idempotency_key, request_hash, sensitive)
+			VALUES ($1, $2, 'queued', $3, $4, $5, $6, $7, $8)
 			ON CONFLICT (tenant, idempotency_key) DO NOTHING
 			RETURNING id::text`,
-			in.ID, in.Tenant, first, request, sealed, key, hash).Scan(&inserted)
+			in.ID, in.Tenant, first, request, sealed, key, hash, sealedSensitive).Scan(&inserted)
 		if errors.Is(err, pgx.ErrNoRows) {
 			// The key was used before (or concurrently, by a transaction that
 			// committed while we waited on the unique index).
@@ -253,8 +261,10 @@ type RetryPlan struct {
 // the corrected request, and plan.ClearVariables leave the job's variables
 // (the others stay, so the steps that run again can reconcile with what
 // earlier attempts made). credentials, when not nil, replace the sealed
-// ones. ECONFLICT for any other state; plan's error is returned as is.
-func (db *DB) RetryProtection(ctx context.Context, tenant, id, actor string, plan func(RetryCurrent) (*RetryPlan, error), credentials *mcpguard.Credentials) (*RetryPlan, error) {
+// ones; values (sensitive configuration values the caller masked in its
+// corrected policies) join the sealed ones. ECONFLICT for any other state;
+// plan's error is returned as is.
+func (db *DB) RetryProtection(ctx context.Context, tenant, id, actor string, plan func(RetryCurrent) (*RetryPlan, error), credentials *mcpguard.Credentials, values sensitive.Values) (*RetryPlan, error) {
 	if !validID(id) {
 		return nil, notFound()
 	}
@@ -314,6 +324,16 @@ func (db *DB) RetryProtection(ctx context.Context, tenant, id, actor string, pla
 				error = NULL, finished_at = NULL, cancel_requested = false, run_after = now(), updated_at = now()
 			WHERE id = $1`, id, p.RewindTo, request, sealed, clear); err != nil {
 			return fmt.Errorf("error re-queuing protection: %w", err)
+		}
+		if len(values) > 0 {
+			// The corrected policies' secrets, masked by the caller.
+			var sealedValues []byte
+			if err := tx.QueryRow(ctx, `SELECT sensitive FROM protections WHERE id = $1`, id).Scan(&sealedValues); err != nil {
+				return fmt.Errorf("error reading sensitive values for retry: %w", err)
+			}
+			if err := db.mergeSensitive(ctx, tx, id, request, sealedValues, values); err != nil {
+				return err
+			}
 		}
 		if _, err := tx.Exec(ctx, `
 			UPDATE steps SET state = 'pending', budget_attempts = 0, polling = false,

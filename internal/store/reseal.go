@@ -18,6 +18,7 @@ type sealedColumn struct {
 // rotation misses none.
 var sealedColumns = []sealedColumn{
 	{name: "credentials", ad: func(id string) string { return id }},
+	{name: "sensitive", ad: sensitiveAD},
 }
 
 // ResealReport counts what Reseal did, per sealed column.

@@ -44,6 +44,9 @@ type GuideConfig struct {
 	// CreatedByTenant reports whether one of the tenant's protections created
 	// the API instance; nil means none did.
 	CreatedByTenant func(ctx context.Context, tenant string, environmentAPIID int64) (bool, error)
+	// Sensitive opens and seals a protection's sensitive policy
+	// configuration values; nil means none are ever sealed.
+	Sensitive SensitiveStore
 	// VerifyTimeout bounds how long verify polls before it fails (default 20 minutes).
 	VerifyTimeout time.Duration
 	// PollInterval is the first delay between polls of publication and
@@ -163,6 +166,9 @@ func (g *Guide) session(run *Run) (*anypoint.Session, error) {
 	}
 	if org != "" {
 		s = s.ForOrganization(org)
+	}
+	if len(run.secrets) > 0 {
+		s = s.WithSecrets(run.secrets...)
 	}
 	return s, nil
 }

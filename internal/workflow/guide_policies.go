@@ -26,7 +26,12 @@ type plannedPolicy struct {
 // a missing one is created, and one this protection applied earlier that is
 // no longer desired is deleted. Policies it did not apply (foreign ones) are
 // never changed: they are reported in foreignPolicies.
-func (g *Guide) policies(ctx context.Context, run *Run) (*Outcome, error) {
+func (g *Guide) policies(ctx context.Context, run *Run) (out *Outcome, err error) {
+	stored := run.Request.Policies
+	if run, err = g.withSensitive(ctx, run); err != nil {
+		return nil, err
+	}
+	defer func() { err = redactFailure(err, run.secrets) }()
 	s, err := g.start(run, "organizationId", "environmentId", "environmentApiId")
 	if err != nil {
 		return nil, err
@@ -41,6 +46,12 @@ func (g *Guide) policies(ctx context.Context, run *Run) (*Outcome, error) {
 	}
 	if len(templates) == 0 {
 		return nil, Permanent(404, fmt.Sprintf("the policy catalogue is empty for API instance %d", api), HintTemplatesEmpty)
+	}
+	if marked, err := g.sealTemplateSecrets(ctx, run, stored, templates); err != nil {
+		return nil, err
+	} else if len(marked) > 0 {
+		run.secrets = append(run.secrets, marked.Strings()...)
+		s = s.WithSecrets(marked.Strings()...)
 	}
 	existing, err := s.ListPolicies(ctx, org, env, api)
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/mcpguard/mcpguard"
+	"github.com/mcpguard/mcpguard/internal/sensitive"
 	"github.com/mcpguard/mcpguard/internal/store"
 )
 
@@ -57,6 +58,9 @@ func (s *Service) CreateProtection(ctx context.Context, tenant string, in mcpgua
 		Credentials: in.Credentials,
 		Actor:       tenant,
 	}
+	// Policy configuration values secret by their name are sealed now; those
+	// only their template marks are sealed by the policies step.
+	np.Request.Policies, np.Sensitive = sensitive.MaskPolicies(in.Request.Policies, nil)
 	for _, step := range s.cat {
 		np.Steps = append(np.Steps, store.NewStep{Name: step.Name, Skipped: step.Applies != nil && !step.Applies(&in.Request)})
 	}
@@ -182,9 +186,12 @@ func decodeCursor(s string) (*store.Cursor, error) {
 // where it stopped; a correction rewinds to the earliest step that reads it
 // (Catalogue.PlanRetry), and every later step runs again.
 func (s *Service) RetryProtection(ctx context.Context, tenant, id string, in mcpguard.RetryInput) (*mcpguard.Retried, error) {
+	// Secrets in corrected policies are sealed, never stored in the request.
+	var values sensitive.Values
+	in.Policies, values = sensitive.MaskPolicies(in.Policies, nil)
 	plan, err := s.db.RetryProtection(ctx, tenant, id, tenant, func(cur store.RetryCurrent) (*store.RetryPlan, error) {
 		return s.cat.PlanRetry(cur, in)
-	}, in.Credentials)
+	}, in.Credentials, values)
 	if err != nil {
 		return nil, err
 	}

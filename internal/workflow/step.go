@@ -78,6 +78,9 @@ type Run struct {
 	StepStartedAt time.Time
 	// Warn appends a warning event to the audit trail.
 	Warn func(ctx context.Context, message string, detail map[string]any)
+	// secrets are sensitive configuration values this run sends: every
+	// Anypoint error and every failure of the run is redacted of them.
+	secrets []string
 }
 
 // Outcome is a step's successful result.

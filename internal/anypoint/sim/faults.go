@@ -36,6 +36,8 @@ type Fault struct {
 	CommitFirst bool `json:"commitFirst,omitempty"`
 	// Times applies the fault to the next Times calls only; 0 means until cleared.
 	Times int `json:"times,omitempty"`
+	// Skip lets that many calls through untouched before the fault applies.
+	Skip int `json:"skip,omitempty"`
 	// Echo makes the error message of Status repeat what the request sent,
 	// the way some upstreams quote a rejected request: EchoBody (the raw
 	// body), EchoQuery or EchoPath (each string of the body, query- or
@@ -106,6 +108,7 @@ func echoMessage(r *http.Request, f Fault) string {
 type faultState struct {
 	fault     Fault
 	remaining int // calls left when fault.Times > 0
+	skip      int // calls still let through
 }
 
 // SetFault installs f on route, replacing any fault there. It panics on an
@@ -116,7 +119,7 @@ func (s *Server) SetFault(route string, f Fault) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.faults[route] = &faultState{fault: f, remaining: f.Times}
+	s.faults[route] = &faultState{fault: f, remaining: f.Times, skip: f.Skip}
 }
 
 // ClearFault removes the fault of one route.
@@ -181,6 +184,10 @@ func (s *Server) takeFault(route string) Fault {
 	s.calls[route]++
 	fs := s.faults[route]
 	if fs == nil {
+		return Fault{}
+	}
+	if fs.skip > 0 {
+		fs.skip--
 		return Fault{}
 	}
 	f := fs.fault

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"slices"
+	"sort"
 	"strconv"
 	"strings"
 
@@ -104,6 +106,12 @@ func (g *Guide) policies(ctx context.Context, run *Run) (out *Outcome, err error
 			"policyAssetVersion": p.template.Version, "policyId": policy.ID, "created": owned,
 			"environmentId": env, "environmentApiId": api,
 		})
+	}
+
+	if ownedInstance && slices.ContainsFunc(plan, func(p plannedPolicy) bool { return p.input.AllowDuplicate }) {
+		if err := settleDuplicatePolicies(ctx, s, run, org, env, api, plan, captured, used); err != nil {
+			return nil, err
+		}
 	}
 
 	// What is left: ours no longer desired goes, foreign stays untouched.
@@ -416,6 +424,55 @@ func orNull(s string) string {
 		return "null"
 	}
 	return s
+}
+
+// settleDuplicatePolicies looks again after applying: a replica paused past
+// its lease (SIGSTOP, GC, partition) can finish a create-policy call after
+// another replica applied the same policy. The platform refuses a second
+// policy of an asset unless the request allows duplicates, so only those
+// entries are checked, and only on an instance this protection created:
+// of the policies of the entry's asset and configuration that no other
+// entry uses, the oldest (lowest id) is kept, as every replica would
+// choose, and the others are deleted with a warning event naming them.
+// captured and used are updated to the kept policy.
+func settleDuplicatePolicies(ctx context.Context, s *anypoint.Session, run *Run, org, env string, api int64,
+	plan []plannedPolicy, captured []any, used map[int64]bool) error {
+	after, err := s.ListPolicies(ctx, org, env, api)
+	if err != nil {
+		return fail("looking for duplicates of the policies just applied", err, "")
+	}
+	for i, p := range plan {
+		entry, _ := captured[i].(map[string]any)
+		if !p.input.AllowDuplicate || entry == nil {
+			continue
+		}
+		id := asInt64(entry["policyId"])
+		var same []anypoint.Policy
+		for _, e := range after {
+			if e.AssetID == p.template.AssetID && e.GroupID == p.template.GroupID &&
+				(e.ID == id || !used[e.ID]) && sameConfiguration(p.config, e.ConfigurationData) {
+				same = append(same, e)
+			}
+		}
+		if len(same) < 2 {
+			continue
+		}
+		sort.Slice(same, func(a, b int) bool { return same[a].ID < same[b].ID })
+		keep := same[0]
+		var removed []int64
+		for _, extra := range same[1:] {
+			if err := s.DeletePolicy(ctx, org, env, api, extra.ID); err != nil && !isClass(err, anypoint.ClassNotFound) {
+				return fail(fmt.Sprintf("removing the duplicate policy %d (%s)", extra.ID, p.template.AssetID), err, HintManagePolicies)
+			}
+			removed = append(removed, extra.ID)
+			delete(used, extra.ID)
+		}
+		used[keep.ID] = true
+		entry["policyId"] = keep.ID
+		run.Warn(ctx, fmt.Sprintf("removed %d duplicate %s policy(ies) that another attempt applied to API instance %d; kept policy %d", len(removed), p.template.AssetID, api, keep.ID),
+			map[string]any{"removedPolicyIds": removed, "policyId": keep.ID})
+	}
+	return nil
 }
 
 // capturedPolicyIDs reads the ids the policies step captured.

@@ -393,7 +393,10 @@ func TestRetryWithFreshCredentialsAfterUnauthorized(t *testing.T) {
 // at the policies step (the error's retryFrom), which enables it again.
 func TestRetryAfterDisabledPolicyResumesAtPolicies(t *testing.T) {
 	t.Parallel()
-	s := newStack(t, withSim(sim.WithDeploymentDelay(time.Second)))
+	s := newStack(t)
+	// verify cannot read the deployment status until the policy is disabled,
+	// so it cannot succeed first however slow the machine.
+	s.sim.SetFault(sim.RouteDeploymentStatus, sim.Fault{Hang: true})
 	id := s.submit(specRequest("reenable-mcp"))
 	var p protection
 	for deadline := time.Now().Add(20 * time.Second); p.CurrentStep != "verify"; {
@@ -409,6 +412,7 @@ func TestRetryAfterDisabledPolicyResumesAtPolicies(t *testing.T) {
 	if _, err := s.session.UpdatePolicy(context.Background(), sim.DefaultOrgID, sim.SandboxEnvID, api, victim.ID, anypoint.PolicyPatch{Disabled: &off}); err != nil {
 		t.Fatal(err)
 	}
+	s.sim.ClearFaults()
 	failed := s.wait(id)
 	if failed.State != "failed" || failed.Error.Step != "verify" {
 		t.Fatalf("state %s error %+v", failed.State, failed.Error)

@@ -64,8 +64,8 @@ func (c Catalogue) PlanRewind(cur store.RetryCurrent, req mcpguard.Request) (*st
 
 	rewind, ok := position[cur.CurrentStep]
 	if !ok {
-		// No current step (it cannot happen to a failed or cancelled job, but
-		// a rewind must still land somewhere): the first step not done.
+		// No current step (a job that succeeded, for an update): only a
+		// changed field, or a step not done, sets where it resumes.
 		rewind = len(cur.Steps)
 		for i, s := range cur.Steps {
 			if s.State != mcpguard.StepSucceeded && s.State != mcpguard.StepSkipped {

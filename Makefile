@@ -5,7 +5,7 @@ GO          ?= go
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TEST_TIMEOUT ?= 10m
 
-.PHONY: demo test lint run build image bench
+.PHONY: demo test lint run build image bench fuzz
 
 # demo: the simulator, the server and one protection from examples/, step by
 # step, through mcpguardctl. DEMO_FLAGS=--trust-local-postgres lets it add a
@@ -74,3 +74,16 @@ bench:
 	  n = "CreateProtection"; if (n in seen) printf ", POST %.2f ms\n", m[n, "ns/op"] / 1e6; \
 	  n = "EngineThroughput"; if (n in seen) printf "  engine alone (two no-op steps): %s jobs/s\n", m[n, "jobs/s"] \
 	}'
+
+# fuzz: the decoders' Go fuzz tests for FUZZTIME each (go test runs only
+# their seed corpus, testdata/fuzz), then FUZZ_BODIES generated bodies
+# against a running server (real router and Postgres): no 5xx, no row for a
+# refused request. Set FUZZ_SEED to replay a run.
+FUZZTIME    ?= 2m
+FUZZ_BODIES ?= 10000
+FUZZ_SEED   ?= 7
+fuzz:
+	$(GO) test -run='^$$' -fuzz='^FuzzDecodeCreate$$' -fuzztime=$(FUZZTIME) ./internal/api/strictjson
+	$(GO) test -run='^$$' -fuzz='^FuzzDecodeRetry$$' -fuzztime=$(FUZZTIME) ./internal/api/strictjson
+	MCPGUARD_FUZZ_BODIES=$(FUZZ_BODIES) MCPGUARD_FUZZ_SEED=$(FUZZ_SEED) \
+	  $(GO) test -count=1 -timeout 30m -run='^TestFuzzRunningServer$$' -v ./internal/api

@@ -718,3 +718,33 @@ func TestRetryWithAnotherInstanceRemovesOurPoliciesFromTheFirst(t *testing.T) {
 		t.Error("the first instance or its deployment was touched")
 	}
 }
+
+// TestRetryWithOnlyANewSecret: policies that differ only in a secret value
+// (masked in the stored request and in the retry alike) still count as
+// corrected: the retry rewinds to policies, which re-configures the policy
+// with the new secret.
+func TestRetryWithOnlyANewSecret(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	basic := func(password string) []any {
+		return []any{map[string]any{"assetId": "http-basic-authentication", "configuration": map[string]any{"username": "svc", "password": password}}}
+	}
+	s.sim.SetFault(sim.RouteDeploymentStatus, sim.Fault{Status: http.StatusForbidden})
+	req := specRequest("secret-mcp")
+	req["policies"] = basic("first-Pa55word-3c9e")
+	p := s.run(req, "failed")
+	s.sim.ClearFaults()
+	before := s.sim.AllCalls()
+	s.retry(p.ID, map[string]any{"policies": basic("second-Pa55word-7d1f")}, "policies", []string{"policies", "verify"}, []string{"policies"})
+	p = s.wait(p.ID)
+	if p.State != "succeeded" {
+		t.Fatalf("after retry: %s %+v", p.State, p.Error)
+	}
+	wantCalls(t, s.callsSince(before), map[string]int{sim.RouteUpdatePolicy: 1})
+	_, _, pols := s.owned(p)
+	for _, pol := range pols {
+		if pol.AssetID == "http-basic-authentication" && pol.ConfigurationData["password"] != "second-Pa55word-7d1f" {
+			t.Errorf("the simulator holds password %v", pol.ConfigurationData["password"])
+		}
+	}
+}

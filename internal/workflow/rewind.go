@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 
 	"github.com/mcpguard/mcpguard"
@@ -13,8 +14,11 @@ import (
 // PlanRetry decides what a retry does (docs/architecture.md, "The job
 // model"): it applies the corrections to the stored request and rewinds as
 // PlanRewind says. A source of another kind is refused: that is a new
-// protection. It is a pure function of its arguments.
-func (c Catalogue) PlanRetry(cur store.RetryCurrent, in mcpguard.RetryInput) (*store.RetryPlan, error) {
+// protection. secretsResent says the corrected policies carried secret
+// values (masked before they reach here): the stored ones cannot be compared
+// without opening them, so the policies count as corrected and the policies
+// step reconciles them. It is a pure function of its arguments.
+func (c Catalogue) PlanRetry(cur store.RetryCurrent, in mcpguard.RetryInput, secretsResent bool) (*store.RetryPlan, error) {
 	req, err := correctedRequest(cur.Request, in)
 	if err != nil {
 		return nil, err
@@ -32,7 +36,11 @@ func (c Catalogue) PlanRetry(cur store.RetryCurrent, in mcpguard.RetryInput) (*s
 			return nil, &mcpguard.Error{Code: mcpguard.EINVALID, Message: "The corrected source is invalid; see errors.", Fields: errs}
 		}
 	}
-	return c.PlanRewind(cur, req)
+	var changed []string
+	if secretsResent {
+		changed = append(changed, "policies")
+	}
+	return c.PlanRewind(cur, req, changed...)
 }
 
 // PlanRewind decides how a job reaches a new desired request req (a retry's
@@ -46,9 +54,11 @@ func (c Catalogue) PlanRetry(cur store.RetryCurrent, in mcpguard.RetryInput) (*s
 // earlier attempts made stay: the steps that run again reconcile with them.
 //
 // A changed field that no applicable step reads is refused rather than
-// stored and ignored. req must keep cur.Request's kind of source. It is a
-// pure function of its arguments.
-func (c Catalogue) PlanRewind(cur store.RetryCurrent, req mcpguard.Request) (*store.RetryPlan, error) {
+// stored and ignored. changed names fields to count as changed whatever
+// their stored values say (policies whose secret values, masked in both
+// requests, were resent). req must keep cur.Request's kind of source. It is
+// a pure function of its arguments.
+func (c Catalogue) PlanRewind(cur store.RetryCurrent, req mcpguard.Request, changed ...string) (*store.RetryPlan, error) {
 	if sourceKind(req.Source) != sourceKind(cur.Request.Source) {
 		return nil, &mcpguard.Error{Code: mcpguard.EUNPROCESSABLE, Message: "The protection cannot change where it starts.",
 			Fields: []mcpguard.FieldError{{Field: "source", Message: "must stay a " + sourceKind(cur.Request.Source) + " source; create a new protection instead"}}}
@@ -84,7 +94,7 @@ func (c Catalogue) PlanRewind(cur store.RetryCurrent, req mcpguard.Request) (*st
 	var corrected []string
 	var unread []mcpguard.FieldError
 	for _, field := range correctable {
-		if reflect.DeepEqual(fieldValue(cur.Request, field), fieldValue(req, field)) {
+		if !slices.Contains(changed, field) && reflect.DeepEqual(fieldValue(cur.Request, field), fieldValue(req, field)) {
 			continue
 		}
 		corrected = append(corrected, field)

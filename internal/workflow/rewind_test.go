@@ -95,7 +95,7 @@ func TestPlanRetryRewindsToTheEarliestStepReadingACorrection(t *testing.T) {
 				t.Fatal(err)
 			}
 			cur := stoppedAt(t, request(t, specRequest), tc.stopped, mcpguard.StepFailed)
-			plan, err := cat.PlanRetry(cur, in)
+			plan, err := cat.PlanRetry(cur, in, false)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -123,7 +123,7 @@ func TestPlanRetryAppliesCorrectionsMemberByMember(t *testing.T) {
 	plan, err := cat.PlanRetry(cur, mcpguard.RetryInput{
 		Source:   &mcpguard.Source{Spec: &mcpguard.SpecSource{Version: "1.0.1"}},
 		Instance: &mcpguard.InstanceInput{UpstreamURI: "https://orders-v2.internal/mcp"},
-	})
+	}, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +154,7 @@ func TestPlanRetryRefusesCorrectionsItWouldIgnore(t *testing.T) {
 			if err := json.Unmarshal([]byte(tc.retry), &in); err != nil {
 				t.Fatal(err)
 			}
-			_, err := cat.PlanRetry(stoppedAt(t, request(t, tc.req), "policies", mcpguard.StepFailed), in)
+			_, err := cat.PlanRetry(stoppedAt(t, request(t, tc.req), "policies", mcpguard.StepFailed), in, false)
 			var e *mcpguard.Error
 			if mcpguard.ErrorCode(err) != tc.code || !errors.As(err, &e) || len(e.Fields) == 0 || e.Fields[0].Field != tc.field {
 				t.Fatalf("error %v %+v, want %s on %s", err, e, tc.code, tc.field)
@@ -200,7 +200,7 @@ func TestPlanRetryResumesWhereTheErrorSays(t *testing.T) {
 	cat := workflow.GuideCatalogue(workflow.GuideConfig{})
 	cur := stoppedAt(t, request(t, specRequest), "verify", mcpguard.StepFailed)
 	cur.Error = &mcpguard.JobError{Step: "verify", Message: "policy 7 is disabled", RetryFrom: "policies"}
-	plan, err := cat.PlanRetry(cur, mcpguard.RetryInput{})
+	plan, err := cat.PlanRetry(cur, mcpguard.RetryInput{}, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,5 +229,25 @@ func TestPlanRewindOfASucceededJob(t *testing.T) {
 	}
 	if _, err := cat.PlanRewind(cur, request(t, specRequest)); mcpguard.ErrorCode(err) != mcpguard.ECONFLICT {
 		t.Fatalf("an unchanged request: %v, want a conflict (nothing to run)", err)
+	}
+}
+
+// TestPlanRetryCountsResentSecretsAsACorrection: policies equal once their
+// secrets are masked still rewind to policies when the retry carried secret
+// values, since the sealed ones may differ.
+func TestPlanRetryCountsResentSecretsAsACorrection(t *testing.T) {
+	t.Parallel()
+	cat := workflow.GuideCatalogue(workflow.GuideConfig{})
+	cur := stoppedAt(t, request(t, specRequest), "verify", mcpguard.StepFailed)
+	same := mcpguard.RetryInput{Policies: cur.Request.Policies}
+	plan, err := cat.PlanRetry(cur, same, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plan.RewindTo != "policies" || !slices.Equal(plan.Corrected, []string{"policies"}) {
+		t.Fatalf("plan %+v", plan)
+	}
+	if plan, err = cat.PlanRetry(cur, same, false); err != nil || plan.RewindTo != "verify" {
+		t.Fatalf("without secrets: %+v %v", plan, err)
 	}
 }

@@ -190,7 +190,7 @@ func (s *Service) RetryProtection(ctx context.Context, tenant, id string, in mcp
 	var values sensitive.Values
 	in.Policies, values = sensitive.MaskPolicies(in.Policies, nil)
 	plan, err := s.db.RetryProtection(ctx, tenant, id, tenant, func(cur store.RetryCurrent) (*store.RetryPlan, error) {
-		return s.cat.PlanRetry(cur, in)
+		return s.cat.PlanRetry(cur, in, len(values) > 0)
 	}, in.Credentials, values)
 	if err != nil {
 		return nil, err

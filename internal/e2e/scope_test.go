@@ -147,3 +147,38 @@ func TestTenantWithoutScopeCannotUseDefaultApp(t *testing.T) {
 	req["credentials"] = userCredentials()
 	u.run(req, "succeeded")
 }
+
+// TestTenantScopeExchange: through the default app, Exchange search sees
+// only the scope's organization (the app itself sees more), and a spec or
+// asset in another organization's group is refused.
+func TestTenantScopeExchange(t *testing.T) {
+	t.Parallel()
+	const elsewhere = "5d4c3b2a-0000-4000-8000-00000000e15e"
+	s := newStack(t, withDefaultApp(), withScopes(map[string]workflow.TenantScope{
+		tenant:  sandboxScope,
+		tenantB: {OrganizationID: elsewhere, Environments: []string{sim.EnvSandbox}},
+	}))
+	b := s.as(apiKeyB)
+	byName := func() map[string]any {
+		req := specRequest("unused")
+		delete(req, "credentials")
+		req["source"] = map[string]any{"asset": map[string]any{"name": "Inventory MCP"}}
+		return req
+	}
+	// The default app finds the asset for the tenant whose organization holds it...
+	if p := s.wait(s.submit(byName())); p.Error != nil && p.Error.Step == "search" {
+		t.Fatalf("tenant A's search failed: %+v", p.Error)
+	}
+	// ...and not for a tenant scoped elsewhere, whose error names no other organization.
+	p := b.wait(b.submit(byName()))
+	if p.State != "failed" || p.Error == nil || p.Error.Step != "search" || p.Error.Status != http.StatusNotFound || strings.Contains(p.Error.Message, sim.DefaultOrgID) {
+		t.Fatalf("B's search: %s %+v, want a 404 at search naming no other organization", p.State, p.Error)
+	}
+	spec := specRequest("foreign-group-mcp")
+	delete(spec, "credentials")
+	spec["source"].(map[string]any)["spec"].(map[string]any)["groupId"] = sim.DefaultOrgID
+	wantScopeRefusal(t, "B publishing into another organization's group", b.wait(b.submit(spec)))
+	if n := s.sim.Calls(sim.RoutePublishAsset); n != 0 {
+		t.Errorf("publish was called %d times", n)
+	}
+}

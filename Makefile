@@ -41,13 +41,20 @@ image:
 
 # bench: end-to-end throughput (POST to succeeded, instant simulator), each
 # step's overhead beyond a 20 ms upstream latency, API p50/p99 under 4
-# clients, then the api and workflow packages' own benchmarks; ~1 minute on
-# 2 cores. Figures only: nothing here asserts a time. A short summary ends it.
+# clients, the scheduling ratios (lone job vs a straight-line script, burst,
+# fairness), 429s under the shared budget with 3 replicas, GET and list with
+# 1,000,000 rows, memory with 1,000 in flight, then the api and workflow
+# packages' own benchmarks; ~5 minutes on 2 cores. Figures only: nothing
+# here asserts a time. A short summary ends it.
 BENCH_E2E = $(GO) test -run='^$$' ./internal/e2e
 bench:
 	@{ $(BENCH_E2E) -bench='^BenchmarkProtectionThroughput$$' -benchtime=10x; \
 	  $(BENCH_E2E) -bench='^BenchmarkStepOverhead$$' -benchtime=20x; \
 	  $(BENCH_E2E) -bench='^BenchmarkAPILatency$$' -benchtime=500x; \
+	  $(BENCH_E2E) -bench='^BenchmarkScheduling$$' -benchtime=1x -timeout=20m; \
+	  $(BENCH_E2E) -bench='^BenchmarkSharedBudget$$' -benchtime=1x -timeout=20m; \
+	  $(BENCH_E2E) -bench='^BenchmarkLargeTable$$' -benchtime=500x -timeout=20m; \
+	  $(BENCH_E2E) -bench='^BenchmarkInFlightMemory$$' -benchtime=1x -timeout=20m; \
 	  $(GO) test -run='^$$' -bench=. -benchtime=200x ./internal/api ./internal/workflow; \
 	} 2>&1 | awk -v cores="$$(nproc 2>/dev/null || echo ?)" ' \
 	{ print } \
@@ -72,7 +79,16 @@ bench:
 	  n = "APILatency/POST"; if (n in seen) printf "  POST /protections, 4 clients: p50 %s ms, p99 %s ms (%s req/s)\n", m[n, "ms-p50"], m[n, "ms-p99"], m[n, "req/s"]; \
 	  n = "GetProtection"; if (n in seen) printf "  api package, one client: GET %.2f ms", m[n, "ns/op"] / 1e6; \
 	  n = "CreateProtection"; if (n in seen) printf ", POST %.2f ms\n", m[n, "ns/op"] / 1e6; \
-	  n = "EngineThroughput"; if (n in seen) printf "  engine alone (two no-op steps): %s jobs/s\n", m[n, "jobs/s"] \
+	  n = "EngineThroughput"; if (n in seen) printf "  engine alone (two no-op steps): %s jobs/s\n", m[n, "jobs/s"]; \
+	  n = "Scheduling"; if (n in seen) { \
+	    printf "  lone job at 20 ms/call: %s ms = %s x the straight-line script (%s ms)\n", m[n, "ms-lone"], m[n, "lone/script"], m[n, "ms-script"]; \
+	    printf "  burst of 100: p50 %s x lone, p99 %s x lone\n", m[n, "burst-p50/lone"], m[n, "burst-p99/lone"]; \
+	    printf "  tenant B behind tenant A'"'"'s 500: %s x lone (%s ms)\n", m[n, "fairness/lone"], m[n, "ms-fairness"] } \
+	  n = "SharedBudget"; if (n in seen) printf "  3 replicas, 300 protections, Anypoint limited to 200 calls/s per organization: %s x 429 (busiest second %s calls; %s calls/s, %s protections/s)\n", m[n, "429s"], m[n, "peak-calls/window"], m[n, "calls/s"], m[n, "jobs/s"]; \
+	  n = "LargeTable/GET"; if (n in seen) printf "  1,000,000 rows: GET /protections/{id} p50 %s ms, p99 %s ms", m[n, "ms-p50"], m[n, "ms-p99"]; \
+	  n = "LargeTable/list-failed"; if (n in seen) printf "; ?state=failed p50 %s ms, p99 %s ms", m[n, "ms-p50"], m[n, "ms-p99"]; \
+	  n = "LargeTable/claim"; if (n in seen) printf "; idle claim p50 %s ms, p99 %s ms\n", m[n, "ms-p50"], m[n, "ms-p99"]; \
+	  n = "InFlightMemory"; if (n in seen) printf "  1,000 protections in flight: RSS %s MB (heap %s MB, %s goroutines; simulator and client in the same process)\n", m[n, "MB-rss"], m[n, "MB-heap"], m[n, "goroutines"] \
 	}'
 
 # fuzz: the decoders' Go fuzz tests for FUZZTIME each (go test runs only

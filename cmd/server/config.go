@@ -33,7 +33,7 @@ type Config struct {
 	CredentialsKey       string        `envconfig:"CREDENTIALS_KEY" secret:"true" desc:"base64 of 32 random bytes that encrypt stored credentials; required by serve. Several keys separated by commas rotate: the first seals, every one opens"`
 	TenantScopes         string        `envconfig:"TENANT_SCOPES" desc:"what each tenant may touch through the default connected app: tenant=org:ID,env:ID-or-name[,env:...][,instance:ID...] entries separated by ';'. A tenant without an entry cannot use the default app"`
 	AnypointRate         float64       `envconfig:"ANYPOINT_RATE" default:"5" desc:"Anypoint calls per second per organization, shared by every replica (counted per minute; lowered for a while after a 429)"`
-	Workers              int           `envconfig:"WORKERS" default:"4" desc:"steps this replica runs at once"`
+	Workers              int           `envconfig:"WORKERS" default:"32" desc:"steps this replica runs at once; steps mostly wait for Anypoint, so many workers cost little"`
 	LogLevel             string        `envconfig:"LOG_LEVEL" default:"info" desc:"trace, debug, info, warn or error"`
 	LeaseDuration        time.Duration `envconfig:"LEASE_DURATION" default:"30s" desc:"how long a replica holds a job between heartbeats; a crashed replica's job is taken over after it expires"`
 	ShutdownGrace        time.Duration `envconfig:"SHUTDOWN_GRACE" default:"20s" desc:"how long running steps and HTTP requests may finish after SIGTERM"`

@@ -35,7 +35,8 @@ func serve(ctx context.Context, cfg Config, secrets serveSecrets, logger zerolog
 	if err := migrate(ctx, cfg); err != nil {
 		return err
 	}
-	db, err := store.Open(ctx, cfg.DatabaseURL, store.WithSealer(secrets.sealer))
+	// A connection per worker, plus a few for the API and the listener.
+	db, err := store.Open(ctx, cfg.DatabaseURL, store.WithSealer(secrets.sealer), store.WithPoolSize(cfg.Workers+10))
 	if err != nil {
 		return fmt.Errorf("error opening database %s: %w", redactURL(cfg.DatabaseURL), err)
 	}

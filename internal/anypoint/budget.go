@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 )
@@ -114,13 +115,28 @@ func (s *Session) pace(ctx context.Context, r *request) error {
 	}
 }
 
-// observe tells the budget about a 429, so every replica slows down.
+// Throttled reports whether the call was refused for rate: Anypoint's 429,
+// Exchange's 503 (its load balancer throttles with 429, 500 or 503,
+// anypoint-api.md 0.6), or the organization's budget spent for now. Such a
+// call is worth making again once the wait is over, however often.
+func (e *Error) Throttled() bool {
+	return e.upstreamThrottled() || errors.Is(e.Err, ErrBudgetSpent)
+}
+
+func (e *Error) upstreamThrottled() bool {
+	return e.Status == http.StatusTooManyRequests ||
+		(e.Status == http.StatusServiceUnavailable && strings.HasPrefix(e.Path, prefixExchange))
+}
+
+// observe tells the budget about a 429 (or Exchange's 503), so every
+// replica slows down.
 func (s *Session) observe(ctx context.Context, err error) {
-	if s.c.budget == nil || StatusOf(err) != http.StatusTooManyRequests {
+	e := AsError(err)
+	if s.c.budget == nil || e == nil || !e.upstreamThrottled() {
 		return
 	}
 	pause := defaultThrottlePause
-	if e := AsError(err); e != nil && e.RetryAfter > 0 {
+	if e.RetryAfter > 0 {
 		pause = e.RetryAfter
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)

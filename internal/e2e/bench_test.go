@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/mcpguard/mcpguard/internal/anypoint/sim"
+	"github.com/mcpguard/mcpguard/internal/workflow"
 )
 
 // The benchmarks below measure the whole service: the HTTP API, the engine,
@@ -74,10 +75,10 @@ func (s *stack) finished(b *testing.B, id string) *timedProtection {
 // BenchmarkProtectionThroughput submits batches of protections from specs
 // and waits for all of them to succeed, with a simulator that answers at
 // once: the rate at which one replica turns POSTs into protected MCP
-// servers when Anypoint is not the bottleneck, with the default 4 workers
-// and with 16.
+// servers when Anypoint is not the bottleneck, with 4 workers and with the
+// default (32).
 func BenchmarkProtectionThroughput(b *testing.B) {
-	for _, workers := range []int{4, 16} {
+	for _, workers := range []int{4, workflow.DefaultWorkers} {
 		b.Run(fmt.Sprintf("workers=%d", workers), func(b *testing.B) {
 			benchThroughput(b, newStack(b, instantSim(), func(o *stackOptions) { o.workers = workers }))
 		})

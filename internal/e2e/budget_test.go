@@ -62,3 +62,32 @@ func TestBudgetTightensOn429(t *testing.T) {
 		t.Fatalf("share of the rate after 429s = %v, want lowered", share)
 	}
 }
+
+// TestThrottlingBurstFailsNoJob: a storm of 429s on several routes, more
+// than any step's attempt budget, fails no job: each throttled step waits
+// for the reset Anypoint names and keeps its single attempt.
+func TestThrottlingBurstFailsNoJob(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	for _, route := range []string{sim.RouteListEnvironments, sim.RouteCreateAPI, sim.RouteListTemplates, sim.RouteCreatePolicy} {
+		s.sim.SetFault(route, sim.Fault{Status: 429, Times: 12})
+	}
+	ids := make([]string, 6)
+	for i := range ids {
+		ids[i] = s.submit(specRequest(fmt.Sprintf("storm-%d", i)))
+	}
+	for _, id := range ids {
+		p := s.wait(id)
+		if p.State != "succeeded" {
+			t.Fatalf("protection %s ended %s: %+v", id, p.State, p.Error)
+		}
+		for _, st := range p.Steps {
+			if st.Attempts > 1 {
+				t.Errorf("protection %s: step %s used %d attempts under throttling, want 1", id, st.Name, st.Attempts)
+			}
+		}
+	}
+	if left := s.sim.Faults(); len(left) != 0 {
+		t.Fatalf("429s left unanswered: %+v (the storm did not reach every route)", left)
+	}
+}

@@ -86,6 +86,9 @@ type stackOptions struct {
 	// rate, when positive, paces each replica's Anypoint calls through the
 	// shared budget (MCPGUARD_ANYPOINT_RATE).
 	rate float64
+	// pollInterval and pollMax are the guide's poll delays; zero means the
+	// guide's defaults.
+	pollInterval, pollMax time.Duration
 }
 
 type option func(*stackOptions)
@@ -108,6 +111,13 @@ func withReplicas(n, workers int, lease time.Duration) option {
 // windows (the server's are a minute) so that tests stay short.
 func withRate(rate float64) option { return func(o *stackOptions) { o.rate = rate } }
 
+// withServerDefaults runs the engine and the guide as the server does (its
+// default workers and poll delays) instead of the tests' short settings:
+// for benchmarks.
+func withServerDefaults() option {
+	return func(o *stackOptions) { o.workers, o.pollInterval, o.pollMax = 0, 0, 0 }
+}
+
 // withDefaultApp configures the server's connected app, the default tenant
 // scoped to sandboxScope.
 func withDefaultApp() option {
@@ -126,7 +136,8 @@ func withScopes(scopes map[string]workflow.TenantScope) option {
 
 func newStack(t testing.TB, opts ...option) *stack {
 	t.Helper()
-	o := stackOptions{verifyTimeout: 20 * time.Second, workers: 4, replicas: 1, lease: 5 * time.Second}
+	o := stackOptions{verifyTimeout: 20 * time.Second, workers: 4, replicas: 1, lease: 5 * time.Second,
+		pollInterval: 30 * time.Millisecond, pollMax: 150 * time.Millisecond}
 	for _, f := range opts {
 		f(&o)
 	}
@@ -175,7 +186,7 @@ func newStack(t testing.TB, opts ...option) *stack {
 		client := anypoint.New(simSrv.URL, opts...)
 		return workflow.GuideCatalogue(workflow.GuideConfig{
 			Anypoint: client, DefaultApp: app, VerifyTimeout: o.verifyTimeout,
-			PollInterval: 30 * time.Millisecond, PollMax: 150 * time.Millisecond,
+			PollInterval: o.pollInterval, PollMax: o.pollMax,
 			Scopes: o.scopes, CreatedByTenant: func(ctx context.Context, tenant string, id int64) (bool, error) {
 				return created.TenantCreatedInstance(ctx, tenant, id)
 			},

@@ -43,6 +43,8 @@ func newReplicaSet(t *testing.T, o replicaOptions) *replicaSet {
 type actorEvent struct {
 	kind, step, actor string
 	attempt           int
+	// throttled marks a retry_scheduled of a throttled run (429).
+	throttled bool
 }
 
 // trail reads a job's events with their actors, oldest first.
@@ -60,7 +62,9 @@ func (s *stack) trail(id string) []actorEvent {
 	for i, e := range events {
 		step, _ := e["step"].(string)
 		kind, _ := e["kind"].(string)
-		out[i] = actorEvent{kind: kind, step: step, actor: actors[i], attempt: int(number(e["attempt"]))}
+		detail, _ := e["detail"].(map[string]any)
+		throttled, _ := detail["throttled"].(bool)
+		out[i] = actorEvent{kind: kind, step: step, actor: actors[i], attempt: int(number(e["attempt"])), throttled: throttled}
 	}
 	return out
 }
@@ -76,23 +80,26 @@ var pollingSteps = map[string]bool{"publish": true, "verify": true}
 func checkNoOverlap(t *testing.T, id string, trail []actorEvent, wantSucceeded []string) {
 	t.Helper()
 	var open *actorEvent
+	handedOver := false // the open run waited in the queue (throttled): any replica may end it
 	succeeded := map[string]int{}
 	for i := range trail {
 		e := trail[i]
 		switch e.kind {
+		case "retry_scheduled":
+			handedOver = handedOver || e.throttled
 		case "step_started":
 			if open != nil {
 				t.Errorf("job %s: %s started %s (attempt %d) while %s's run of %s (attempt %d) was open",
 					id, e.actor, e.step, e.attempt, open.actor, open.step, open.attempt)
 			}
-			open = &trail[i]
+			open, handedOver = &trail[i], false
 		case "step_succeeded", "step_failed":
 			// A polling step releases the job between polls, so another
 			// replica may end the run; any other step ends where it began.
-			if open == nil || open.step != e.step || (open.actor != e.actor && !pollingSteps[e.step]) {
+			if open == nil || open.step != e.step || (open.actor != e.actor && !pollingSteps[e.step] && !handedOver) {
 				t.Errorf("job %s: %s by %s ends no open run (open: %+v)", id, e.kind, e.actor, open)
 			}
-			open = nil
+			open, handedOver = nil, false
 			if e.kind == "step_succeeded" {
 				succeeded[e.step]++
 			}

@@ -57,7 +57,13 @@ const claimColumns = `p.id::text, p.fence, p.tenant, p.current_step, p.request, 
 
 // Claim takes one job that is due (a queued one, a running one whose poll or
 // retry time has come, or a running one whose lease expired because its
-// worker died) and starts its current step, in one statement: it sets the
+// worker died) and starts its current step, in one statement.
+//
+// Which job: first one of the tenant whose last claim is oldest
+// (tenant_turns), so tenants take turns and a tenant's single protection is
+// not queued behind another tenant's burst; within the tenant, a job
+// already under way before a queued one, so a burst finishes what it
+// started; then the longest due. It sets the
 // lease, bumps the fence, marks the step running, counts the attempt (not
 // for a poll) and appends the events. A job with a cancel requested is
 // claimed without starting its step. It returns nil when nothing is due.
@@ -74,13 +80,16 @@ func (db *DB) Claim(ctx context.Context, owner string, lease time.Duration, toke
 	var startedAt *time.Time
 	err := db.pool.QueryRow(ctx, `
 		WITH due AS (
-			SELECT id, state AS previous_state, lease_owner AS previous_owner, current_step, cancel_requested
-			FROM protections
-			WHERE state IN ('queued', 'running') AND run_after <= now()
-			  AND (lease_expires_at IS NULL OR lease_expires_at < now())
-			ORDER BY run_after
+			SELECT p.id, p.tenant, p.state AS previous_state, p.lease_owner AS previous_owner, p.current_step, p.cancel_requested
+			FROM protections p LEFT JOIN tenant_turns t ON t.tenant = p.tenant
+			WHERE p.state IN ('queued', 'running') AND p.run_after <= now()
+			  AND (p.lease_expires_at IS NULL OR p.lease_expires_at < now())
+			ORDER BY t.last_claimed_at NULLS FIRST, p.state = 'queued', p.run_after
 			LIMIT 1
-			FOR UPDATE SKIP LOCKED
+			FOR UPDATE OF p SKIP LOCKED
+		), turn AS (
+			INSERT INTO tenant_turns (tenant, last_claimed_at) SELECT tenant, clock_timestamp() FROM due
+			ON CONFLICT (tenant) DO UPDATE SET last_claimed_at = EXCLUDED.last_claimed_at
 		), claimed AS (
 			UPDATE protections p SET state = 'running', lease_owner = $1,
 				lease_expires_at = now() + $2 * interval '1 microsecond',
@@ -179,7 +188,29 @@ var ErrAlreadyCommitted = errors.New("step result already committed")
 // writes nothing and returns ErrAlreadyCommitted; when another claim holds
 // the job, it writes nothing and returns ErrLeaseLost.
 func (db *DB) Commit(ctx context.Context, l Lease, token string, decide func(transition.Snapshot) transition.Decision) (transition.Decision, error) {
+	d, _, err := db.CommitAndContinue(ctx, l, token, 0, decide)
+	return d, err
+}
+
+// Continuation is the next step a commit started under the same lease
+// (depth-first progress): the worker runs it without a new claim.
+type Continuation struct {
+	Step string
+	// Attempt and StepStartedAt are the next step's, as Claim returns them.
+	Attempt       int
+	StepStartedAt time.Time
+	// Variables are the job's variables, decoded as Claim decodes them.
+	Variables map[string]any
+}
+
+// CommitAndContinue is Commit for a worker that keeps going: when the
+// decision says the next step is due now (Decision.Continue) and lease is
+// positive, the same transaction keeps the lease (extended by lease), starts
+// the next step and returns it, instead of handing the job back to the
+// queue. One fenced commit per step, no new claim.
+func (db *DB) CommitAndContinue(ctx context.Context, l Lease, token string, lease time.Duration, decide func(transition.Snapshot) transition.Decision) (transition.Decision, *Continuation, error) {
 	var d transition.Decision
+	var cont *Continuation
 	err := db.inTx(ctx, func(tx pgx.Tx) error {
 		s := transition.Snapshot{State: mcpguard.StateRunning}
 		var next *string
@@ -207,25 +238,34 @@ func (db *DB) Commit(ctx context.Context, l Lease, token string, decide func(tra
 			s.NextStep = *next
 		}
 		d = decide(s)
-		return applyDecision(ctx, tx, l.ProtectionID, l.Owner, token, d)
+		if !d.Continue || lease <= 0 {
+			d.Continue = false
+		}
+		cont, err = applyDecision(ctx, tx, l.ProtectionID, l.Owner, token, lease, d)
+		return err
 	})
-	return d, err
+	if err != nil {
+		return d, nil, err
+	}
+	return d, cont, nil
 }
 
 // applyDecision writes a decision to a locked job: the step row, the job
 // row (state, next step, run_after, variables, error, credentials, lease
-// released) and the events, in one round trip.
-func applyDecision(ctx context.Context, tx pgx.Tx, id, actor, token string, d transition.Decision) error {
+// released, or kept and extended by lease when d.Continue) and the events,
+// in one round trip. When d.Continue it also starts the next step, as a
+// claim would, and returns it.
+func applyDecision(ctx context.Context, tx pgx.Tx, id, actor, token string, lease time.Duration, d transition.Decision) (*Continuation, error) {
 	var jobErr []byte
 	if d.Error != nil {
 		var err error
 		if jobErr, err = json.Marshal(d.Error); err != nil {
-			return fmt.Errorf("error encoding job error: %w", err)
+			return nil, fmt.Errorf("error encoding job error: %w", err)
 		}
 	}
 	variables, err := json.Marshal(nonNil(d.Variables))
 	if err != nil {
-		return fmt.Errorf("error encoding captured variables: %w", err)
+		return nil, fmt.Errorf("error encoding captured variables: %w", err)
 	}
 	var tokenArg any
 	if token != "" {
@@ -235,12 +275,12 @@ func applyDecision(ctx context.Context, tx pgx.Tx, id, actor, token string, d tr
 	if u := d.Step; u != nil {
 		captured, err := json.Marshal(nonNil(u.Captured))
 		if err != nil {
-			return fmt.Errorf("error encoding captured variables: %w", err)
+			return nil, fmt.Errorf("error encoding captured variables: %w", err)
 		}
 		var stepErr []byte
 		if u.Error != nil {
 			if stepErr, err = json.Marshal(u.Error); err != nil {
-				return fmt.Errorf("error encoding step error: %w", err)
+				return nil, fmt.Errorf("error encoding step error: %w", err)
 			}
 		}
 		state := u.State
@@ -254,33 +294,54 @@ func applyDecision(ctx context.Context, tx pgx.Tx, id, actor, token string, d tr
 	}
 	final := d.State.Finished()
 	var runAfter time.Time
+	// merged is the job's variables after the commit, read back for a
+	// continuation so the next step sees them exactly as a claim would.
+	var merged []byte
 	batch.Queue(`
 		UPDATE protections SET state = $2, current_step = $3, variables = variables || $4, error = $5,
 			credentials = CASE WHEN $6 THEN NULL ELSE credentials END,
 			cancel_requested = CASE WHEN $7 THEN false ELSE cancel_requested END,
-			lease_owner = NULL, lease_expires_at = NULL,
+			lease_owner = CASE WHEN $11 THEN lease_owner END,
+			lease_expires_at = CASE WHEN $11 THEN now() + $12 * interval '1 microsecond' END,
 			run_after = CASE WHEN $7 THEN run_after ELSE now() + $8 * interval '1 microsecond' END,
 			finished_at = CASE WHEN $7 THEN now() END,
 			fence = fence + CASE WHEN $9 THEN 1 ELSE 0 END,
 			write_token = COALESCE($10::uuid, write_token), updated_at = now()
 		WHERE id = $1
-		RETURNING run_after`,
+		RETURNING run_after, CASE WHEN $11 THEN variables END`,
 		id, string(d.State), d.CurrentStep, variables, jobErr, d.ClearCredentials, final,
-		d.RunAfter.Microseconds(), d.BumpFence, tokenArg).QueryRow(func(row pgx.Row) error {
-		if err := row.Scan(&runAfter); err != nil {
+		d.RunAfter.Microseconds(), d.BumpFence, tokenArg, d.Continue, lease.Microseconds()).QueryRow(func(row pgx.Row) error {
+		if err := row.Scan(&runAfter, &merged); err != nil {
 			return fmt.Errorf("error applying the step result to the job: %w", err)
 		}
 		return nil
 	})
+	var next *Continuation
+	if d.Continue {
+		next = &Continuation{Step: d.CurrentStep}
+		batch.Queue(`
+			UPDATE steps SET state = 'running',
+				attempts = attempts + CASE WHEN polling THEN 0 ELSE 1 END,
+				budget_attempts = budget_attempts + CASE WHEN polling THEN 0 ELSE 1 END,
+				started_at = COALESCE(started_at, now())
+			WHERE protection_id = $1 AND name = $2
+			RETURNING budget_attempts, started_at`, id, d.CurrentStep).QueryRow(func(row pgx.Row) error {
+			if err := row.Scan(&next.Attempt, &next.StepStartedAt); err != nil {
+				return fmt.Errorf("error starting the next step: %w", err)
+			}
+			next.StepStartedAt = next.StepStartedAt.UTC()
+			return nil
+		})
+	}
 	br := tx.SendBatch(ctx, batch)
 	if d.Step != nil {
 		if _, err := br.Exec(); err != nil {
 			_ = br.Close()
-			return fmt.Errorf("error applying the step result to the step: %w", err)
+			return nil, fmt.Errorf("error applying the step result to the step: %w", err)
 		}
 	}
 	if err := br.Close(); err != nil {
-		return err
+		return nil, err
 	}
 	for _, ev := range d.Events {
 		detail := ev.Detail
@@ -288,16 +349,24 @@ func applyDecision(ctx context.Context, tx pgx.Tx, id, actor, token string, d tr
 			detail = withDetail(detail, map[string]any{"runAfter": runAfter.UTC().Format(time.RFC3339Nano)})
 		}
 		if err := insertEvent(ctx, tx, id, ev.Kind, ev.Step, ev.Attempt, actor, detail); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	return nil
+	if next != nil {
+		if err := decodeJSON(merged, &next.Variables); err != nil {
+			return nil, fmt.Errorf("error decoding the job's variables: %w", err)
+		}
+		if err := insertEvent(ctx, tx, id, mcpguard.EventStepStarted, next.Step, next.Attempt, actor, nil); err != nil {
+			return nil, err
+		}
+	}
+	return next, nil
 }
 
 // Heartbeat extends the lease and reports whether a cancel was requested;
 // ErrLeaseLost when the lease is no longer ours.
 func (db *DB) Heartbeat(ctx context.Context, l Lease, lease time.Duration) (cancelRequested bool, err error) {
-	err = db.pool.QueryRow(ctx, `
+	err = db.leases.QueryRow(ctx, `
 		UPDATE protections SET lease_expires_at = now() + $4 * interval '1 microsecond'
 		WHERE id = $1 AND fence = $2 AND lease_owner = $3
 		RETURNING cancel_requested`, l.ProtectionID, l.Fence, l.Owner, lease.Microseconds()).Scan(&cancelRequested)

@@ -403,7 +403,7 @@ func (db *DB) CancelProtection(ctx context.Context, tenant, id, actor string) (m
 		}
 		d := transition.Decide(transition.Snapshot{State: mcpguard.State(state), Step: step},
 			transition.Result{Kind: transition.Cancelled, Reason: "cancelled by request"}, transition.Rules{})
-		if err := applyDecision(ctx, tx, id, actor, "", d); err != nil {
+		if _, err := applyDecision(ctx, tx, id, actor, "", 0, d); err != nil {
 			return err
 		}
 		result = mcpguard.StateCancelled

@@ -37,8 +37,13 @@ const migrationLockID = 0x6d6370677561 // "mcpgua"
 
 // DB is a pool of connections to mcpguard's database.
 type DB struct {
-	pool   *pgxpool.Pool
-	sealer *Sealer
+	pool *pgxpool.Pool
+	// leases is a small pool of its own for heartbeats, so that busy
+	// workers and API requests holding every connection of pool cannot
+	// starve the renewals and make leases expire under running steps.
+	leases   *pgxpool.Pool
+	poolSize int
+	sealer   *Sealer
 	// schemaReady is set once Ready has seen the expected schema version.
 	schemaReady atomic.Bool
 }
@@ -52,6 +57,18 @@ func WithSealer(s *Sealer) Option {
 	return func(db *DB) { db.sealer = s }
 }
 
+// WithPoolSize sizes the main pool (default 20) unless the URL sets
+// pool_max_conns: a worker holds one connection at a time (a claim, a
+// commit, a budget take), so workers plus a few for the API and the
+// listener is enough.
+func WithPoolSize(n int) Option {
+	return func(db *DB) { db.poolSize = n }
+}
+
+// leasePoolSize is the heartbeat pool's size: a renewal is one short
+// UPDATE, so two connections renew hundreds of leases a second.
+const leasePoolSize = 2
+
 // Open connects to the database at databaseURL and checks that it answers.
 // It does not migrate; call Migrate first.
 func Open(ctx context.Context, databaseURL string, opts ...Option) (*DB, error) {
@@ -59,28 +76,36 @@ func Open(ctx context.Context, databaseURL string, opts ...Option) (*DB, error) 
 	if err != nil {
 		return nil, fmt.Errorf("error parsing database URL: %w", err)
 	}
-	if !strings.Contains(databaseURL, "pool_max_conns") {
-		// Workers, heartbeats and the API share the pool; pgx's default
-		// (the number of CPUs, at least 4) starves them on small machines.
-		cfg.MaxConns = max(cfg.MaxConns, 20)
-	}
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("error creating database pool: %w", err)
-	}
-	db := &DB{pool: pool}
+	db := &DB{poolSize: 20}
 	for _, opt := range opts {
 		opt(db)
 	}
-	if err := pool.Ping(ctx); err != nil {
-		pool.Close()
+	leaseCfg := cfg.Copy()
+	if !strings.Contains(databaseURL, "pool_max_conns") {
+		// Workers and the API share the pool; pgx's default (the number
+		// of CPUs, at least 4) starves them on small machines.
+		cfg.MaxConns = max(cfg.MaxConns, int32(db.poolSize))
+	}
+	leaseCfg.MaxConns, leaseCfg.MinConns = leasePoolSize, 0
+	if db.pool, err = pgxpool.NewWithConfig(ctx, cfg); err != nil {
+		return nil, fmt.Errorf("error creating database pool: %w", err)
+	}
+	if db.leases, err = pgxpool.NewWithConfig(ctx, leaseCfg); err != nil {
+		db.pool.Close()
+		return nil, fmt.Errorf("error creating the heartbeat pool: %w", err)
+	}
+	if err := db.pool.Ping(ctx); err != nil {
+		db.Close()
 		return nil, fmt.Errorf("error connecting to database: %w", err)
 	}
 	return db, nil
 }
 
 // Close closes every connection of the pool.
-func (db *DB) Close() { db.pool.Close() }
+func (db *DB) Close() {
+	db.pool.Close()
+	db.leases.Close()
+}
 
 // Sealer returns the credentials sealer, nil when none was configured.
 func (db *DB) Sealer() *Sealer { return db.sealer }

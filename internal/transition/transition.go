@@ -34,6 +34,11 @@ const (
 	// Released: the worker is shutting down; another may run the step at
 	// once, and the attempt it counted is given back.
 	Released
+	// Throttled: Anypoint answered 429 (or Exchange's 503), or the
+	// organization's call budget had no call for the step soon. The step
+	// runs again after RetryAfter without using an attempt: throttling is
+	// bounded by time (the engine's), not by the attempt budget.
+	Throttled
 )
 
 // Outcome names a decision for logs and metrics.
@@ -47,6 +52,7 @@ const (
 	OutcomeFailed    Outcome = "failed"    // the job failed
 	OutcomeCancelled Outcome = "cancelled" // the job was cancelled
 	OutcomeReleased  Outcome = "released"  // the step was handed back unfinished
+	OutcomeThrottled Outcome = "throttled" // the step waits for Anypoint's rate limit
 )
 
 // Snapshot is what the decision needs of the job, read under its lock.
@@ -77,7 +83,8 @@ type Result struct {
 	PollAfter time.Duration
 	// Error of a failure (TransientFailure or PermanentFailure).
 	Error *mcpguard.JobError
-	// RetryAfter is the earliest retry the upstream asked for.
+	// RetryAfter is the earliest retry the upstream asked for; a
+	// Throttled run's whole delay.
 	RetryAfter time.Duration
 	// Reason explains a Cancelled result in its event.
 	Reason string
@@ -140,7 +147,11 @@ type Decision struct {
 	// BumpFence voids every earlier claim's writes: a cancel of a job that
 	// a worker whose lease expired may still be running.
 	BumpFence bool
-	Events    []Event
+	// Continue: the next step is due now, so the worker that ran this one
+	// keeps the job and starts it in the same commit (depth first), rather
+	// than handing the job back to the queue.
+	Continue bool
+	Events   []Event
 }
 
 // Final reports whether the decision ends the job.
@@ -171,7 +182,7 @@ func Decide(s Snapshot, r Result, rules Rules) Decision {
 		if s.CancelRequested {
 			return cancel(d, s, s.NextStep, "cancelled by request before the next step started")
 		}
-		d.State, d.CurrentStep = mcpguard.StateRunning, s.NextStep
+		d.State, d.CurrentStep, d.Continue = mcpguard.StateRunning, s.NextStep, true
 		return d
 
 	case Poll:
@@ -248,6 +259,23 @@ func Decide(s Snapshot, r Result, rules Rules) Decision {
 			return cancel(d, s, s.Step, "cancelled by request")
 		}
 		d.State, d.CurrentStep = mcpguard.StateRunning, s.Step
+		return d
+
+	case Throttled:
+		// The step waits like a poll: its next run is the same attempt, so
+		// however often Anypoint throttles it, it uses one attempt.
+		d := Decision{Outcome: OutcomeThrottled, Step: &StepUpdate{Name: s.Step, State: mcpguard.StepRunning, Polling: true}}
+		if r.Error != nil && r.Error.Status != 0 {
+			// Anypoint said so: the trail shows it. Waits for the shared
+			// budget (no status) are routine and leave no event.
+			d.Events = []Event{{Kind: mcpguard.EventRetryScheduled, Step: s.Step, Attempt: r.Attempt, WithRunAfter: true,
+				Detail: map[string]any{"throttled": true, "status": r.Error.Status, "reason": r.Error.Message,
+					"delayMs": r.RetryAfter.Milliseconds()}}}
+		}
+		if s.CancelRequested {
+			return cancel(d, s, s.Step, "cancelled by request")
+		}
+		d.State, d.CurrentStep, d.RunAfter = mcpguard.StateRunning, s.Step, r.RetryAfter
 		return d
 
 	default: // Cancelled

@@ -42,6 +42,9 @@ func summary(d transition.Decision) string {
 	if d.BumpFence {
 		b.WriteString(" fence+1")
 	}
+	if d.Continue {
+		b.WriteString(" continue")
+	}
 	var events []string
 	for _, e := range d.Events {
 		s := e.Kind + "@" + e.Step
@@ -69,9 +72,14 @@ func TestDecide(t *testing.T) {
 		"failed":      {Kind: transition.PermanentFailure, Attempt: 1, Counted: true, MaxAttempts: 3, Error: jobErr},
 		"cancelled":   {Kind: transition.Cancelled, Attempt: 1, Counted: true, MaxAttempts: 3},
 		"released":    {Kind: transition.Released, Attempt: 2, Counted: true, MaxAttempts: 3},
+		// a 429 on the last of the budget's attempts: no further attempt used
+		"throttled": {Kind: transition.Throttled, Attempt: 3, Counted: true, MaxAttempts: 3,
+			Error: &mcpguard.JobError{Step: "b", Status: 429, Message: "Too many requests"}, RetryAfter: 4 * time.Second},
+		// the shared budget deferred a polling run: no event, still polling
+		"deferred-poll": {Kind: transition.Throttled, Attempt: 1, Counted: false, MaxAttempts: 3, RetryAfter: time.Second},
 	}
 	const (
-		succeededNext = `succeeded state=running at="c" run=0s step=b:succeeded,finished,error-cleared events=[step_succeeded@b]`
+		succeededNext = `succeeded state=running at="c" run=0s step=b:succeeded,finished,error-cleared continue events=[step_succeeded@b]`
 		succeededLast = `succeeded state=succeeded at="" run=0s step=b:succeeded,finished,error-cleared credentials-removed events=[step_succeeded@b state_changed@b->succeeded]`
 		poll          = `poll state=running at="b" run=5s step=b:running,polling,error-cleared events=[]`
 		pollCancelled = `cancelled state=cancelled at="b" run=0s step=b:pending,error-cleared fence+1 events=[state_changed@b->cancelled]`
@@ -83,6 +91,10 @@ func TestDecide(t *testing.T) {
 		cancelled     = `cancelled state=cancelled at="b" run=0s step=b:pending fence+1 events=[state_changed@b->cancelled]`
 		released      = `released state=running at="b" run=0s step=b:running,attempts-1 events=[]`
 		releasedC     = `cancelled state=cancelled at="b" run=0s step=b:pending,attempts-1 fence+1 events=[state_changed@b->cancelled]`
+		throttled     = `throttled state=running at="b" run=4s step=b:running,polling events=[retry_scheduled@b]`
+		throttledC    = `cancelled state=cancelled at="b" run=0s step=b:pending fence+1 events=[retry_scheduled@b state_changed@b->cancelled]`
+		deferredPoll  = `throttled state=running at="b" run=1s step=b:running,polling events=[]`
+		deferredPollC = `cancelled state=cancelled at="b" run=0s step=b:pending fence+1 events=[state_changed@b->cancelled]`
 	)
 	cases := []struct {
 		result       string
@@ -124,6 +136,14 @@ func TestDecide(t *testing.T) {
 		{"released", true, false, releasedC},
 		{"released", false, true, released},
 		{"released", true, true, releasedC},
+		{"throttled", false, false, throttled},
+		{"throttled", true, false, throttledC},
+		{"throttled", false, true, throttled},
+		{"throttled", true, true, throttledC},
+		{"deferred-poll", false, false, deferredPoll},
+		{"deferred-poll", true, false, deferredPollC},
+		{"deferred-poll", false, true, deferredPoll},
+		{"deferred-poll", true, true, deferredPollC},
 	}
 	// A fixed backoff: the decision must take the rules' delay for the
 	// failure count it computes (2 for the second attempt or a failed first poll).

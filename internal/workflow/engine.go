@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	mathrand "math/rand/v2"
 	"os"
 	"sync"
 	"time"
@@ -22,7 +23,9 @@ import (
 
 // EngineConfig tunes the engine. Zero values take the defaults.
 type EngineConfig struct {
-	// Workers is how many steps this replica runs at once (MCPGUARD_WORKERS). Default 4.
+	// Workers is how many steps this replica runs at once (MCPGUARD_WORKERS).
+	// Default 32: a step mostly waits for Anypoint (20 ms to seconds a call),
+	// so workers are sized for waiting, not for CPU.
 	Workers int
 	// Owner names this replica in leases and events. Default hostname-pid-random.
 	Owner string
@@ -40,6 +43,11 @@ type EngineConfig struct {
 	BackoffMax  time.Duration
 	// DefaultMaxAttempts is the retry budget of a step without its own. Default 6.
 	DefaultMaxAttempts int
+	// ThrottleBudget bounds how long a step may keep being throttled
+	// (Anypoint's 429, the organization's call budget) without using
+	// attempts, from when it started; past it a throttled run counts as a
+	// transient failure. Default 15m.
+	ThrottleBudget time.Duration
 	// ShutdownGrace is how long running steps may finish after Run's context
 	// ends before their contexts are cancelled. Default 20s.
 	ShutdownGrace time.Duration
@@ -55,7 +63,10 @@ type EngineConfig struct {
 
 func (c EngineConfig) withDefaults() EngineConfig {
 	if c.Workers <= 0 {
-		c.Workers = 4
+		c.Workers = DefaultWorkers
+	}
+	if c.ThrottleBudget <= 0 {
+		c.ThrottleBudget = 15 * time.Minute
 	}
 	if c.Owner == "" {
 		c.Owner = defaultOwner()
@@ -108,12 +119,18 @@ var (
 	errLeaseExpiring   = errors.New("lease not renewed and about to expire")
 )
 
+// DefaultWorkers is EngineConfig.Workers' default.
+const DefaultWorkers = 32
+
 // dbTimeout bounds each bookkeeping statement, so a hung database cannot hold
 // a worker forever; it is also what a commit gets after shutdown began.
 const dbTimeout = 10 * time.Second
 
 // Engine runs protections: its workers claim due jobs from Postgres and run
-// one step per claim, committing each result under the claim's fence.
+// them depth first: a step whose successor is due at once hands over to it
+// in its commit, under the same claim and fence, so a job's latency does not
+// grow with the queue. A job goes back to the queue only to wait (a poll, a
+// retry, throttling).
 type Engine struct {
 	db      *store.DB
 	cat     Catalogue
@@ -232,7 +249,7 @@ func (e *Engine) work(ctx, stepsCtx context.Context, worker int) {
 			// More may be due: let another idle worker look too.
 			e.signal()
 			e.metrics.claims.Inc()
-			e.process(stepsCtx, job, claimedAt)
+			e.process(ctx, stepsCtx, job, claimedAt)
 			continue
 		}
 		timer.Reset(e.cfg.PollInterval)
@@ -286,8 +303,19 @@ const (
 	commitRetryMax  = time.Second
 )
 
-// process runs the claimed job's current step and commits its result.
-func (e *Engine) process(stepsCtx context.Context, job *store.Job, claimedAt time.Time) {
+// process runs the claimed job's steps, one after another while each
+// commit hands over the next (depth first), until the job waits, ends, or
+// the engine shuts down.
+func (e *Engine) process(ctx, stepsCtx context.Context, job *store.Job, claimedAt time.Time) {
+	for job != nil {
+		job, claimedAt = e.runClaimed(ctx, stepsCtx, job, claimedAt)
+	}
+}
+
+// runClaimed runs the claimed job's current step and commits its result. It
+// returns the job at its next step when the commit started it under the same
+// lease, with when that commit was sent (the lease runs from no earlier).
+func (e *Engine) runClaimed(ctx, stepsCtx context.Context, job *store.Job, claimedAt time.Time) (*store.Job, time.Time) {
 	log := e.log.With().Str("protection_id", job.ProtectionID).Str("step", job.CurrentStep).Int64("fence", job.Fence).Logger()
 	if job.PreviousOwner != "" {
 		log.Warn().Str("previous_owner", job.PreviousOwner).Msg("took over a job whose lease expired")
@@ -296,12 +324,12 @@ func (e *Engine) process(stepsCtx context.Context, job *store.Job, claimedAt tim
 	if !job.Started {
 		// A cancel was requested (its worker died, or the job waited for a
 		// poll or a retry): the claim did not start the step.
-		e.commit(log, job.Lease, leaseHeld, transition.Result{Kind: transition.Cancelled})
-		return
+		e.commit(ctx, log, job.Lease, leaseHeld, transition.Result{Kind: transition.Cancelled})
+		return nil, time.Time{}
 	}
 	log = log.With().Int("attempt", job.Attempt).Logger()
 	failNow := func(message, hint string) {
-		e.commit(log, job.Lease, leaseHeld, transition.Result{Kind: transition.PermanentFailure, Attempt: job.Attempt, Counted: job.Counted,
+		e.commit(ctx, log, job.Lease, leaseHeld, transition.Result{Kind: transition.PermanentFailure, Attempt: job.Attempt, Counted: job.Counted,
 			MaxAttempts: 1, Error: &mcpguard.JobError{Step: job.CurrentStep, Message: message, Hint: hint}})
 	}
 	if job.DecodeErr != nil {
@@ -310,19 +338,19 @@ func (e *Engine) process(stepsCtx context.Context, job *store.Job, claimedAt tim
 		log.Error().Err(job.DecodeErr).Msg("stored job does not decode; failing it")
 		failNow(fmt.Sprintf("The stored job can no longer be read: %v.", job.DecodeErr),
 			"The job was stored by another version of mcpguard or changed in the database; create the protection again.")
-		return
+		return nil, time.Time{}
 	}
 	step, ok := e.cat.Lookup(job.CurrentStep)
 	if !ok {
 		failNow(fmt.Sprintf("This server does not know the step %q.", job.CurrentStep),
 			"The job was created by another version of mcpguard; retry it once every replica runs the same version.")
-		return
+		return nil, time.Time{}
 	}
 	if job.CredentialsErr != nil {
 		log.Error().Err(job.CredentialsErr).Msg("stored credentials do not open")
 		failNow("The stored credentials cannot be decrypted.",
 			"The credentials key changed since the job was created; retry the protection with fresh credentials.")
-		return
+		return nil, time.Time{}
 	}
 
 	// Registered before the step runs, so a cancel notified from now on
@@ -358,7 +386,7 @@ func (e *Engine) process(stepsCtx context.Context, job *store.Job, claimedAt tim
 	case errors.Is(cause, errLeaseLost), errors.Is(cause, errLeaseExpiring):
 		e.metrics.leaseLost.Inc()
 		log.Warn().Err(cause).Msg("lease lost (or about to expire unrenewed) while the step ran; its result is discarded")
-		return
+		return nil, time.Time{}
 	case runErr == nil && outcome != nil && outcome.PollAfter > 0:
 		result.Kind, result.Captured, result.PollAfter = transition.Poll, outcome.Captured, outcome.PollAfter
 	case runErr == nil:
@@ -375,12 +403,36 @@ func (e *Engine) process(stepsCtx context.Context, job *store.Job, claimedAt tim
 	default:
 		f := AsFailure(runErr)
 		result.Kind, result.RetryAfter = transition.PermanentFailure, f.RetryAfter
-		if f.Transient {
+		switch {
+		case f.Throttled && e.cfg.Now().Sub(job.StepStartedAt) < e.cfg.ThrottleBudget:
+			result.Kind, result.RetryAfter = transition.Throttled, throttleDelay(f.RetryAfter)
+		case f.Transient:
 			result.Kind = transition.TransientFailure
 		}
 		result.Error = &mcpguard.JobError{Step: step.Name, Status: f.Status, Message: f.Message, Hint: f.Hint, RetryFrom: f.RetryFrom}
 	}
-	e.commit(log, job.Lease, clock.expiry(), result)
+	sent := time.Now()
+	next := e.commit(ctx, log, job.Lease, clock.expiry(), result)
+	if next == nil {
+		return nil, time.Time{}
+	}
+	// The commit started the next step under the same lease: go on with it.
+	cont := *job
+	cont.PreviousState, cont.PreviousOwner = mcpguard.StateRunning, ""
+	cont.CurrentStep, cont.Variables, cont.Started, cont.Counted = next.Step, next.Variables, true, true
+	cont.Attempt, cont.StepStartedAt = next.Attempt, next.StepStartedAt
+	e.metrics.continued.Inc()
+	return &cont, sent
+}
+
+// throttleDelay is how long a throttled step waits: what Anypoint or the
+// budget asked (1 s when nothing was said), plus up to a quarter more, so
+// the jobs throttled together do not all come back at the same instant.
+func throttleDelay(asked time.Duration) time.Duration {
+	if asked <= 0 {
+		asked = time.Second
+	}
+	return asked + mathrand.N(asked/4+1)
 }
 
 // leaseMargin is how long before the lease's expiry a step whose lease
@@ -517,29 +569,36 @@ func (c *leaseClock) stop() { c.timer.Stop() }
 // backoff while the lease holds, under the same token: a try whose answer
 // was lost but which landed is recognised, never applied twice, and the
 // step is not run again.
-func (e *Engine) commit(log zerolog.Logger, l store.Lease, leaseHeld time.Time, r transition.Result) {
+//
+// It returns the next step when the commit started it under the same lease
+// (depth first); never while the engine shuts down (ctx done).
+func (e *Engine) commit(ctx context.Context, log zerolog.Logger, l store.Lease, leaseHeld time.Time, r transition.Result) *store.Continuation {
 	token := uuid.NewString()
 	decide := func(s transition.Snapshot) transition.Decision { return transition.Decide(s, r, e.rules) }
+	var lease time.Duration
+	if ctx.Err() == nil {
+		lease = e.cfg.LeaseDuration
+	}
 	delay := commitRetryBase
 	for try := 1; ; try++ {
 		timeout := dbTimeout
 		if try > 1 {
 			timeout = min(dbTimeout, max(time.Until(leaseHeld), time.Second))
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		d, err := e.db.Commit(ctx, l, token, decide)
+		cctx, cancel := context.WithTimeout(context.Background(), timeout)
+		d, next, err := e.db.CommitAndContinue(cctx, l, token, lease, decide)
 		cancel()
 		switch {
 		case err == nil:
 			e.committed(log, d)
-			return
+			return next
 		case errors.Is(err, store.ErrAlreadyCommitted):
 			log.Info().Int("try", try).Msg("step result had been committed; its answer was lost")
-			return
+			return nil
 		case errors.Is(err, store.ErrLeaseLost):
 			e.metrics.leaseLost.Inc()
 			log.Warn().Msg("lease lost before the result was committed; the result is discarded")
-			return
+			return nil
 		case store.IsTransient(err) && time.Now().Add(delay).Before(leaseHeld):
 			e.metrics.commitRetries.Inc()
 			log.Warn().Err(err).Int("try", try).Dur("delay", delay).Msg("transient database error committing the step result; trying again")
@@ -547,7 +606,7 @@ func (e *Engine) commit(log zerolog.Logger, l store.Lease, leaseHeld time.Time, 
 			delay = min(2*delay, commitRetryMax)
 		default:
 			log.Error().Err(err).Int("try", try).Msg("error committing step result; the step will run again when the lease expires")
-			return
+			return nil
 		}
 	}
 }
@@ -576,6 +635,7 @@ func (e *Engine) committed(log zerolog.Logger, d transition.Decision) {
 
 type engineMetrics struct {
 	claims        prometheus.Counter
+	continued     prometheus.Counter
 	leaseLost     prometheus.Counter
 	commitRetries prometheus.Counter
 	poisonJobs    prometheus.Counter
@@ -590,6 +650,8 @@ func newEngineMetrics(reg prometheus.Registerer) *engineMetrics {
 	return &engineMetrics{
 		claims: f.NewCounter(prometheus.CounterOpts{Name: "mcpguard_engine_claims_total",
 			Help: "Jobs claimed by this replica's workers."}),
+		continued: f.NewCounter(prometheus.CounterOpts{Name: "mcpguard_engine_steps_continued_total",
+			Help: "Steps started by the commit of the step before them, under the same claim (depth first)."}),
 		leaseLost: f.NewCounter(prometheus.CounterOpts{Name: "mcpguard_engine_lease_lost_total",
 			Help: "Step results discarded because the worker no longer held the job."}),
 		commitRetries: f.NewCounter(prometheus.CounterOpts{Name: "mcpguard_engine_commit_retries_total",

@@ -18,7 +18,8 @@ import (
 
 // killAtCommit installs, in e's database, a deferred constraint trigger: it
 // fires at COMMIT of the transaction that releases the lease of a job at
-// step `step` (that step's result), and the first time it fires it
+// step `step`, or moves it on to the next step under the same lease (that
+// step's result), and the first time it fires it
 // terminates the connection it runs on, so the COMMIT fails with the
 // connection. A sequence counts the firings: unlike a table, it is not
 // rolled back with the killed transaction.
@@ -36,7 +37,8 @@ func killAtCommit(t *testing.T, e *env, step string) {
 		END $$`,
 		`CREATE CONSTRAINT TRIGGER kill_at_commit AFTER UPDATE ON protections
 			DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
-			WHEN (OLD.current_step = '` + step + `' AND OLD.lease_owner IS NOT NULL AND NEW.lease_owner IS NULL)
+			WHEN (OLD.current_step = '` + step + `' AND OLD.lease_owner IS NOT NULL
+				AND (NEW.lease_owner IS NULL OR NEW.current_step <> OLD.current_step))
 			EXECUTE FUNCTION kill_at_commit()`,
 	} {
 		if _, err := e.raw.Exec(context.Background(), sql); err != nil {

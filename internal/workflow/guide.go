@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net/http"
 	"slices"
 	"strconv"
@@ -122,25 +121,9 @@ func GuideCatalogue(cfg GuideConfig) Catalogue {
 			Writes: []string{"deploymentId", "deploymentStatus", "apiVersionStatus", "apiStatus", "policyCount"}}},
 	}
 	for i := range steps {
-		steps[i].Run = deferOnBudget(g.scoped(steps[i].Name, steps[i].Run))
+		steps[i].Run = g.scoped(steps[i].Name, steps[i].Run)
 	}
 	return steps
-}
-
-// deferOnBudget turns "the organization's call budget has no call for this
-// step soon" into a poll after the wait: the step runs again then (steps are
-// at-least-once), no attempt is counted, and no worker waits for the budget.
-func deferOnBudget(step func(context.Context, *Run) (*Outcome, error)) func(context.Context, *Run) (*Outcome, error) {
-	return func(ctx context.Context, run *Run) (*Outcome, error) {
-		out, err := step(ctx, run)
-		if ae := anypoint.AsError(err); ae != nil && errors.Is(err, anypoint.ErrBudgetSpent) {
-			// A little jitter, so the jobs deferred together do not all
-			// come back for the same few calls at once.
-			wait := max(ae.RetryAfter, time.Millisecond)
-			return &Outcome{PollAfter: wait + rand.N(wait/4+1)}, nil
-		}
-		return out, err
-	}
 }
 
 // session returns the Anypoint session for the job's credentials, or the

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/mcpguard/mcpguard"
+	"github.com/mcpguard/mcpguard/internal/anypoint"
 )
 
 // Step is one entry of the step catalogue. The engine runs a protection's
@@ -106,6 +107,10 @@ type Failure struct {
 	Transient bool
 	// RetryAfter is the earliest retry the upstream asked for (Retry-After, X-RateLimit-Reset).
 	RetryAfter time.Duration
+	// Throttled failures (Anypoint's 429, Exchange's 503, the organization's
+	// call budget spent) wait RetryAfter without using an attempt, within
+	// the engine's ThrottleBudget of time.
+	Throttled bool
 	// RetryFrom names an earlier step a retry must resume at because it
 	// repairs what this failure found (verify finding a policy removed: the
 	// policies step applies it again). Empty means the failed step.
@@ -141,7 +146,18 @@ func Transient(message string, err error, retryAfter time.Duration) *Failure {
 func AsFailure(err error) *Failure {
 	var f *Failure
 	if errors.As(err, &f) {
-		return f
+		c := *f
+		f = &c
+	} else {
+		f = &Failure{Message: err.Error(), Transient: true, Err: err}
 	}
-	return &Failure{Message: err.Error(), Transient: true, Err: err}
+	// However the step wrapped it, a refusal for rate is throttling.
+	if ae := anypoint.AsError(err); ae != nil && ae.Throttled() && (f.Transient || f.Throttled) {
+		f.Throttled, f.Transient = true, true
+		f.RetryAfter = max(f.RetryAfter, ae.RetryAfter)
+		if f.Status == 0 {
+			f.Status = ae.Status
+		}
+	}
+	return f
 }

@@ -110,6 +110,12 @@ func TestTenantScopeCrossTenantWrite(t *testing.T) {
 	own := attackRequest(instanceA)
 	own["policies"] = []any{map[string]any{"assetId": "ip-blocklist", "configuration": map[string]any{"ips": []any{"198.51.100.7"}}}}
 	a.run(own, "succeeded")
+	ownByLabel := attackRequest(0)
+	ownByLabel["source"] = map[string]any{"instance": map[string]any{"label": "mcpguard-" + pa.ID}}
+	ownByLabel["policies"] = []any{map[string]any{"assetId": "header-removal", "configuration": map[string]any{"inboundHeaders": []any{"x-debug"}}}}
+	if p := a.run(ownByLabel, "succeeded"); number(p.Variables["environmentApiId"]) != instanceA {
+		t.Fatalf("A by label found instance %v, want %d", p.Variables["environmentApiId"], instanceA)
+	}
 
 	// The hint holds: B's refused job, retried with B's own credentials,
 	// goes through (the credentials, not the default app, bound it).

@@ -110,6 +110,11 @@ func runTests(m *testing.M) int {
 		Ready:    db.Ready,
 		Registry: prometheus.NewRegistry(),
 		Logger:   logger,
+		// Under -race on two busy cores, creating a 1 MB request can take
+		// seconds; the default 5s would turn that into a 503.
+		// TestRowLockAnswers503AfterTheTimeout runs its own server with a
+		// short timeout.
+		DatabaseTimeout: time.Minute,
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

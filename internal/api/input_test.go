@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/mcpguard/mcpguard"
 	"github.com/mcpguard/mcpguard/internal/api/apispec"
@@ -178,5 +179,40 @@ func TestBoundsAgreeWithTheSpec(t *testing.T) {
 		if len(p.Errors) != 1 || p.Errors[0].Field != tc.field {
 			t.Fatalf("%s: errors = %+v, want one on %s", tc.name, p.Errors, tc.field)
 		}
+	}
+}
+
+// TestInvalidUTF8InTheURLIs4xx: query parameters, path ids and headers that
+// are not UTF-8 are refused like any other bad value, never a 5xx.
+func TestInvalidUTF8InTheURLIs4xx(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		path   string
+		status int
+		field  string
+	}{
+		{"/protections?state=%ff%fe", http.StatusBadRequest, "state"},
+		{"/protections?limit=%ff", http.StatusBadRequest, "limit"},
+		{"/protections?cursor=%c3", http.StatusBadRequest, "cursor"},
+		{"/protections/%ff%fe", http.StatusNotFound, ""},
+		{"/protections/%ff/events", http.StatusNotFound, ""},
+	} {
+		r := do(t, call{method: "GET", path: tc.path, tenant: "tenant-a", check: apispec.RequestUnchecked})
+		p := r.problem(t, tc.status)
+		if tc.field != "" && (len(p.Errors) != 1 || p.Errors[0].Field != tc.field) {
+			t.Fatalf("%s: errors %+v, want one on %s", tc.path, p.Errors, tc.field)
+		}
+		if !utf8.Valid(r.body) {
+			t.Fatalf("%s: the answer is not valid UTF-8: %q", tc.path, r.body)
+		}
+	}
+	// Headers: a Content-Type or an API key that is not UTF-8 is refused;
+	// an X-Request-Id that is not is replaced by a fresh one.
+	do(t, call{method: "POST", path: "/protections", tenant: "tenant-a", body: newRequest(), check: apispec.RequestUnchecked,
+		header: map[string]string{"Content-Type": "application/json\xff"}}).problem(t, http.StatusUnsupportedMediaType)
+	do(t, call{method: "GET", path: "/protections", auth: "Bearer \xff\xfe", check: apispec.RequestUnchecked}).problem(t, http.StatusUnauthorized)
+	r := do(t, call{method: "GET", path: "/protections", tenant: "tenant-a", header: map[string]string{"X-Request-Id": "id-\xff"}})
+	if r.StatusCode != http.StatusOK || !utf8.ValidString(r.Header.Get("X-Request-Id")) || r.Header.Get("X-Request-Id") == "id-\xff" {
+		t.Fatalf("X-Request-Id not UTF-8: %d, answered id %q", r.StatusCode, r.Header.Get("X-Request-Id"))
 	}
 }

@@ -222,12 +222,12 @@ func TestGuideErrorsCarryHints(t *testing.T) {
 				r["target"] = map[string]any{"name": sim.TargetFlexSandbox, "gatewayVersion": "9.9.9"}
 			},
 			message: "runtime version is unknown", hint: workflow.HintRuntimeVersionUnknown},
-		{name: "generic property name", step: "policies", status: 400, noPolicies: true,
+		{name: "generic property name", step: "deploy", status: 400, noPolicies: true,
 			edit: func(r map[string]any) {
 				r["policies"] = []any{map[string]any{"assetId": "client-id-enforcement", "configuration": map[string]any{"credentialsOrigin": "customExpression"}}}
 			},
 			message: `did you mean "credentialsOriginHasHttpBasicAuthenticationHeader"`, hint: workflow.HintWrongPropertyNames},
-		{name: "policy not in catalogue", step: "policies", status: 400, noPolicies: true,
+		{name: "policy not in catalogue", step: "deploy", status: 400, noPolicies: true,
 			edit:    func(r map[string]any) { r["policies"] = []any{map[string]any{"assetId": "no-such-policy"}} },
 			message: "not in the policy catalogue", hint: workflow.HintPolicyNotInCatalogue},
 		{name: "missing manage policies scope", step: "policies", status: 403,

@@ -12,6 +12,7 @@ import (
 
 	"github.com/mcpguard/mcpguard"
 	"github.com/mcpguard/mcpguard/internal/anypoint"
+	"github.com/mcpguard/mcpguard/internal/anypoint/policyschema"
 )
 
 // plannedPolicy is a requested policy resolved against its template.
@@ -188,6 +189,24 @@ func stalePolicies(run *Run, api int64) []stalePolicy {
 	return out
 }
 
+// checkPolicies validates every requested policy configuration against the
+// templates that fit the instance. The deploy step calls it before deploying:
+// the templates call needs only the instance, so a configuration typo fails
+// the job while nothing is exposed on the gateway (design.md §2).
+func (g *Guide) checkPolicies(ctx context.Context, s *anypoint.Session, org, env string, api int64, wanted []mcpguard.PolicyInput) error {
+	templates, err := s.ListPolicyTemplates(ctx, org, anypoint.PolicyTemplateQuery{
+		APIInstanceID: api, EnvironmentID: env, Latest: true, IncludeConfiguration: true,
+	})
+	if err != nil {
+		return fail("listing exchange policy templates to check the configurations before deploying", err, "")
+	}
+	if len(templates) == 0 {
+		return Permanent(404, fmt.Sprintf("the policy catalogue is empty for API instance %d", api), HintTemplatesEmpty)
+	}
+	_, err = planPolicies(wanted, templates)
+	return err
+}
+
 // planPolicies resolves each policy's template and checks its configuration.
 // It reports every problem at once so the caller fixes them in one retry.
 func planPolicies(wanted []mcpguard.PolicyInput, templates []anypoint.PolicyTemplate) ([]plannedPolicy, error) {
@@ -199,14 +218,13 @@ func planPolicies(wanted []mcpguard.PolicyInput, templates []anypoint.PolicyTemp
 			problems = append(problems, fmt.Sprintf("policy %s: not in the policy catalogue for this instance", describePolicy(in)))
 			continue
 		}
-		schema, err := parseTemplateConfiguration(tpl.Configuration)
+		cfg, issues, err := policyschema.Check(tpl.Configuration, in.Configuration)
 		if err != nil {
-			problems = append(problems, fmt.Sprintf("policy %s: %v", describePolicy(in), err))
+			problems = append(problems, fmt.Sprintf("policy %s: the template's configuration cannot be read: %v", describePolicy(in), err))
 			continue
 		}
-		cfg, issues := validateConfiguration(schema, in.Configuration)
 		for _, issue := range issues {
-			problems = append(problems, fmt.Sprintf("policy %s: %s", describePolicy(in), issue))
+			problems = append(problems, fmt.Sprintf("policy %s: %s", describePolicy(in), issue.Message))
 		}
 		plan = append(plan, plannedPolicy{input: in, template: tpl, config: cfg})
 	}

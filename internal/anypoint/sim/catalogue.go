@@ -163,22 +163,7 @@ func defaultCatalogue() []FixtureTemplate {
 			})},
 		{ID: 310080, AssetID: "cors", Version: "1.3.2", Name: "Cross-Origin Resource Sharing",
 			Category: "Security", Description: "Answers CORS preflight requests.", Technologies: flexOnly,
-			Configuration: schema("cors", "CORS", map[string]any{
-				"publicResource":     map[string]any{"type": "boolean", "default": true},
-				"supportCredentials": map[string]any{"type": "boolean", "default": false},
-				"originGroups": map[string]any{"type": "array", "items": map[string]any{
-					"type": "object",
-					"properties": map[string]any{
-						"name":                map[string]any{"type": "string"},
-						"origins":             map[string]any{"type": "array", "items": map[string]any{"type": "string"}},
-						"accessControlMaxAge": map[string]any{"type": "integer", "default": 30},
-						"allowedMethods":      map[string]any{"type": "array"},
-						"headers":             map[string]any{"type": "array", "items": map[string]any{"type": "string"}},
-						"exposedHeaders":      map[string]any{"type": "array", "items": map[string]any{"type": "string"}},
-					},
-					"required": []string{"origins"},
-				}},
-			})},
+			Configuration: corsSchema()},
 		{ID: 310090, AssetID: "oauth2-token-introspection", Version: "1.0.1", Name: "OAuth 2.0 Token Introspection",
 			Category: "Security", Description: "Validates tokens with an introspection endpoint.", Technologies: flexOnly,
 			Configuration: schema("oauth2-token-introspection", "OAuth 2.0 Token Introspection", map[string]any{
@@ -205,6 +190,12 @@ func defaultCatalogue() []FixtureTemplate {
 			Configuration: mustJSON([]legacyProperty{
 				{PropertyName: "maxNodeDepth", Name: "Maximum Node Depth", Type: "int", Optional: true, DefaultValue: -1},
 			})},
+		{ID: 310051, AssetID: "jwt-validation", Version: "1.4.0", Name: "JWT Validation",
+			Category: "Security", Description: "Validates a JWT on each request.", Technologies: flexOnly,
+			Configuration: jwtSchema()},
+		{ID: 310110, AssetID: "a-two-a-token-rate-limit", Version: "1.0.0", Name: "A2A Token Rate Limit",
+			Category: "Quality of Service", Description: "Limits the tokens an agent may use per time window.", Technologies: flexOnly,
+			Configuration: tokenRateLimitSchema()},
 		{ID: 320001, AssetID: "mcp-support", Version: "1.0.0", Name: "MCP Support", Category: "MCP",
 			Description: "Required first policy on every MCP server instance.", Technologies: flexOnly, MCPOnly: true,
 			Configuration: mcpSupport},
@@ -245,4 +236,80 @@ func defaultCatalogue() []FixtureTemplate {
 				"logs": map[string]any{"type": "array", "items": map[string]any{"type": "object"}},
 			}, "logs")},
 	}
+}
+
+// corsSchema is the CORS template in its JSON Schema form (anypoint-api.md
+// §11): origin groups are required, each with at least one origin, only when
+// the resource is not public (if/then on publicResource). The top level is
+// open, as in templates that leave additionalProperties out; a group is closed.
+func corsSchema() json.RawMessage {
+	return mustJSON(map[string]any{
+		"$schema": "https://json-schema.org/draft/2019-09/schema", "$id": "cors", "title": "CORS", "type": "object",
+		"properties": map[string]any{
+			"publicResource":     map[string]any{"type": "boolean", "default": true},
+			"supportCredentials": map[string]any{"type": "boolean", "default": false},
+			"originGroups":       map[string]any{"type": "array", "items": map[string]any{"$ref": "#/$defs/originGroup"}},
+		},
+		"if":   map[string]any{"properties": map[string]any{"publicResource": map[string]any{"const": false}}, "required": []string{"publicResource"}},
+		"then": map[string]any{"required": []string{"originGroups"}, "properties": map[string]any{"originGroups": map[string]any{"minItems": 1}}},
+		"$defs": map[string]any{"originGroup": map[string]any{
+			"type": "object", "additionalProperties": false, "required": []string{"origins"},
+			"properties": map[string]any{
+				"name":                map[string]any{"type": "string"},
+				"origins":             map[string]any{"type": "array", "minItems": 1, "items": map[string]any{"type": "string", "pattern": "^(https?://|\\*$)"}},
+				"accessControlMaxAge": map[string]any{"type": "integer", "minimum": 0, "maximum": 86400, "default": 30},
+				"allowedMethods": map[string]any{"type": "array", "items": map[string]any{
+					"type": "object", "required": []string{"methodName", "isAllowed"},
+					"properties": map[string]any{
+						"methodName": map[string]any{"type": "string", "enum": []string{"GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"}},
+						"isAllowed":  map[string]any{"type": "boolean"},
+					}}},
+				"headers":        map[string]any{"type": "array", "items": map[string]any{"type": "string"}},
+				"exposedHeaders": map[string]any{"type": "array", "items": map[string]any{"type": "string"}},
+			},
+		}},
+	})
+}
+
+// jwtSchema is a newer JWT validation template in JSON Schema form: the key
+// comes either from text (a secret) or from a JWKS URL, exactly one (oneOf).
+func jwtSchema() json.RawMessage {
+	return mustJSON(map[string]any{
+		"$schema": "https://json-schema.org/draft/2019-09/schema", "$id": "jwt-validation", "title": "JWT Validation", "type": "object",
+		"properties": map[string]any{
+			"jwtOrigin":              map[string]any{"type": "string", "enum": []string{"httpBearerAuthenticationHeader", "customExpression"}, "default": "httpBearerAuthenticationHeader"},
+			"jwtExpression":          map[string]any{"type": "string", "format": "dataweaveExpression", "default": "#[attributes.headers['jwt']]"},
+			"signingMethod":          map[string]any{"type": "string", "enum": []string{"rsa", "hmac", "es", "none"}, "default": "rsa"},
+			"signingKeyLength":       map[string]any{"type": "integer", "enum": []int{256, 384, 512}, "default": 256},
+			"textKey":                map[string]any{"type": "string", "format": "password", "writeOnly": true},
+			"jwksUrl":                map[string]any{"type": "string", "format": "uri"},
+			"jwksServiceTimeToLive":  map[string]any{"type": "integer", "minimum": 1, "default": 60},
+			"skipClientIdValidation": map[string]any{"type": "boolean", "default": false},
+			"validateAudClaim":       map[string]any{"type": "boolean", "default": false},
+			"supportedAudiences":     map[string]any{"type": "string"},
+		},
+		"oneOf": []any{
+			map[string]any{"title": "Text key", "required": []string{"textKey"}},
+			map[string]any{"title": "JWKS", "required": []string{"jwksUrl"}},
+		},
+		"additionalProperties": false,
+	})
+}
+
+// tokenRateLimitSchema is the A2A token rate limit with its properties split
+// across allOf, as composed templates do; unevaluatedProperties closes it.
+func tokenRateLimitSchema() json.RawMessage {
+	return mustJSON(map[string]any{
+		"$schema": "https://json-schema.org/draft/2019-09/schema", "$id": "a-two-a-token-rate-limit", "title": "A2A Token Rate Limit", "type": "object",
+		"allOf": []any{
+			map[string]any{"properties": map[string]any{
+				"maximumTokens": map[string]any{"type": "integer", "minimum": 1},
+				"keySelector":   map[string]any{"type": "string", "format": "dataweaveExpression", "default": "#[attributes.remoteAddress]"},
+			}, "required": []string{"maximumTokens"}},
+			map[string]any{"properties": map[string]any{
+				"timePeriodInMilliseconds": map[string]any{"type": "integer", "minimum": 1000, "maximum": 86400000},
+			}, "required": []string{"timePeriodInMilliseconds"}},
+		},
+		"unevaluatedProperties": false,
+	})
 }

@@ -11,12 +11,13 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/mcpguard/mcpguard/internal/anypoint"
+	"github.com/mcpguard/mcpguard/internal/anypoint/policyschema"
 )
 
 // template is a catalogue entry with its configuration parsed once.
 type template struct {
 	FixtureTemplate
-	config templateConfig
+	config *policyschema.Template
 }
 
 func compileTemplates(f *Fixtures) []*template {
@@ -25,7 +26,7 @@ func compileTemplates(f *Fixtures) []*template {
 		if ft.GroupID == "" {
 			ft.GroupID = PolicyGroupID
 		}
-		tc, err := parseTemplateConfig(ft.Configuration)
+		tc, err := policyschema.Compile(ft.Configuration)
 		if err != nil {
 			panic(fmt.Sprintf("sim: policy template %s %s: %v", ft.AssetID, ft.Version, err))
 		}
@@ -153,12 +154,12 @@ func policyJSON(p *policy) map[string]any {
 }
 
 // writeConfigErrors answers a 400 naming every offending property.
-func writeConfigErrors(w http.ResponseWriter, t *template, errs []configError) {
+func writeConfigErrors(w http.ResponseWriter, t *template, errs []policyschema.Problem) {
 	items := make([]map[string]any, len(errs))
 	msgs := make([]string, len(errs))
 	for i, e := range errs {
-		items[i] = map[string]any{"path": "/configurationData/" + e.path, "message": e.message, "errorCode": "configuration.validation"}
-		msgs[i] = e.message
+		items[i] = map[string]any{"path": "/configurationData" + e.Pointer, "message": e.Message, "errorCode": "configuration.validation"}
+		msgs[i] = e.Message
 	}
 	writeJSON(w, http.StatusBadRequest, map[string]any{
 		"name":    "BadRequestError",
@@ -222,7 +223,7 @@ func (s *Server) createPolicy(w http.ResponseWriter, r *http.Request, _ *caller)
 		writeValidation(w, validationError{"/body/configurationData", "must be object", "type.openapi.validation"})
 		return
 	}
-	filled, errs := t.config.validate(cfg)
+	filled, errs := t.config.Validate(cfg)
 	if len(errs) > 0 {
 		writeConfigErrors(w, t, errs)
 		return
@@ -388,7 +389,7 @@ func (s *Server) updatePolicy(w http.ResponseWriter, r *http.Request, _ *caller)
 		}
 	}
 	if t != nil {
-		filled, errs := t.config.validate(cfg)
+		filled, errs := t.config.Validate(cfg)
 		if len(errs) > 0 {
 			writeConfigErrors(w, t, errs)
 			return

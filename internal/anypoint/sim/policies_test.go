@@ -201,3 +201,42 @@ func TestCreatePolicyGuideRules(t *testing.T) {
 	wantStatus(t, e.call("GET", single, nil), 404)
 	wantStatus(t, e.call("POST", apisPath+"/424242/policies", cie(map[string]any{})), 404)
 }
+
+// TestRealWorldTemplateShapes: the catalogue's conditional (CORS if/then),
+// oneOf (JWT key source) and allOf (token rate limit) templates are enforced
+// on POST with every problem named by path, and valid configurations pass
+// with their defaults filled.
+func TestRealWorldTemplateShapes(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	id := e.createInstance("shapes")
+	path := apisPath + "/" + itoa(id) + "/policies"
+	post := func(asset, version string, cfg map[string]any) resp {
+		return e.call("POST", path+"?allowDuplicated=true", map[string]any{"groupId": PolicyGroupID, "assetId": asset, "assetVersion": version, "configurationData": cfg})
+	}
+	bad := post("cors", "1.3.2", map[string]any{"publicResource": false})
+	wantStatus(t, bad, 400)
+	items := bad.obj(t)["errors"].([]any)
+	if len(items) != 1 || items[0].(map[string]any)["path"] != "/configurationData/originGroups" {
+		t.Fatalf("conditional requirement not reported by path: %s", bad.raw)
+	}
+	bad = post("cors", "1.3.2", map[string]any{"publicResource": false, "originGroups": []any{
+		map[string]any{"origins": []any{"ftp://x"}, "accessControlMaxAge": -1}}})
+	wantStatus(t, bad, 400)
+	if n := len(bad.obj(t)["errors"].([]any)); n != 2 {
+		t.Fatalf("want the pattern and the minimum reported together, got %d: %s", n, bad.raw)
+	}
+	ok := post("cors", "1.3.2", map[string]any{"publicResource": false, "originGroups": []any{map[string]any{"origins": []any{"https://portal.acme.example"}}}})
+	wantStatus(t, ok, 201)
+	if ok.obj(t)["configurationData"].(map[string]any)["supportCredentials"] != false {
+		t.Fatalf("default not filled: %s", ok.raw)
+	}
+
+	wantStatus(t, post("jwt-validation", "1.4.0", map[string]any{}), 400)
+	wantStatus(t, post("jwt-validation", "1.4.0", map[string]any{"textKey": "k", "jwksUrl": "https://idp.example/jwks"}), 400)
+	wantStatus(t, post("jwt-validation", "1.4.0", map[string]any{"jwksUrl": "https://idp.example/jwks"}), 201)
+
+	wantStatus(t, post("a-two-a-token-rate-limit", "1.0.0", map[string]any{"maximumTokens": 100, "timePeriodInMilliseconds": 10}), 400)
+	wantStatus(t, post("a-two-a-token-rate-limit", "1.0.0", map[string]any{"maximumTokens": 100, "timePeriodInMilliseconds": 60000, "extra": true}), 400)
+	wantStatus(t, post("a-two-a-token-rate-limit", "1.0.0", map[string]any{"maximumTokens": 100, "timePeriodInMilliseconds": 60000}), 201)
+}

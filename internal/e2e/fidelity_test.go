@@ -1,0 +1,78 @@
+package e2e
+
+import (
+	"testing"
+
+	"github.com/mcpguard/mcpguard/internal/anypoint/sim"
+)
+
+// TestConditionalConfigurationApplied: a CORS configuration that is valid
+// only through the template's if/then (a non-public resource with origin
+// groups) is accepted by our validator and by the simulator's, and lands on
+// the instance with the template's defaults.
+func TestConditionalConfigurationApplied(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	req := specRequest("cors-mcp")
+	req["policies"] = []any{map[string]any{"assetId": "cors", "configuration": map[string]any{
+		"publicResource": false,
+		"originGroups": []any{map[string]any{"name": "portal", "origins": []any{"https://portal.acme.example"},
+			"allowedMethods": []any{map[string]any{"methodName": "POST", "isAllowed": true}}}},
+	}}}
+	p := s.run(req, "succeeded")
+	var cors *sim.PolicyState
+	for _, pol := range s.sim.State().PoliciesOf(number(p.Variables["environmentApiId"])) {
+		if pol.AssetID == "cors" {
+			cors = &pol
+		}
+	}
+	if cors == nil {
+		t.Fatal("the CORS policy is not on the instance")
+	}
+	groups, _ := cors.ConfigurationData["originGroups"].([]any)
+	if cors.ConfigurationData["publicResource"] != false || len(groups) != 1 || cors.ConfigurationData["supportCredentials"] != false {
+		t.Fatalf("CORS configuration on the instance: %v", cors.ConfigurationData)
+	}
+}
+
+// TestInvalidConfigurationFailsBeforeDeploy: out-of-range and conditionally
+// missing values fail the job with every problem listed, before any policy
+// POST and before the deploy: the simulator holds no deployment of the
+// instance, so the MCP server was never exposed.
+func TestInvalidConfigurationFailsBeforeDeploy(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	req := specRequest("out-of-range-mcp")
+	req["policies"] = []any{
+		map[string]any{"assetId": "cors", "configuration": map[string]any{"publicResource": false}},
+		map[string]any{"assetId": "a-two-a-token-rate-limit", "configuration": map[string]any{"maximumTokens": 0, "timePeriodInMilliseconds": 60000}},
+		map[string]any{"assetId": "rate-limiting", "configuration": map[string]any{
+			"rateLimits": []any{map[string]any{"maximumRequests": 100, "timePeriodInMilliseconds": 0}}}},
+	}
+	p := s.run(req, "failed")
+	if p.Error == nil || p.Error.Step != "deploy" || p.Error.Status != 400 {
+		t.Fatalf("error = %+v, want a 400 at the deploy step", p.Error)
+	}
+	for _, want := range []string{
+		`missing required property "originGroups"`,
+		`"maximumTokens" must be >= 1, got 0`,
+		`"rateLimits[0].timePeriodInMilliseconds" must be >= 1, got 0`,
+	} {
+		if !contains(p.Error.Message, want) {
+			t.Errorf("error %q lacks %q", p.Error.Message, want)
+		}
+	}
+	if n := s.sim.Calls(sim.RouteCreatePolicy); n != 0 {
+		t.Errorf("%d policy POSTs before the configuration was valid", n)
+	}
+	if n := s.sim.Calls(sim.RouteCreateDeployment); n != 0 {
+		t.Errorf("%d deployment POSTs with an invalid configuration", n)
+	}
+	api := number(p.Variables["environmentApiId"])
+	if api == 0 {
+		t.Fatal("the instance was not created before the check")
+	}
+	if deps := s.sim.State().DeploymentsOf(api); len(deps) != 0 {
+		t.Fatalf("the instance was deployed although its policies are invalid: %+v", deps)
+	}
+}

@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"encoding/json"
 	"testing"
+	"time"
 
 	"github.com/mcpguard/mcpguard/internal/anypoint/sim"
 )
@@ -74,5 +76,49 @@ func TestInvalidConfigurationFailsBeforeDeploy(t *testing.T) {
 	}
 	if deps := s.sim.State().DeploymentsOf(api); len(deps) != 0 {
 		t.Fatalf("the instance was deployed although its policies are invalid: %+v", deps)
+	}
+}
+
+// TestConnectedModeTargetSucceedsWithWarning: on a self-managed gateway in
+// connected mode the deployment is applied and the policies are listed while
+// the API stays "unregistered" for good (anypoint-api.md §14.1). The job
+// succeeds without waiting for "active", captures the statuses, and records
+// a warning event saying the autodiscovery status is not active. The verify
+// timeout is far shorter than the job would need if it waited for active.
+func TestConnectedModeTargetSucceedsWithWarning(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, withVerifyTimeout(3*time.Second))
+	req := specRequest("connected-mcp")
+	req["target"] = map[string]any{"name": sim.TargetFlexLegacy}
+	p := s.run(req, "succeeded")
+	api := number(p.Variables["environmentApiId"])
+	if p.Variables["deploymentStatus"] != "applied" || p.Variables["apiVersionStatus"] != "unregistered" || p.Variables["apiStatus"] != "unregistered" {
+		t.Fatalf("captured statuses %v", p.Variables)
+	}
+	for _, in := range s.sim.State().Instances {
+		if in.ID == api && in.Status != "unregistered" {
+			t.Fatalf("the simulator reports the instance %s; the test needs a connected-mode target", in.Status)
+		}
+	}
+	var warned bool
+	for _, ev := range s.events(p.ID) {
+		detail, _ := json.Marshal(ev["detail"])
+		if ev["kind"] == "warning" && ev["step"] == "verify" && contains(string(detail), "unregistered") {
+			warned = true
+		}
+	}
+	if !warned {
+		t.Fatalf("no verify warning about the unregistered API: %v", s.events(p.ID))
+	}
+
+	// A managed-like target reaches active and verify warns about nothing.
+	managed := s.run(specRequest("managed-mcp"), "succeeded")
+	if managed.Variables["apiStatus"] != "active" {
+		t.Fatalf("managed target: apiStatus %v", managed.Variables["apiStatus"])
+	}
+	for _, ev := range s.events(managed.ID) {
+		if ev["kind"] == "warning" && ev["step"] == "verify" {
+			t.Fatalf("verify warned on an active API: %v", ev)
+		}
 	}
 }

@@ -291,6 +291,24 @@ func TestDeploymentAppliesAfterDelayAndInstanceTurnsActive(t *testing.T) {
 		t.Fatalf("never saw applying: %v", seen)
 	}
 
+	// A connected-mode target applies, but the API stays unregistered.
+	connected := e.createInstance("connected")
+	cb := guideDeployment()
+	cb["targetId"], cb["targetName"] = TargetFlexLegacyID, TargetFlexLegacy
+	cr := e.call("POST", depsBase+itoa(connected)+"/deployments", cb)
+	wantStatus(t, cr, 201)
+	connectedStatus := depsBase + itoa(connected) + "/deployments/" + itoa(jsonInt(t, cr.obj(t)["id"], "id")) + "/status"
+	eventually(t, "connected-mode deployment to apply", func() bool {
+		return e.call("GET", connectedStatus, nil).obj(t)["status"] == "applied"
+	})
+	time.Sleep(100 * time.Millisecond)
+	if st := e.call("GET", connectedStatus, nil).obj(t); st["apiVersionStatus"] != "unregistered" {
+		t.Fatalf("connected-mode applied status %v, want apiVersionStatus unregistered", st)
+	}
+	if s := e.call("GET", apisPath+"/"+itoa(connected), nil).obj(t)["status"]; s != "unregistered" {
+		t.Fatalf("connected-mode instance status %v, want unregistered", s)
+	}
+
 	// A target that is not running never applies.
 	down := e.createInstance("down")
 	b := guideDeployment()

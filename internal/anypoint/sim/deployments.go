@@ -98,6 +98,7 @@ func (s *Server) deployLocked(in *instance, env string, body map[string]json.Raw
 			applicationID: newUUID(), createdAt: now}
 	}
 	d.typ, d.targetID, d.targetName, d.gatewayVersion, d.expectedStatus = "HY", t.ID, t.Name, *version, expected
+	d.connected = t.ConnectedMode
 	d.updatedAt = now
 	d.createdAt = now
 	d.appliedAt = time.Time{}

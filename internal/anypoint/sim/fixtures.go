@@ -48,7 +48,9 @@ const (
 	TargetFlexSandbox        = "flex-sandbox"
 	TargetFlexSandboxID      = "3e8a1f2b-9c4d-4e5f-a6b7-c8d9e0f1a2b3"
 	TargetFlexSandboxVersion = "1.13.1"
-	// TargetFlexLegacy shows "-" as the row version; its detail has the real one.
+	// TargetFlexLegacy shows "-" as the row version; its detail has the real
+	// one. It is a self-managed gateway in connected mode: its deployments
+	// reach "applied" while the API stays "unregistered" (anypoint-api.md §14.1).
 	TargetFlexLegacy        = "flex-legacy"
 	TargetFlexLegacyID      = "7b6c5d4e-3f2a-4b1c-9d8e-7f6a5b4c3d2e"
 	TargetFlexLegacyVersion = "1.9.3"
@@ -164,6 +166,12 @@ type FixtureTarget struct {
 	RowVersion     string `json:"rowVersion"`
 	RuntimeVersion string `json:"runtimeVersion"`
 	PublicURL      string `json:"publicUrl"`
+	// ConnectedMode models a self-managed Flex Gateway in connected mode: a
+	// deployment turns "applied" and the gateway enforces, but the
+	// autodiscovery status (apiVersionStatus, the instance status) stays
+	// "unregistered" (anypoint-api.md §14.1, live evidence). Without it the
+	// target behaves like a managed gateway: "applied" together with "active".
+	ConnectedMode bool `json:"connectedMode"`
 }
 
 // FixtureAsset is an Exchange asset that is already published.
@@ -330,7 +338,7 @@ func DefaultFixtures() *Fixtures {
 			{ID: TargetFlexLegacyID, TargetID: "4a3b2c1d-0e9f-4877-b665-5a4b3c2d1e0f", OrganizationID: DefaultOrgID,
 				EnvironmentID: SandboxEnvID, Name: TargetFlexLegacy, Kind: "selfManaged", Status: "RUNNING",
 				TargetType: "flex", RowVersion: "-", RuntimeVersion: TargetFlexLegacyVersion,
-				PublicURL: "https://flex-legacy.acme.example"},
+				PublicURL: "https://flex-legacy.acme.example", ConnectedMode: true},
 			{ID: TargetFlexDownID, TargetID: "9e8d7c6b-5a49-4382-a716-0f1e2d3c4b5a", OrganizationID: DefaultOrgID,
 				EnvironmentID: SandboxEnvID, Name: TargetFlexDown, Kind: "selfManaged", Status: "NOT_RUNNING",
 				TargetType: "flex", RowVersion: TargetFlexDownVersion, RuntimeVersion: TargetFlexDownVersion,

@@ -58,6 +58,9 @@ type deployment struct {
 	applicationID                  string
 	createdAt, updatedAt           time.Time
 	appliedAt                      time.Time // zero: never applied (target not running)
+	// connected: the target is in connected mode, so the autodiscovery
+	// status never leaves "unregistered".
+	connected bool
 }
 
 type policy struct {
@@ -114,7 +117,7 @@ func newWorld(f *Fixtures, now time.Time) *world {
 			}
 			for _, t := range f.Targets {
 				if t.ID == fi.TargetID {
-					d.targetName = t.Name
+					d.targetName, d.connected = t.Name, t.ConnectedMode
 				}
 			}
 			if d.id == 0 {
@@ -304,13 +307,17 @@ func cloneMap(m map[string]any) map[string]any {
 
 // status is the proxies-xapi status of a deployment at now: "applying" with
 // apiVersionStatus null for the first half of the delay, "unregistered" for
-// the second, then "applied"/"active". A deployment to a target that is not
-// running never leaves "applying".
+// the second, then "applied"/"active" (a managed gateway, §7.4) or
+// "applied"/"unregistered" (a connected-mode self-managed gateway, §14.1).
+// A deployment to a target that is not running never leaves "applying".
 func (d *deployment) status(now time.Time) (status string, apiVersionStatus *string) {
 	if d.appliedAt.IsZero() {
 		return "applying", strp("unregistered")
 	}
 	if !now.Before(d.appliedAt) {
+		if d.connected {
+			return "applied", strp("unregistered")
+		}
 		return "applied", strp("active")
 	}
 	if now.Sub(d.createdAt) < d.appliedAt.Sub(d.createdAt)/2 {
@@ -319,10 +326,12 @@ func (d *deployment) status(now time.Time) (status string, apiVersionStatus *str
 	return "applying", strp("unregistered")
 }
 
-// instanceStatus is "active" from the moment its deployment is applied.
+// instanceStatus is the deployment's autodiscovery status: "active" from
+// the moment a managed-like deployment is applied, "unregistered" before and
+// on connected-mode targets.
 func (s *Server) instanceStatus(in *instance, now time.Time) string {
 	if d := s.state.deployments[in.deploymentID]; d != nil {
-		if st, _ := d.status(now); st == "applied" {
+		if _, api := d.status(now); api != nil && *api == "active" {
 			return "active"
 		}
 	}

@@ -281,6 +281,11 @@ func (c *Client) log(r *request, status int, start time.Time, err error) {
 	ev.Msg("anypoint request")
 }
 
+// ErrUnexpectedBody is in the chain of every error about a successful answer
+// whose body could not be read, so a caller can tell "the platform said no"
+// from "we could not read what it said".
+var ErrUnexpectedBody = errors.New("unexpected response body")
+
 // decode unmarshals a response body into out, tolerating unknown fields; a
 // body that does not match is a failure of the call, not of the caller.
 func decode(r *request, resp *response, out any) error {
@@ -288,12 +293,17 @@ func decode(r *request, resp *response, out any) error {
 		return nil
 	}
 	if err := json.Unmarshal(resp.body, out); err != nil {
-		return &Error{
-			Op: r.op, Method: r.method, Path: r.path, Status: resp.status,
-			Class:   ClassInvalid,
-			Message: "unexpected response body",
-			Err:     fmt.Errorf("error decoding response: %w", err),
-		}
+		return unexpectedBody(r, resp, fmt.Errorf("error decoding response: %w", err))
 	}
 	return nil
+}
+
+// unexpectedBody is the error for a successful answer we cannot use.
+func unexpectedBody(r *request, resp *response, cause error) *Error {
+	return &Error{
+		Op: r.op, Method: r.method, Path: r.path, Status: resp.status,
+		Class:   ClassInvalid,
+		Message: "unexpected response body",
+		Err:     fmt.Errorf("%w: %w", ErrUnexpectedBody, cause),
+	}
 }

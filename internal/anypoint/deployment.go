@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strconv"
 )
@@ -101,21 +102,61 @@ func (s *Session) CreateDeployment(ctx context.Context, org, env string, apiID i
 	return &d, nil
 }
 
-// ListDeployments lists an instance's deployments (a bare array). The
+// ListDeployments lists an instance's deployments. The shape is not
+// documented (anypoint-api.md §7.2, §14.1): a bare array is expected, and an
+// object holding one under items, deployments or data is accepted. The
 // platform answers 404 when there are none yet, which is returned as empty.
+// An answer that cannot be read is an error wrapping ErrUnexpectedBody, so
+// the deploy step can go on to its POST, whose 409 settles the question.
 func (s *Session) ListDeployments(ctx context.Context, org, env string, apiID int64) ([]Deployment, error) {
 	r := &request{op: "listing deployments", method: http.MethodGet, path: s.deploymentsPath(org, env, apiID)}
-	var list []Deployment
-	if _, err := s.do(ctx, r, &list); err != nil {
+	resp, err := s.do(ctx, r, nil)
+	if err != nil {
 		if ClassOf(err) == ClassNotFound {
 			return []Deployment{}, nil
 		}
 		return nil, err
 	}
-	if list == nil {
-		list = []Deployment{}
+	list, err := decodeDeploymentList(resp.body)
+	if err != nil {
+		return nil, unexpectedBody(r, resp, err)
+	}
+	for _, d := range list {
+		if d.ID == 0 {
+			return nil, unexpectedBody(r, resp, errors.New("a deployment in the list has no id"))
+		}
 	}
 	return list, nil
+}
+
+func decodeDeploymentList(body []byte) ([]Deployment, error) {
+	body = bytes.TrimSpace(body)
+	list := []Deployment{}
+	switch {
+	case len(body) == 0 || bytes.Equal(body, []byte("null")):
+		return list, nil
+	case body[0] == '[':
+		err := json.Unmarshal(body, &list)
+		return list, err
+	case body[0] == '{':
+		var wrapped map[string]json.RawMessage
+		if err := json.Unmarshal(body, &wrapped); err != nil {
+			return nil, err
+		}
+		for _, key := range []string{"items", "deployments", "data"} {
+			if raw, ok := wrapped[key]; ok {
+				if err := json.Unmarshal(raw, &list); err != nil {
+					return nil, err
+				}
+				if list == nil {
+					list = []Deployment{}
+				}
+				return list, nil
+			}
+		}
+		return nil, errors.New("an object without items, deployments or data")
+	}
+	return nil, errors.New("neither an array nor an object")
 }
 
 // GetDeployment reads one deployment.

@@ -208,8 +208,11 @@ type TargetQuery struct {
 }
 
 // ListGatewayTargets returns every gateway target of an environment, paging
-// with pageNumber/pageSize over the {rows, totalPages} envelope; the older
-// {data, total} envelope is accepted too.
+// with pageNumber/pageSize over the {rows, totalElements, totalPages}
+// envelope. The platform may answer fewer rows than asked for (the live page
+// size is 20 whatever we ask, §14.1), so paging goes on until the totals say
+// the list is complete, not until a short page. The older {data, total}
+// envelope is accepted too.
 func (s *Session) ListGatewayTargets(ctx context.Context, org, env string, q TargetQuery) ([]GatewayTarget, error) {
 	var all []GatewayTarget
 	for page := 0; page < maxPages; page++ {
@@ -226,6 +229,7 @@ func (s *Session) ListGatewayTargets(ctx context.Context, org, env string, q Tar
 			Data          []GatewayTarget `json:"data"`
 			TotalPages    int             `json:"totalPages"`
 			TotalElements int             `json:"totalElements"`
+			PageSize      int             `json:"pageSize"`
 			Total         int             `json:"total"`
 		}
 		if _, err := s.do(ctx, r, &body); err != nil {
@@ -237,12 +241,29 @@ func (s *Session) ListGatewayTargets(ctx context.Context, org, env string, q Tar
 			break
 		}
 		all = append(all, body.Rows...)
-		if len(body.Rows) < targetPageSize || page+1 >= body.TotalPages ||
-			(body.TotalElements > 0 && len(all) >= body.TotalElements) {
+		if !moreTargetPages(len(body.Rows), len(all), page, body.TotalElements, body.TotalPages, body.PageSize) {
 			break
 		}
 	}
 	return all, nil
+}
+
+// moreTargetPages decides from the totals whether another page exists. An
+// empty page always ends the list; without totals, a page shorter than the
+// size the platform says it used (or the size we asked for) does.
+func moreTargetPages(rows, seen, page, totalElements, totalPages, pageSize int) bool {
+	switch {
+	case rows == 0:
+		return false
+	case totalElements > 0:
+		return seen < totalElements
+	case totalPages > 0:
+		return page+1 < totalPages
+	}
+	if pageSize <= 0 {
+		pageSize = targetPageSize
+	}
+	return rows >= pageSize
 }
 
 // GetGatewayTarget reads one target's detail, which may carry the runtime

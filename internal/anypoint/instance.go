@@ -2,6 +2,8 @@ package anypoint
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -89,6 +91,23 @@ type APIInstance struct {
 	Deployment                *InstanceDeployment `json:"deployment"`
 }
 
+// UnmarshalJSON reads the instance id from `id`, falling back to `apiId`
+// (the name promoteApi.yaml uses for the create answer, anypoint-api.md §14.1).
+func (a *APIInstance) UnmarshalJSON(b []byte) error {
+	type plain APIInstance
+	aux := struct {
+		*plain
+		APIID int64 `json:"apiId"`
+	}{plain: (*plain)(a)}
+	if err := json.Unmarshal(b, &aux); err != nil {
+		return err
+	}
+	if a.ID == 0 {
+		a.ID = aux.APIID
+	}
+	return nil
+}
+
 func (s *Session) apisPath(org, env string) string {
 	return pathf(prefixAPIManager+"/organizations/%s/environments/%s/apis", org, env)
 }
@@ -121,8 +140,20 @@ func (s *Session) CreateAPIInstance(ctx context.Context, org, env string, in API
 	}
 	r := &request{op: "creating API instance", method: http.MethodPost, path: s.apisPath(org, env), body: body}
 	var inst APIInstance
-	if _, err := s.do(ctx, r, &inst); err != nil {
+	resp, err := s.do(ctx, r, &inst)
+	if err != nil {
+		var ae *Error
+		if errors.As(err, &ae) && errors.Is(err, ErrUnexpectedBody) {
+			// The platform said 2xx: the instance exists, we just cannot read it.
+			ae.MaybeCommitted = true
+		}
 		return nil, err
+	}
+	if inst.ID == 0 {
+		// A zero id is never an id: the instance was made, look it up.
+		e := unexpectedBody(r, resp, errors.New("the create answer carries no instance id (id or apiId)"))
+		e.MaybeCommitted = true
+		return nil, e
 	}
 	return &inst, nil
 }

@@ -3,6 +3,7 @@ package anypoint
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -128,18 +129,49 @@ type Policy struct {
 	PointcutData      json.RawMessage `json:"pointcutData"`
 }
 
-// UnmarshalJSON accepts policyTemplateId as a string or a number.
+// UnmarshalJSON accepts policyTemplateId as a string or a number, and the
+// compact entry of a policy list without fullInfo=false (anypoint-api.md
+// §10.2, §14.1): policyId for id, configuration for configurationData and
+// template.{groupId, assetId, assetVersion} for the GAV.
 func (p *Policy) UnmarshalJSON(b []byte) error {
 	type plain Policy
 	aux := struct {
 		*plain
-		PolicyTemplateID flexString `json:"policyTemplateId"`
+		PolicyTemplateID flexString     `json:"policyTemplateId"`
+		PolicyID         int64          `json:"policyId"`
+		Configuration    map[string]any `json:"configuration"`
+		Template         *struct {
+			GroupID      string `json:"groupId"`
+			AssetID      string `json:"assetId"`
+			AssetVersion string `json:"assetVersion"`
+			Version      string `json:"version"`
+		} `json:"template"`
 	}{plain: (*plain)(p)}
 	if err := json.Unmarshal(b, &aux); err != nil {
 		return err
 	}
 	p.PolicyTemplateID = string(aux.PolicyTemplateID)
 	p.PointcutData = rawOrNil(p.PointcutData)
+	if p.ID == 0 {
+		p.ID = aux.PolicyID
+	}
+	if p.ConfigurationData == nil {
+		p.ConfigurationData = aux.Configuration
+	}
+	if t := aux.Template; t != nil {
+		if p.GroupID == "" {
+			p.GroupID = t.GroupID
+		}
+		if p.AssetID == "" {
+			p.AssetID = t.AssetID
+		}
+		if p.AssetVersion == "" {
+			p.AssetVersion = t.AssetVersion
+			if p.AssetVersion == "" {
+				p.AssetVersion = t.Version
+			}
+		}
+	}
 	return nil
 }
 
@@ -172,8 +204,11 @@ func (s *Session) CreatePolicy(ctx context.Context, org, env string, apiID int64
 }
 
 // ListPolicies lists every policy of an instance, active and disabled. It
-// always asks for fullInfo=false, the bare-array form; an envelope
-// {policies: [...]} is accepted too.
+// always asks for fullInfo=false, the bare array of full policies; the bare
+// array of compact entries and the {policies: [...]} envelope (what other
+// fullInfo values give) are read too. An entry without an id is never taken
+// for a policy: the answer is refused instead, since adopting and verifying
+// policies depends on their ids.
 func (s *Session) ListPolicies(ctx context.Context, org, env string, apiID int64) ([]Policy, error) {
 	r := &request{op: "listing policies", method: http.MethodGet,
 		path: s.policiesPath(org, env, apiID), query: url.Values{"fullInfo": {"false"}}}
@@ -192,6 +227,11 @@ func (s *Session) ListPolicies(ctx context.Context, org, env string, apiID int64
 		list = env.Policies
 	} else if err := decode(r, resp, &list); err != nil {
 		return nil, err
+	}
+	for i, p := range list {
+		if p.ID == 0 {
+			return nil, unexpectedBody(r, resp, fmt.Errorf("policy list entry %d has no id (id or policyId)", i))
+		}
 	}
 	if list == nil {
 		list = []Policy{}

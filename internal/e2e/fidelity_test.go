@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"testing"
 	"time"
 
@@ -120,5 +121,51 @@ func TestConnectedModeTargetSucceedsWithWarning(t *testing.T) {
 		if ev["kind"] == "warning" && ev["step"] == "verify" {
 			t.Fatalf("verify warned on an active API: %v", ev)
 		}
+	}
+}
+
+// manyTargets returns the default fixtures with n more running targets in
+// Sandbox, named gw-000 onwards, and one target in an unknown status.
+func manyTargets(n int) *sim.Fixtures {
+	f := sim.DefaultFixtures()
+	for i := range n {
+		f.Targets = append(f.Targets, sim.FixtureTarget{
+			ID: fmt.Sprintf("00000002-0000-4000-8000-%012x", i), TargetID: fmt.Sprintf("00000003-0000-4000-8000-%012x", i),
+			OrganizationID: sim.DefaultOrgID, EnvironmentID: sim.SandboxEnvID, Name: fmt.Sprintf("gw-%03d", i),
+			Kind: "selfManaged", Status: "RUNNING", TargetType: "flex",
+			RowVersion: sim.TargetFlexSandboxVersion, RuntimeVersion: sim.TargetFlexSandboxVersion,
+		})
+	}
+	f.Targets = append(f.Targets, sim.FixtureTarget{ID: "00000004-0000-4000-8000-000000000001", OrganizationID: sim.DefaultOrgID,
+		EnvironmentID: sim.SandboxEnvID, Name: "gw-degraded", Kind: "selfManaged", Status: "DEGRADED", TargetType: "flex",
+		RowVersion: sim.TargetFlexSandboxVersion, RuntimeVersion: sim.TargetFlexSandboxVersion})
+	return f
+}
+
+// TestTargetOnSecondPageFound: with more targets than the simulator's page
+// of 20, a target on the second page is found and deployed to; a target in a
+// status mcpguard does not know fails the job naming that status.
+func TestTargetOnSecondPageFound(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, withSim(sim.WithFixtures(manyTargets(25))))
+	req := specRequest("paged-target-mcp")
+	req["target"] = map[string]any{"name": "gw-024"}
+	p := s.run(req, "succeeded")
+	if p.Variables["targetName"] != "gw-024" {
+		t.Fatalf("target %v", p.Variables["targetName"])
+	}
+	if n := s.sim.Calls(sim.RouteListTargets); n < 2 {
+		t.Fatalf("gateway targets listed in %d call(s); the target is on page 2", n)
+	}
+	deps := s.sim.State().DeploymentsOf(number(p.Variables["environmentApiId"]))
+	if len(deps) != 1 || deps[0].TargetName != "gw-024" {
+		t.Fatalf("deployments %+v", deps)
+	}
+
+	req = specRequest("degraded-target-mcp")
+	req["target"] = map[string]any{"name": "gw-degraded"}
+	p = s.run(req, "failed")
+	if p.Error.Step != "target" || !contains(p.Error.Message, `status "DEGRADED"`) || !contains(p.Error.Message, "known: RUNNING, NOT_RUNNING") {
+		t.Fatalf("error %+v", p.Error)
 	}
 }

@@ -2,6 +2,7 @@ package workflow
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -262,8 +263,24 @@ func (g *Guide) target(ctx context.Context, run *Run) (*Outcome, error) {
 		return nil, Permanent(404, fmt.Sprintf("gateway target %s not found in environment %s (found: %s)",
 			refText(want.ID, want.Name), varString(run, "environmentName"), listOrNone(names)), HintTargetNotFound)
 	}
-	if (chosen.Status != "" && !strings.EqualFold(chosen.Status, "RUNNING")) || (chosen.Status != "" && !chosen.Running) {
-		return nil, Permanent(409, fmt.Sprintf("gateway target %q is %s", chosen.Name, chosen.Status), HintTargetNotRunning)
+	switch strings.ToUpper(chosen.Status) {
+	case "RUNNING":
+		if !chosen.Running {
+			return nil, Permanent(409, fmt.Sprintf("gateway target %q is RUNNING but reports running: false", chosen.Name), HintTargetNotRunning)
+		}
+	case "NOT_RUNNING":
+		return nil, Permanent(409, fmt.Sprintf("gateway target %q is NOT_RUNNING", chosen.Name), HintTargetNotRunning)
+	case "":
+		// No status at all: older target shapes; the deployment will tell.
+	default:
+		// The live values are RUNNING and NOT_RUNNING (anypoint-api.md §5.1);
+		// anything else is named as it is rather than guessed at.
+		if !chosen.Running || !chosen.Ready {
+			return nil, Permanent(409, fmt.Sprintf("gateway target %q reports status %q, which mcpguard does not know (known: RUNNING, NOT_RUNNING), with ready %t and running %t",
+				chosen.Name, chosen.Status, chosen.Ready, chosen.Running), HintTargetNotRunning)
+		}
+		run.Warn(ctx, fmt.Sprintf("gateway target %q reports status %q, which mcpguard does not know (known: RUNNING, NOT_RUNNING); it says ready and running, so deploying to it",
+			chosen.Name, chosen.Status), map[string]any{"targetId": chosen.ID, "targetStatus": chosen.Status})
 	}
 	version, source := want.GatewayVersion, "request"
 	if version == "" && anypoint.IsRealVersion(chosen.Version) {
@@ -540,7 +557,12 @@ func (g *Guide) deploy(ctx context.Context, run *Run) (*Outcome, error) {
 	}
 	same, other, err := find()
 	if err != nil {
-		return nil, fail("listing the instance's deployments", err, "")
+		if !errors.Is(err, anypoint.ErrUnexpectedBody) {
+			return nil, fail("listing the instance's deployments", err, "")
+		}
+		// The list's shape is undocumented (anypoint-api.md §14.1): when it
+		// cannot be read, deploy anyway; a 409 says a deployment exists.
+		run.Warn(ctx, "the instance's deployments list could not be read; deploying, a conflict would mean a deployment exists", nil)
 	}
 	applied, known := run.Variables["deployedInstanceConfig"]
 	instanceChanged := known && applied != nil && !jsonEqual(applied, run.Variables["instanceConfig"])

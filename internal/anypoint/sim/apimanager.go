@@ -80,6 +80,9 @@ func targetRow(t *FixtureTarget) map[string]any {
 	}
 }
 
+// maxTargetPageSize caps gateway-targets pages as the live platform does.
+const maxTargetPageSize = 20
+
 // listTargets serves the api-portal xapi gateway-targets list in its live
 // {rows, totalElements, pageSize, pageNumber, totalPages} form.
 func (s *Server) listTargets(w http.ResponseWriter, r *http.Request, _ *caller) {
@@ -94,11 +97,14 @@ func (s *Server) listTargets(w http.ResponseWriter, r *http.Request, _ *caller) 
 		}
 	}
 	if v := q.Get("pageSize"); v != "" {
-		if pageSize, err = strconv.Atoi(v); err != nil || pageSize < 1 || pageSize > 100 {
-			writeValidation(w, validationError{"/query/pageSize", "must be between 1 and 100", "maximum.openapi.validation"})
+		if pageSize, err = strconv.Atoi(v); err != nil || pageSize < 1 {
+			writeValidation(w, validationError{"/query/pageSize", "must be >= 1", "minimum.openapi.validation"})
 			return
 		}
 	}
+	// The live platform answered pages of 20 (anypoint-api.md §14.1): a
+	// larger pageSize is capped, and the answer says which size was used.
+	pageSize = min(pageSize, maxTargetPageSize)
 	if !s.envExists(org, env) {
 		writeError(w, productAPIManager, http.StatusNotFound, "", "Environment not found")
 		return

@@ -293,8 +293,9 @@ func (s *Server) policiesOf(apiID int64) []*policy {
 }
 
 // listPolicies serves GET .../apis/{id}/policies: fullInfo=false is a bare
-// array of full policies (active and disabled); any other value the
-// envelope of active policies with their template.
+// array of full policies (active and disabled); without it, a bare array of
+// compact entries of the active policies with their template, as the live
+// platform and the spec answer (anypoint-api.md §10.2, §14.1).
 func (s *Server) listPolicies(w http.ResponseWriter, r *http.Request, _ *caller) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -317,13 +318,19 @@ func (s *Server) listPolicies(w http.ResponseWriter, r *http.Request, _ *caller)
 		if p.disabled {
 			continue
 		}
+		var label any
+		if p.label != nil {
+			label = *p.label
+		}
 		compact = append(compact, map[string]any{
 			"policyId": p.id, "policyTemplateId": strconv.FormatInt(p.templateID, 10), "type": "system",
-			"order": p.order, "pointcutData": p.pointcut, "configuration": p.config,
+			"order": p.order, "pointcutData": p.pointcut, "configuration": p.config, "label": label,
 			"template": map[string]any{"groupId": p.groupID, "assetId": p.assetID, "assetVersion": p.assetVersion},
+			"implementationAsset": map[string]any{"groupId": p.groupID, "assetId": p.assetID + "-flex", "version": p.assetVersion,
+				"technology": "flexGateway"},
 		})
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"policies": compact, "tiers": map[string]any{"total": 0, "tiers": []any{}}})
+	writeJSON(w, http.StatusOK, compact)
 }
 
 func (s *Server) policyFor(r *http.Request) (*policy, *instance, bool) {

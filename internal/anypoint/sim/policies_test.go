@@ -181,9 +181,17 @@ func TestCreatePolicyGuideRules(t *testing.T) {
 			t.Fatalf("configurationData is not an object: %v", m)
 		}
 	}
-	envelope := e.call("GET", path, nil).obj(t)
-	if len(envelope["policies"].([]any)) != 5 {
-		t.Fatalf("default list is not the envelope form: %v", envelope)
+	compact := e.call("GET", path, nil).arr(t)
+	if len(compact) != 5 {
+		t.Fatalf("default list is not a bare array of the 5 active policies: %v", compact)
+	}
+	for _, it := range compact {
+		m := it.(map[string]any)
+		jsonInt(t, m["policyId"], "policyId")
+		tpl, _ := m["template"].(map[string]any)
+		if _, has := m["id"]; has || tpl == nil || tpl["assetId"] == nil || m["configuration"] == nil {
+			t.Fatalf("default list entry is not compact: %v", m)
+		}
 	}
 
 	single := apisPath + "/" + itoa(id) + "/policies/" + itoa(policyID)
@@ -194,8 +202,8 @@ func TestCreatePolicyGuideRules(t *testing.T) {
 		t.Fatalf("patch %s", patched.raw)
 	}
 	wantStatus(t, e.call("PATCH", single, map[string]any{"configurationData": map[string]any{"credentialsOrigin": "x"}}), 400)
-	if n := len(e.call("GET", path, nil).obj(t)["policies"].([]any)); n != 4 {
-		t.Fatalf("envelope lists %d active policies, want 4", n)
+	if n := len(e.call("GET", path, nil).arr(t)); n != 4 {
+		t.Fatalf("the compact list shows %d active policies, want 4", n)
 	}
 	wantStatus(t, e.call("DELETE", single, nil), 204)
 	wantStatus(t, e.call("GET", single, nil), 404)
@@ -239,4 +247,32 @@ func TestRealWorldTemplateShapes(t *testing.T) {
 	wantStatus(t, post("a-two-a-token-rate-limit", "1.0.0", map[string]any{"maximumTokens": 100, "timePeriodInMilliseconds": 10}), 400)
 	wantStatus(t, post("a-two-a-token-rate-limit", "1.0.0", map[string]any{"maximumTokens": 100, "timePeriodInMilliseconds": 60000, "extra": true}), 400)
 	wantStatus(t, post("a-two-a-token-rate-limit", "1.0.0", map[string]any{"maximumTokens": 100, "timePeriodInMilliseconds": 60000}), 201)
+}
+
+// TestPolicyInsertRenumbers: a policy inserted at an order already taken
+// moves that policy and the later ones down by one (anypoint-api.md §14.1).
+func TestPolicyInsertRenumbers(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	id := e.createInstance("renumber")
+	path := apisPath + "/" + itoa(id) + "/policies"
+	post := func(asset, version string, cfg map[string]any, order int) int64 {
+		body := map[string]any{"groupId": PolicyGroupID, "assetId": asset, "assetVersion": version, "configurationData": cfg}
+		if order > 0 {
+			body["order"] = order
+		}
+		r := e.call("POST", path, body)
+		wantStatus(t, r, 201)
+		return jsonInt(t, r.obj(t)["id"], "id")
+	}
+	support := post("mcp-support", "1.0.1", map[string]any{}, 0)
+	limit := post("rate-limiting", "1.4.1", map[string]any{"rateLimits": []any{map[string]any{"maximumRequests": 1, "timePeriodInMilliseconds": 1000}}}, 0)
+	headers := post("header-removal", "1.1.2", map[string]any{}, 0)
+	auth := post("client-id-enforcement", "1.3.3", map[string]any{}, 2)
+	want := map[int64]int{support: 1, auth: 2, limit: 3, headers: 4}
+	for _, p := range e.sim.State().PoliciesOf(id) {
+		if want[p.ID] != p.Order {
+			t.Errorf("policy %d (%s) has order %d, want %d", p.ID, p.AssetID, p.Order, want[p.ID])
+		}
+	}
 }

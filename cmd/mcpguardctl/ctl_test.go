@@ -230,13 +230,14 @@ func TestFailureHintThenRetry(t *testing.T) {
 	if id == nil {
 		t.Fatalf("stderr does not say the protection failed:\n%s", r.stderr)
 	}
-	for _, want := range []string{"error: step policies:", `did you mean "credentialsOriginHasHttpBasicAuthenticationHeader"`, "hint: " + workflow.HintWrongPropertyNames} {
+	// Configurations are checked before the deploy (design.md §2).
+	for _, want := range []string{"error: step deploy:", `did you mean "credentialsOriginHasHttpBasicAuthenticationHeader"`, "hint: " + workflow.HintWrongPropertyNames} {
 		if !strings.Contains(r.stderr, want) {
 			t.Fatalf("stderr lacks %q:\n%s", want, r.stderr)
 		}
 	}
 	g := s.ctl(t, "get", id[1])
-	if g.code != 0 || !strings.Contains(g.stdout, "✘ policies") || !strings.Contains(g.stdout, "hint: "+workflow.HintWrongPropertyNames) {
+	if g.code != 0 || !strings.Contains(g.stdout, "✘ deploy") || !strings.Contains(g.stdout, "hint: "+workflow.HintWrongPropertyNames) {
 		t.Fatalf("get of the failed protection: exit %d\n%s%s", g.code, g.stdout, g.stderr)
 	}
 

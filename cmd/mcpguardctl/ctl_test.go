@@ -230,7 +230,7 @@ func TestFailureHintThenRetry(t *testing.T) {
 	if id == nil {
 		t.Fatalf("stderr does not say the protection failed:\n%s", r.stderr)
 	}
-	// Configurations are checked before the deploy (design.md §2).
+	// Configurations are checked before the deploy.
 	for _, want := range []string{"error: step deploy:", `did you mean "credentialsOriginHasHttpBasicAuthenticationHeader"`, "hint: " + workflow.HintWrongPropertyNames} {
 		if !strings.Contains(r.stderr, want) {
 			t.Fatalf("stderr lacks %q:\n%s", want, r.stderr)

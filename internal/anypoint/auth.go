@@ -332,14 +332,17 @@ type MeClient struct {
 	OrgID    string `json:"org_id"`
 }
 
-// OrganizationID picks the organization the way the platform's own tools do:
-// the user's organization, else the connected app's, else the user's active one.
+// OrganizationID picks the organization the way MuleSoft's Terraform
+// provider does (docs/architecture.md, "Anypoint: identities"): the connected app's client.org_id,
+// else the user's organization, else the user's active one. The first two
+// differ only for a user of another organization acting through an app,
+// whose calls act in the app's organization.
 func (m *Me) OrganizationID() string {
-	if m.User != nil && m.User.Organization != nil && m.User.Organization.ID != "" {
-		return m.User.Organization.ID
-	}
 	if m.Client != nil && m.Client.OrgID != "" {
 		return m.Client.OrgID
+	}
+	if m.User != nil && m.User.Organization != nil && m.User.Organization.ID != "" {
+		return m.User.Organization.ID
 	}
 	if m.User != nil {
 		if id := m.User.Properties.CSAuth.ActiveOrganizationID; id != "" {

@@ -103,7 +103,7 @@ func (s *Session) CreateDeployment(ctx context.Context, org, env string, apiID i
 }
 
 // ListDeployments lists an instance's deployments. The shape is not
-// documented (anypoint-api.md §7.2, §14.1): a bare array is expected, and an
+// documented (docs/architecture.md, "Anypoint: list shapes"): a bare array is expected, and an
 // object holding one under items, deployments or data is accepted. The
 // platform answers 404 when there are none yet, which is returned as empty.
 // An answer that cannot be read is an error wrapping ErrUnexpectedBody, so

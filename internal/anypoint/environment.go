@@ -210,7 +210,7 @@ type TargetQuery struct {
 // ListGatewayTargets returns every gateway target of an environment, paging
 // with pageNumber/pageSize over the {rows, totalElements, totalPages}
 // envelope. The platform may answer fewer rows than asked for (the live page
-// size is 20 whatever we ask, §14.1), so paging goes on until the totals say
+// size is 20 whatever we ask; docs/architecture.md, "Anypoint: list shapes"), so paging goes on until the totals say
 // the list is complete, not until a short page. The older {data, total}
 // envelope is accepted too.
 func (s *Session) ListGatewayTargets(ctx context.Context, org, env string, q TargetQuery) ([]GatewayTarget, error) {
@@ -276,4 +276,52 @@ func (s *Session) GetGatewayTarget(ctx context.Context, org, env, targetID strin
 		return nil, err
 	}
 	return &t, nil
+}
+
+// TargetAPI is an API instance listening on a gateway target. Port is a
+// string in the platform's answer (docs/architecture.md, "Anypoint: instances, deployments and policies").
+type TargetAPI struct {
+	ID   int64  `json:"id"`
+	Port string `json:"-"`
+	Path string `json:"path"`
+}
+
+// UnmarshalJSON accepts the port as a string or a number.
+func (a *TargetAPI) UnmarshalJSON(b []byte) error {
+	type plain TargetAPI
+	aux := struct {
+		*plain
+		Port flexString `json:"port"`
+	}{plain: (*plain)(a)}
+	if err := json.Unmarshal(b, &aux); err != nil {
+		return err
+	}
+	a.Port = string(aux.Port)
+	return nil
+}
+
+// TargetAPIs is what listens on a gateway target's port and path.
+type TargetAPIs struct {
+	Instances               []TargetAPI `json:"instances"`
+	TargetAllowsPortSharing bool        `json:"targetAllowsPortSharing"`
+}
+
+// TargetAPIs asks a gateway target which API instances listen on port and
+// path ("" for any), to find a taken listener before deploying.
+func (s *Session) TargetAPIs(ctx context.Context, org, env, targetID, port, path string) (*TargetAPIs, error) {
+	v := url.Values{}
+	if port != "" {
+		v.Set("port", port)
+	}
+	if path != "" {
+		v.Set("path", path)
+	}
+	r := &request{op: "listing the APIs of a gateway target", method: http.MethodGet,
+		path:  pathf(prefixAPIManagerX+"/organizations/%s/environments/%s/gateway-targets/%s/apis", org, env, targetID),
+		query: v}
+	var out TargetAPIs
+	if _, err := s.do(ctx, r, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
 }

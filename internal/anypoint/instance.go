@@ -92,7 +92,8 @@ type APIInstance struct {
 }
 
 // UnmarshalJSON reads the instance id from `id`, falling back to `apiId`
-// (the name promoteApi.yaml uses for the create answer, anypoint-api.md §14.1).
+// (the name promoteApi.yaml uses for the create answer; docs/architecture.md,
+// "Anypoint: instances, deployments and policies").
 func (a *APIInstance) UnmarshalJSON(b []byte) error {
 	type plain APIInstance
 	aux := struct {

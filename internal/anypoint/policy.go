@@ -130,8 +130,8 @@ type Policy struct {
 }
 
 // UnmarshalJSON accepts policyTemplateId as a string or a number, and the
-// compact entry of a policy list without fullInfo=false (anypoint-api.md
-// §10.2, §14.1): policyId for id, configuration for configurationData and
+// compact entry of a policy list without fullInfo=false (docs/architecture.md,
+// "Anypoint: list shapes"): policyId for id, configuration for configurationData and
 // template.{groupId, assetId, assetVersion} for the GAV.
 func (p *Policy) UnmarshalJSON(b []byte) error {
 	type plain Policy

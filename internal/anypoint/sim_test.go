@@ -244,10 +244,12 @@ func fmtAll(cr anypoint.Credentials) string {
 func TestOrganizationIDFallbacks(t *testing.T) {
 	t.Parallel()
 	tests := map[string]struct{ body, want string }{
-		"user organization": {`{"user":{"organization":{"id":"A"},"properties":{"cs_auth":{"activeOrganizationId":"C"}}},"client":{"org_id":"B"}}`, "A"},
-		"client org":        {`{"client":{"client_id":"x","org_id":"B"}}`, "B"},
-		"active org":        {`{"user":{"properties":{"cs_auth":{"activeOrganizationId":"C"}}}}`, "C"},
-		"none":              {`{}`, ""},
+		// client.org_id wins: a user acting through another org's app.
+		"user through an app": {`{"user":{"organization":{"id":"A"},"properties":{"cs_auth":{"activeOrganizationId":"C"}}},"client":{"org_id":"B"}}`, "B"},
+		"user organization":   {`{"user":{"organization":{"id":"A"},"properties":{"cs_auth":{"activeOrganizationId":"C"}}}}`, "A"},
+		"client org":          {`{"client":{"client_id":"x","org_id":"B"}}`, "B"},
+		"active org":          {`{"user":{"properties":{"cs_auth":{"activeOrganizationId":"C"}}}}`, "C"},
+		"none":                {`{}`, ""},
 	}
 	for name, tt := range tests {
 		var me anypoint.Me

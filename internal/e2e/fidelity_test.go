@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/mcpguard/mcpguard/internal/anypoint/sim"
+	"github.com/mcpguard/mcpguard/internal/workflow"
 )
 
 // TestConditionalConfigurationApplied: a CORS configuration that is valid
@@ -82,7 +83,7 @@ func TestInvalidConfigurationFailsBeforeDeploy(t *testing.T) {
 
 // TestConnectedModeTargetSucceedsWithWarning: on a self-managed gateway in
 // connected mode the deployment is applied and the policies are listed while
-// the API stays "unregistered" for good (anypoint-api.md §14.1). The job
+// the API stays "unregistered" for good. The job
 // succeeds without waiting for "active", captures the statuses, and records
 // a warning event saying the autodiscovery status is not active. The verify
 // timeout is far shorter than the job would need if it waited for active.
@@ -167,5 +168,82 @@ func TestTargetOnSecondPageFound(t *testing.T) {
 	p = s.run(req, "failed")
 	if p.Error.Step != "target" || !contains(p.Error.Message, `status "DEGRADED"`) || !contains(p.Error.Message, "known: RUNNING, NOT_RUNNING") {
 		t.Fatalf("error %+v", p.Error)
+	}
+}
+
+// TestFailedPublicationFailsWithHint: Exchange ends the publication "failed"
+// with a reason; the job fails at publish with that reason and the hint to fix
+// the asset and bump the version, and nothing is created in API Manager.
+func TestFailedPublicationFailsWithHint(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	req := specRequest("broken-mcp")
+	version := req["source"].(map[string]any)["spec"].(map[string]any)["version"].(string)
+	s.sim.FailPublication("broken-mcp", version, sim.PublicationFailure{Status: "failed", Reasons: []string{"mcp-metadata.json: tools[0] has no name"}})
+	p := s.run(req, "failed")
+	if p.Error.Step != "publish" || p.Error.Hint != workflow.HintPublicationFailed || !contains(p.Error.Message, "tools[0] has no name") ||
+		!contains(p.Error.Message, `status "failed"`) {
+		t.Fatalf("error %+v", p.Error)
+	}
+	if n := s.sim.Calls(sim.RouteCreateAPI); n != 0 {
+		t.Fatalf("%d instances created after a failed publication", n)
+	}
+}
+
+// TestPlatformErrorsGetHints: errors the live platform sends fail the job at
+// the right step with a hint that fits them.
+func TestPlatformErrorsGetHints(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+
+	// The listener of the fixtures' deployed inventory instance is taken:
+	// found by asking the target, before any deployment POST.
+	req := specRequest("port-taken-mcp")
+	req["instance"] = map[string]any{"upstreamUri": "https://orders.internal/mcp", "proxyUri": "http://0.0.0.0:8081/inventory"}
+	p := s.run(req, "failed")
+	if p.Error.Step != "deploy" || p.Error.Hint != workflow.HintPortTaken || !contains(p.Error.Message, fmt.Sprint(sim.ExistingInstanceID)) {
+		t.Fatalf("port taken: error %+v", p.Error)
+	}
+	if n := s.sim.Calls(sim.RouteCreateDeployment); n != 0 {
+		t.Fatalf("port taken: %d deployment POSTs", n)
+	}
+
+	// An implementation asset has no schema: the platform's 400 gets its hint.
+	req = specRequest("flex-impl-mcp")
+	req["policies"] = []any{map[string]any{"assetId": "rate-limiting-flex"}}
+	p = s.run(req, "failed")
+	if p.Error.Step != "policies" || p.Error.Status != 400 || p.Error.Hint != workflow.HintMissingSchema {
+		t.Fatalf("missing schema: error %+v", p.Error)
+	}
+
+	// A publish refused with 400 gets the publish hint, not the scope hint.
+	s.sim.SetFault(sim.RoutePublishAsset, sim.Fault{Status: 400, Times: 1})
+	p = s.run(specRequest("rejected-mcp"), "failed")
+	if p.Error.Step != "publish" || p.Error.Status != 400 || p.Error.Hint != workflow.HintPublishRejected {
+		t.Fatalf("publish 400: error %+v", p.Error)
+	}
+}
+
+// TestGatewayNotReadyIsRetried: a target still registering answers
+// GatewayNotReadyError; the deploy step retries it as transient and the job
+// succeeds.
+func TestGatewayNotReadyIsRetried(t *testing.T) {
+	t.Parallel()
+	f := sim.DefaultFixtures()
+	f.Targets[0].NotReadyDeploys = 2
+	s := newStack(t, withSim(sim.WithFixtures(f)))
+	p := s.run(specRequest("registering-mcp"), "succeeded")
+	if _, attempts := p.step("deploy"); attempts != 3 {
+		t.Fatalf("deploy ran %d times, want 3 (two refusals, one success)", attempts)
+	}
+	var hinted bool
+	for _, ev := range s.events(p.ID) {
+		detail, _ := json.Marshal(ev["detail"])
+		if ev["kind"] == "retry_scheduled" && contains(string(detail), "GatewayNotReadyError") {
+			hinted = true
+		}
+	}
+	if !hinted {
+		t.Fatalf("no retry event names GatewayNotReadyError: %v", s.events(p.ID))
 	}
 }

@@ -53,6 +53,9 @@ type GuideConfig struct {
 	PollInterval time.Duration
 	// PollMax caps the delay between polls (default 30s).
 	PollMax time.Duration
+	// PublishTimeout bounds how long publish waits for an asynchronous
+	// Exchange publication to finish (default 5 minutes; it takes 5-15 s).
+	PublishTimeout time.Duration
 	// Now returns the current time (tests may set it).
 	Now func() time.Time
 }
@@ -72,6 +75,9 @@ func GuideCatalogue(cfg GuideConfig) Catalogue {
 	}
 	if cfg.PollMax <= 0 {
 		cfg.PollMax = 30 * time.Second
+	}
+	if cfg.PublishTimeout <= 0 {
+		cfg.PublishTimeout = 5 * time.Minute
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -180,6 +186,12 @@ func fail(op string, err error, hint string) error {
 	msg := fmt.Sprintf("error %s: %s", op, upstreamText(ae))
 	if h := hintForMessage(ae.Message, ae.Code, msg); h != "" {
 		hint = h
+	}
+	if hint == HintGatewayNotReady {
+		// A 400 that heals by itself: the target is still registering
+		// (docs/architecture.md, "Anypoint: error bodies"; MuleSoft's
+		// Terraform provider retries it 5 times, 20 s apart).
+		return &Failure{Status: ae.Status, Message: msg, Hint: hint, Transient: true, RetryAfter: ae.RetryAfter, Err: err}
 	}
 	switch ae.Class {
 	case anypoint.ClassTransient:

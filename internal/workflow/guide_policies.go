@@ -192,7 +192,7 @@ func stalePolicies(run *Run, api int64) []stalePolicy {
 // checkPolicies validates every requested policy configuration against the
 // templates that fit the instance. The deploy step calls it before deploying:
 // the templates call needs only the instance, so a configuration typo fails
-// the job while nothing is exposed on the gateway (design.md §2).
+// the job while nothing is exposed on the gateway (docs/architecture.md, "Steps").
 func (g *Guide) checkPolicies(ctx context.Context, s *anypoint.Session, org, env string, api int64, wanted []mcpguard.PolicyInput) error {
 	templates, err := s.ListPolicyTemplates(ctx, org, anypoint.PolicyTemplateQuery{
 		APIInstanceID: api, EnvironmentID: env, Latest: true, IncludeConfiguration: true,
@@ -371,10 +371,10 @@ func jsonEqual(a, b any) bool {
 
 // verify walks the guide's completion checklist. It succeeds when the
 // deployment is applied and every policy the job applied is listed and
-// enabled (design.md §2). The autodiscovery statuses (apiVersionStatus, the
+// enabled (docs/architecture.md, "Steps"). The autodiscovery statuses (apiVersionStatus, the
 // instance status) are captured and reported but do not gate success: on a
 // self-managed Flex Gateway in connected mode they stay "unregistered" for a
-// long time while the gateway enforces (anypoint-api.md §14.1), so a warning
+// long time while the gateway enforces (docs/architecture.md, "Anypoint: instances, deployments and policies"), so a warning
 // event says so instead. It polls until VerifyTimeout has passed since verify
 // first started.
 func (g *Guide) verify(ctx context.Context, run *Run) (*Outcome, error) {

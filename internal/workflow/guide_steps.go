@@ -58,17 +58,7 @@ func (g *Guide) publish(ctx context.Context, run *Run) (*Outcome, error) {
 		if err != nil {
 			return nil, fail("reading the publication status", err, "")
 		}
-		switch st.Status {
-		case "completed":
-			return done(map[string]any{"groupId": group, "assetId": spec.AssetID, "assetVersion": spec.Version, "publicationStatus": "completed"})
-		case "failed":
-			var reasons []string
-			for _, step := range st.Steps {
-				reasons = append(reasons, step.Errors...)
-			}
-			return nil, Permanent(0, "Exchange failed to publish the asset: "+strings.Join(reasons, "; "), HintPublicationFailed)
-		}
-		return &Outcome{PollAfter: g.pollDelay(run), Captured: map[string]any{"publicationStatus": st.Status}}, nil
+		return g.publicationProgress(run, group, spec.AssetID, spec.Version, st)
 	}
 	if a, err := s.GetAsset(ctx, group, spec.AssetID, spec.Version); err == nil {
 		if a.Type != "mcp" {
@@ -95,7 +85,14 @@ func (g *Guide) publish(ctx context.Context, run *Run) (*Outcome, error) {
 		}
 		return nil, &Failure{Status: 409, Transient: true, Message: "Exchange says the asset version exists but it cannot be read yet (publication in progress?)", Hint: HintAssetVersionTaken, Err: err}
 	case err != nil:
-		return nil, fail("publishing the MCP asset to Exchange", err, HintExchangeForbidden)
+		hint := ""
+		switch anypoint.ClassOf(err) {
+		case anypoint.ClassForbidden:
+			hint = HintExchangeForbidden
+		case anypoint.ClassInvalid:
+			hint = HintPublishRejected
+		}
+		return nil, fail("publishing the MCP asset to Exchange", err, hint)
 	}
 	if pub.Asset != nil {
 		return done(map[string]any{"groupId": pub.Asset.GroupID, "assetId": pub.Asset.AssetID, "assetVersion": pub.Asset.Version})
@@ -273,7 +270,7 @@ func (g *Guide) target(ctx context.Context, run *Run) (*Outcome, error) {
 	case "":
 		// No status at all: older target shapes; the deployment will tell.
 	default:
-		// The live values are RUNNING and NOT_RUNNING (anypoint-api.md §5.1);
+		// The live values are RUNNING and NOT_RUNNING (docs/architecture.md, "Anypoint: list shapes");
 		// anything else is named as it is rather than guessed at.
 		if !chosen.Running || !chosen.Ready {
 			return nil, Permanent(409, fmt.Sprintf("gateway target %q reports status %q, which mcpguard does not know (known: RUNNING, NOT_RUNNING), with ready %t and running %t",
@@ -560,9 +557,12 @@ func (g *Guide) deploy(ctx context.Context, run *Run) (*Outcome, error) {
 		if !errors.Is(err, anypoint.ErrUnexpectedBody) {
 			return nil, fail("listing the instance's deployments", err, "")
 		}
-		// The list's shape is undocumented (anypoint-api.md §14.1): when it
+		// The list's shape is undocumented (docs/architecture.md, "Anypoint: list shapes"): when it
 		// cannot be read, deploy anyway; a 409 says a deployment exists.
 		run.Warn(ctx, "the instance's deployments list could not be read; deploying, a conflict would mean a deployment exists", nil)
+	}
+	if err := g.checkListener(ctx, s, run, org, env, api, target); err != nil {
+		return nil, err
 	}
 	applied, known := run.Variables["deployedInstanceConfig"]
 	instanceChanged := known && applied != nil && !jsonEqual(applied, run.Variables["instanceConfig"])

@@ -33,6 +33,11 @@ const (
 	HintTargetNotRunning       = "The gateway target is registered but not running. Start the Flex Gateway replicas, then retry."
 	HintEnvironmentNotFound    = "Check the environment name or id against the organization's environments (Step 3), then retry with a corrected environment."
 	HintInstanceNotFound       = "Check the API instance id or label against List MCP Server Instances (Step 7, family=agentic) in the selected environment."
+	HintGatewayNotReady        = "The gateway target is still registering with the control plane (GatewayNotReadyError). mcpguard retries the step with backoff; if it keeps failing, check that the Flex Gateway replicas are connected."
+	HintPortTaken              = "Another API instance already listens on this port and base path of the gateway target (GET gateway-targets/{id}/apis). Choose another port or path in instance.proxyUri, or remove the other instance, then retry."
+	HintMissingSchema          = "This policy version has no configuration schema for this gateway (PolicyTemplateValidationError: missing required files: [schema]): it is an implementation asset (such as *-flex) or a version built for another gateway. Apply the interface asset (without -flex) or give another version on the policy, then retry."
+	HintPublicationTimeout     = "Exchange did not finish publishing the MCP asset in time. Check the asset in Exchange; retry once it is published, or with a new version in source.spec.version."
+	HintPublishRejected        = "Exchange refused the asset: check source.spec (assetId: lower-case letters, digits, dots, dashes and underscores; version: a semantic version; name) and that metadata is the MCP metadata JSON object, then retry."
 	HintNoCredentials          = "Pass credentials in the request ({token}, {clientId, clientSecret} or {username, password}) or configure the server's default connected app (MCPGUARD_ANYPOINT_CLIENT_ID/SECRET)."
 )
 
@@ -47,6 +52,9 @@ var messageHints = []struct{ contains, hint string }{
 	{"iscloudhub", HintIsCloudHubNull},
 	{"there is no asset matching given parameters", HintAssetNotReady},
 	{"asset_pre_conditions_failed", HintAssetVersionTaken},
+	{"gatewaynotreadyerror", HintGatewayNotReady},
+	{"proxy must be deployed in a port that is available", HintPortTaken},
+	{"missing required files", HintMissingSchema},
 }
 
 // hintForMessage finds the guide's hint for a platform message, if any.

@@ -12,7 +12,7 @@ import (
 var printer = message.NewPrinter(language.English)
 
 // LegacyProperty is one descriptor of a legacy (mule3/mule4-era) template
-// configuration (anypoint-api.md §9.1): field names from anypoint-client-go's
+// configuration (docs/architecture.md, "Anypoint: instances, deployments and policies"): field names from anypoint-client-go's
 // PolicyConfiguration and MuleSoft's policy YAMLs.
 type LegacyProperty struct {
 	PropertyName  string           `json:"propertyName"`

@@ -1,5 +1,6 @@
 // Package policyschema checks a policy's configurationData against its Exchange
-// policy template (anypoint-api.md §9.1, §14.1). It is the one validator of the
+// policy template (docs/architecture.md, "Anypoint: instances, deployments and
+// policies"). It is the one validator of the
 // project: the workflow uses it before anything is posted or deployed, and the
 // simulator uses it to answer a policy POST the way the platform does.
 //

@@ -102,7 +102,7 @@ func (s *Server) listTargets(w http.ResponseWriter, r *http.Request, _ *caller) 
 			return
 		}
 	}
-	// The live platform answered pages of 20 (anypoint-api.md §14.1): a
+	// The live platform answered pages of 20 (docs/architecture.md, "Anypoint: list shapes"): a
 	// larger pageSize is capped, and the answer says which size was used.
 	pageSize = min(pageSize, maxTargetPageSize)
 	if !s.envExists(org, env) {
@@ -152,6 +152,56 @@ func (s *Server) getTarget(w http.ResponseWriter, r *http.Request, _ *caller) {
 	body["environmentId"] = t.EnvironmentID
 	body["configuration"] = map[string]any{"ingress": map[string]any{"publicUrl": t.PublicURL}}
 	body["endpoints"] = []map[string]any{{"url": t.PublicURL, "access": "external"}}
+	writeJSON(w, http.StatusOK, body)
+}
+
+// flexTargetRow is a target in the older flex-gateway-targets form (docs/architecture.md, "Anypoint: list shapes"):
+// replicas counted by state, tags and lastUpdate; the detail adds versions.
+func flexTargetRow(t *FixtureTarget) map[string]any {
+	connected := 0
+	if t.Status == "RUNNING" {
+		connected = 1
+	}
+	return map[string]any{
+		"organizationId": t.OrganizationID, "id": t.ID, "name": t.Name,
+		"status": t.Status, "replicas": map[string]any{"CONNECTED": connected, "DISCONNECTED": 1 - connected},
+		"tags": []string{}, "lastUpdate": isoTime(time.Now().Add(-time.Hour)),
+	}
+}
+
+// listFlexTargets serves GET .../flex-gateway-targets: a bare array of the
+// environment's targets.
+func (s *Server) listFlexTargets(w http.ResponseWriter, r *http.Request, _ *caller) {
+	org, env := chi.URLParam(r, "org"), chi.URLParam(r, "env")
+	if !s.envExists(org, env) {
+		writeError(w, productAPIManager, http.StatusNotFound, "", "Environment not found")
+		return
+	}
+	out := []map[string]any{}
+	for i := range s.fixtures.Targets {
+		if t := &s.fixtures.Targets[i]; t.OrganizationID == org && t.EnvironmentID == env {
+			out = append(out, flexTargetRow(t))
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// getFlexTarget serves GET .../flex-gateway-targets/{id} with its runtime
+// version as version and versions.
+func (s *Server) getFlexTarget(w http.ResponseWriter, r *http.Request, _ *caller) {
+	t := s.findTarget(chi.URLParam(r, "org"), chi.URLParam(r, "env"), chi.URLParam(r, "targetId"))
+	if t == nil {
+		writeError(w, productAPIManager, http.StatusNotFound, "", "Target not found")
+		return
+	}
+	body := flexTargetRow(t)
+	status, count := "CONNECTED", 1
+	if t.Status != "RUNNING" {
+		status = "DISCONNECTED"
+	}
+	body["replicas"] = []map[string]any{{"status": status, "count": count, "certificateExpirationDates": []string{}}}
+	body["versions"] = []string{t.RuntimeVersion}
+	body["version"] = t.RuntimeVersion
 	writeJSON(w, http.StatusOK, body)
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"mime"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 )
@@ -128,6 +129,11 @@ func (s *Server) authenticate(r *http.Request) (*caller, int, string) {
 	switch {
 	case t.user != nil:
 		c.orgs = t.user.Organizations
+		if t.app != nil && !slices.Contains(c.orgs, t.app.OrganizationID) {
+			// A user of another organization acting through a connected
+			// app acts in the app's organization first.
+			c.orgs = append([]string{t.app.OrganizationID}, c.orgs...)
+		}
 		for _, sc := range AllScopes() {
 			c.scopes[sc] = true
 		}
@@ -210,9 +216,9 @@ func oauthError(w http.ResponseWriter, status int, code, desc string) {
 	writeJSON(w, status, map[string]any{"error": code, "error_description": desc})
 }
 
-// me serves GET /accounts/api/me: a user object for user tokens, only a
-// client with org_id for connected-app tokens (docs/architecture.md,
-// "Anypoint: identities").
+// me serves GET /accounts/api/me: a user object for user tokens, a client
+// with org_id for connected-app tokens, both when an app acts for a user
+// (docs/architecture.md, "Anypoint: identities").
 func (s *Server) me(w http.ResponseWriter, _ *http.Request, c *caller) {
 	out := map[string]any{}
 	if c.user != nil {
@@ -236,11 +242,9 @@ func (s *Server) me(w http.ResponseWriter, _ *http.Request, c *caller) {
 		}
 	}
 	if c.app != nil {
-		client := map[string]any{"client_id": c.app.ClientID, "name": c.app.Name}
-		if c.user == nil {
-			client["org_id"] = c.app.OrganizationID
-		}
-		out["client"] = client
+		// client.org_id is the app's organization, also when the app acts for
+		// a user, who may belong to another one (docs/architecture.md, "Anypoint: identities").
+		out["client"] = map[string]any{"client_id": c.app.ClientID, "name": c.app.Name, "org_id": c.app.OrganizationID}
 	}
 	writeJSON(w, http.StatusOK, out)
 }

@@ -95,6 +95,9 @@ func defaultCatalogue() []FixtureTemplate {
 		{ID: 310011, AssetID: "rate-limiting", Version: "1.4.1", Name: "Rate Limiting",
 			Category: "Quality of Service", Description: "Limits the number of requests per time window.",
 			Configuration: rateLimiting},
+		{ID: 310012, AssetID: "rate-limiting-flex", Version: "1.4.1", Name: "Rate Limiting (Flex implementation)",
+			Category: "Quality of Service", Description: "The implementation asset of rate-limiting; apply the interface asset.",
+			Technologies: flexOnly, MissingSchema: true},
 		{ID: 310020, AssetID: "rate-limiting-sla-based", Version: "1.3.1", Name: "Rate Limiting - SLA based",
 			Category: "Quality of Service", Description: "Limits requests by the client's SLA tier.",
 			Configuration: mustJSON([]legacyProperty{
@@ -238,8 +241,8 @@ func defaultCatalogue() []FixtureTemplate {
 	}
 }
 
-// corsSchema is the CORS template in its JSON Schema form (anypoint-api.md
-// §11): origin groups are required, each with at least one origin, only when
+// corsSchema is the CORS template in its JSON Schema form (docs/architecture.md,
+// "Anypoint: instances, deployments and policies"): origin groups are required, each with at least one origin, only when
 // the resource is not public (if/then on publicResource). The top level is
 // open, as in templates that leave additionalProperties out; a group is closed.
 func corsSchema() json.RawMessage {

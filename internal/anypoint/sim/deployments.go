@@ -3,8 +3,10 @@ package sim
 import (
 	"encoding/json"
 	"net/http"
+	"net/url"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -75,6 +77,14 @@ func (s *Server) deployLocked(in *instance, env string, body map[string]json.Raw
 	t := s.findTarget(in.orgID, env, targetID)
 	if t == nil {
 		return nil, http.StatusNotFound, "NotFoundError", "Target " + targetID + " not found"
+	}
+	if s.state.notReady[t.ID] > 0 {
+		s.state.notReady[t.ID]--
+		return nil, http.StatusBadRequest, "GatewayNotReadyError", "GatewayNotReadyError: gateway " + t.Name + " is not ready yet, try again later"
+	}
+	if other := s.portTakenLocked(t.ID, in); other != nil {
+		return bad("Proxy must be deployed in a port that is available in the Managed Flex target. Port " + proxyPort(deref(in.proxyURI)) +
+			" with base path " + proxyPath(deref(in.proxyURI)) + " is used by API " + strconv.FormatInt(other.id, 10))
 	}
 	overwrite := false
 	if raw, has := body["overwrite"]; has && !isNull(raw) {
@@ -237,4 +247,83 @@ func (s *Server) deploymentStatus(w http.ResponseWriter, r *http.Request, _ *cal
 		lastActive = isoTime(d.appliedAt)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"status": status, "lastActiveDate": lastActive, "apiVersionStatus": ptrOrNil(apiStatus)})
+}
+
+// proxyPort and proxyPath split an instance's proxyUri into the listener port
+// and base path a gateway target serves it on (defaults 80/443 and "/").
+func proxyPort(proxyURI string) string {
+	u, err := url.Parse(proxyURI)
+	if err != nil {
+		return ""
+	}
+	if p := u.Port(); p != "" {
+		return p
+	}
+	if u.Scheme == "https" {
+		return "443"
+	}
+	return "80"
+}
+
+func proxyPath(proxyURI string) string {
+	u, err := url.Parse(proxyURI)
+	if err != nil || u.Path == "" {
+		return "/"
+	}
+	return u.Path
+}
+
+// apisOnTargetLocked lists the instances deployed to a target that listen on
+// port and path ("" matches any). Call with s.mu held.
+func (s *Server) apisOnTargetLocked(targetID, port, path string) []*instance {
+	var out []*instance
+	for _, d := range s.state.deployments {
+		in := s.state.instances[d.apiID]
+		if d.targetID != targetID || in == nil || in.deploymentID != d.id {
+			continue
+		}
+		if (port == "" || proxyPort(deref(in.proxyURI)) == port) && (path == "" || proxyPath(deref(in.proxyURI)) == path) {
+			out = append(out, in)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].id < out[j].id })
+	return out
+}
+
+// portTakenLocked returns another instance deployed to the target on the
+// same port and base path as in, or nil. The target allows port sharing,
+// so only the pair conflicts. Call with s.mu held.
+func (s *Server) portTakenLocked(targetID string, in *instance) *instance {
+	if in.proxyURI == nil {
+		return nil
+	}
+	for _, other := range s.apisOnTargetLocked(targetID, proxyPort(*in.proxyURI), proxyPath(*in.proxyURI)) {
+		if other.id != in.id {
+			return other
+		}
+	}
+	return nil
+}
+
+// targetAPIs serves GET .../gateway-targets/{targetId}/apis?port=&path= (and
+// the flex-gateway-targets twin): {instances, targetAllowsPortSharing} with
+// port as a string (docs/architecture.md, "Anypoint: instances, deployments and policies").
+func (s *Server) targetAPIs(w http.ResponseWriter, r *http.Request, _ *caller) {
+	t := s.findTarget(chi.URLParam(r, "org"), chi.URLParam(r, "env"), chi.URLParam(r, "targetId"))
+	if t == nil {
+		writeError(w, productAPIManager, http.StatusNotFound, "", "Target not found")
+		return
+	}
+	q := r.URL.Query()
+	path := q.Get("path")
+	if path != "" && !strings.HasPrefix(path, "/") {
+		path = "/" + path
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	instances := []map[string]any{}
+	for _, in := range s.apisOnTargetLocked(t.ID, q.Get("port"), path) {
+		instances = append(instances, map[string]any{"id": in.id, "port": proxyPort(deref(in.proxyURI)), "path": proxyPath(deref(in.proxyURI))})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"instances": instances, "targetAllowsPortSharing": true})
 }

@@ -35,6 +35,19 @@ func (s *Server) findAsset(groupID, assetID, version string) *asset {
 	return nil
 }
 
+// latestAsset is the newest published version of an asset, for the
+// version-less GET .../assets/{g}/{a}/asset (docs/architecture.md, "Anypoint: publishing").
+func (s *Server) latestAsset(groupID, assetID string, now time.Time) *asset {
+	var best *asset
+	for _, a := range s.state.assets {
+		if a.groupID == groupID && a.assetID == assetID && a.published(now) &&
+			(best == nil || anypoint.CompareVersions(a.version, best.version) > 0) {
+			best = a
+		}
+	}
+	return best
+}
+
 func baseURL(r *http.Request) string {
 	scheme := "http"
 	if r.TLS != nil {
@@ -141,6 +154,14 @@ func (s *Server) publishAsset(w http.ResponseWriter, r *http.Request, c *caller)
 	if !sync {
 		a.readyAt = now.Add(s.publicationDelay)
 	}
+	if f, ok := s.state.failPublications[assetID+"/"+version]; ok {
+		if sync {
+			s.mu.Unlock()
+			writeError(w, productExchange, http.StatusBadRequest, "", "Publication failed: "+strings.Join(f.Reasons, "; "))
+			return
+		}
+		a.failure = &f
+	}
 	s.state.assets = append(s.state.assets, a)
 	s.mu.Unlock()
 
@@ -185,6 +206,12 @@ func publicationBody(a *asset, now time.Time) map[string]any {
 		return map[string]any{"status": "running", "assetType": a.typ, "steps": []any{
 			step("Files processing", "completed"), step("Inferring type", "running"), step("Publishing", "pending")}}
 	}
+	if f := a.failure; f != nil {
+		failed := step("Publishing", f.Status)
+		failed["errors"] = f.Reasons
+		return map[string]any{"status": f.Status, "assetType": a.typ, "steps": []any{
+			step("Files processing", "completed"), step("Inferring type", "completed"), failed}}
+	}
 	return map[string]any{"status": "completed", "assetType": a.typ, "steps": []any{
 		step("Files processing", "completed"), step("Inferring type", "completed"), step("Publishing", "completed")},
 		"asset": assetSummary(a)}
@@ -228,7 +255,12 @@ func (s *Server) assetJSON(a *asset, others []map[string]any) map[string]any {
 func (s *Server) getAsset(w http.ResponseWriter, r *http.Request, c *caller) {
 	s.mu.Lock()
 	now := time.Now()
-	a := s.findAsset(chi.URLParam(r, "groupId"), chi.URLParam(r, "assetId"), chi.URLParam(r, "version"))
+	var a *asset
+	if v := chi.URLParam(r, "version"); v != "" {
+		a = s.findAsset(chi.URLParam(r, "groupId"), chi.URLParam(r, "assetId"), v)
+	} else {
+		a = s.latestAsset(chi.URLParam(r, "groupId"), chi.URLParam(r, "assetId"), now)
+	}
 	var body map[string]any
 	if a != nil && a.published(now) && c.canSee(a.orgID) {
 		others := []map[string]any{}
@@ -363,4 +395,24 @@ func pageParams(offsetS, limitS string, defLimit, maxLimit int) (offset, limit i
 		}
 	}
 	return offset, limit, true
+}
+
+// PublicationFailure is how a publication told to fail ends: Status is
+// "failed" or "error" (both are final; docs/architecture.md, "Anypoint: publishing") and Reasons are
+// the errors of its last step.
+type PublicationFailure struct {
+	Status  string   `json:"status"`
+	Reasons []string `json:"reasons"`
+}
+
+// FailPublication makes every later publication of assetId/version end with
+// f instead of publishing (a synchronous one answers 400). The GAV stays
+// taken by the failed publication, so a retry must bump the version.
+func (s *Server) FailPublication(assetID, version string, f PublicationFailure) {
+	if f.Status == "" {
+		f.Status = "failed"
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.state.failPublications[assetID+"/"+version] = f
 }

@@ -50,7 +50,7 @@ const (
 	TargetFlexSandboxVersion = "1.13.1"
 	// TargetFlexLegacy shows "-" as the row version; its detail has the real
 	// one. It is a self-managed gateway in connected mode: its deployments
-	// reach "applied" while the API stays "unregistered" (anypoint-api.md §14.1).
+	// reach "applied" while the API stays "unregistered" (docs/architecture.md, "Anypoint: instances, deployments and policies").
 	TargetFlexLegacy        = "flex-legacy"
 	TargetFlexLegacyID      = "7b6c5d4e-3f2a-4b1c-9d8e-7f6a5b4c3d2e"
 	TargetFlexLegacyVersion = "1.9.3"
@@ -169,9 +169,12 @@ type FixtureTarget struct {
 	// ConnectedMode models a self-managed Flex Gateway in connected mode: a
 	// deployment turns "applied" and the gateway enforces, but the
 	// autodiscovery status (apiVersionStatus, the instance status) stays
-	// "unregistered" (anypoint-api.md §14.1, live evidence). Without it the
+	// "unregistered" (docs/architecture.md, "Anypoint: instances, deployments and policies"). Without it the
 	// target behaves like a managed gateway: "applied" together with "active".
 	ConnectedMode bool `json:"connectedMode"`
+	// NotReadyDeploys refuses the first N deployments to this target with
+	// the 400 GatewayNotReadyError of a gateway still registering (docs/architecture.md, "Anypoint: error bodies").
+	NotReadyDeploys int `json:"notReadyDeploys"`
 }
 
 // FixtureAsset is an Exchange asset that is already published.
@@ -221,6 +224,10 @@ type FixtureTemplate struct {
 	// MCPOnly templates fit only instances whose endpoint type is mcp.
 	MCPOnly       bool            `json:"mcpOnly"`
 	Configuration json.RawMessage `json:"configuration"`
+	// MissingSchema marks an implementation asset (such as *-flex) that has
+	// no configuration schema: applying it answers the 400
+	// "Policy Template is missing required files: [schema]" (docs/architecture.md, "Anypoint: error bodies").
+	MissingSchema bool `json:"missingSchema"`
 }
 
 // LoadFixtures reads fixtures from a JSON file in the shape of Fixtures.

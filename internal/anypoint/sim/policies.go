@@ -218,6 +218,10 @@ func (s *Server) createPolicy(w http.ResponseWriter, r *http.Request, _ *caller)
 			fmt.Sprintf("Policy template %s %s cannot be applied to API %d: it does not support this API's gateway or endpoint type", t.AssetID, t.Version, in.id))
 		return
 	}
+	if t.MissingSchema {
+		writeError(w, productAPIManager, http.StatusBadRequest, "PolicyTemplateValidationError", "Policy Template is missing required files: [schema]")
+		return
+	}
 	cfg, ok := decodeConfiguration(body["configurationData"])
 	if !ok {
 		writeValidation(w, validationError{"/body/configurationData", "must be object", "type.openapi.validation"})
@@ -295,7 +299,7 @@ func (s *Server) policiesOf(apiID int64) []*policy {
 // listPolicies serves GET .../apis/{id}/policies: fullInfo=false is a bare
 // array of full policies (active and disabled); without it, a bare array of
 // compact entries of the active policies with their template, as the live
-// platform and the spec answer (anypoint-api.md §10.2, §14.1).
+// platform and the spec answer (docs/architecture.md, "Anypoint: list shapes").
 func (s *Server) listPolicies(w http.ResponseWriter, r *http.Request, _ *caller) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

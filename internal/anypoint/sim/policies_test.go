@@ -250,7 +250,7 @@ func TestRealWorldTemplateShapes(t *testing.T) {
 }
 
 // TestPolicyInsertRenumbers: a policy inserted at an order already taken
-// moves that policy and the later ones down by one (anypoint-api.md §14.1).
+// moves that policy and the later ones down by one, as the live platform does.
 func TestPolicyInsertRenumbers(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)

@@ -9,11 +9,14 @@ const (
 	RouteListEnvironments  = "list-environments"  // GET /accounts/api/organizations/{org}/environments
 	RoutePublishAsset      = "publish-asset"      // POST /exchange/api/v2/organizations/{org}/assets/{g}/{a}/{v}
 	RoutePublicationStatus = "publication-status" // GET .../publication/status[/{runId}]
-	RouteGetAsset          = "get-asset"          // GET /exchange/api/v2/assets/{g}/{a}/{v}
+	RouteGetAsset          = "get-asset"          // GET /exchange/api/v2/assets/{g}/{a}/{v}[/asset] and the latest version, .../{g}/{a}/asset
 	RouteDeleteAsset       = "delete-asset"       // DELETE /exchange/api/v2/assets/{g}/{a}/{v}
 	RouteSearchAssets      = "search-assets"      // GET /exchange/api/v2/assets/search
 	RouteListTargets       = "list-targets"       // GET /apimanager/xapi/v1/.../gateway-targets
 	RouteGetTarget         = "get-target"         // GET /apimanager/xapi/v1/.../gateway-targets/{targetId}
+	RouteTargetAPIs        = "target-apis"        // GET .../gateway-targets/{targetId}/apis and .../flex-gateway-targets/{targetId}/apis
+	RouteListFlexTargets   = "list-flex-targets"  // GET /apimanager/xapi/v1/.../flex-gateway-targets
+	RouteGetFlexTarget     = "get-flex-target"    // GET /apimanager/xapi/v1/.../flex-gateway-targets/{targetId}
 	RouteCreateAPI         = "create-api"         // POST /apimanager/{api,xapi}/v1/.../apis
 	RouteGetAPI            = "get-api"            // GET /apimanager/api/v1/.../apis/{id}
 	RouteListAPIs          = "list-apis"          // GET /apimanager/api/v1/.../apis (and the xapi flat list)
@@ -38,7 +41,7 @@ func Routes() []string {
 	return []string{
 		RouteLogin, RouteToken, RouteMe, RouteListEnvironments,
 		RoutePublishAsset, RoutePublicationStatus, RouteGetAsset, RouteDeleteAsset, RouteSearchAssets,
-		RouteListTargets, RouteGetTarget,
+		RouteListTargets, RouteGetTarget, RouteTargetAPIs, RouteListFlexTargets, RouteGetFlexTarget,
 		RouteCreateAPI, RouteGetAPI, RouteListAPIs, RouteUpdateAPI, RouteDeleteAPI,
 		RouteCreateDeployment, RouteListDeployments, RouteGetDeployment, RouteReplaceDeployment, RouteDeploymentStatus,
 		RouteListTemplates, RouteCreatePolicy, RouteListPolicies, RouteGetPolicy, RouteUpdatePolicy, RouteDeletePolicy,

@@ -167,12 +167,18 @@ func (s *Server) routes() http.Handler {
 	const exAsset = "/exchange/api/v2/assets/{groupId}/{assetId}/{version}"
 	authed(http.MethodGet, exAsset, RouteGetAsset, productExchange, ScopeExchangeViewer, s.getAsset)
 	authed(http.MethodGet, exAsset+"/asset", RouteGetAsset, productExchange, ScopeExchangeViewer, s.getAsset)
+	authed(http.MethodGet, "/exchange/api/v2/assets/{groupId}/{assetId}/asset", RouteGetAsset, productExchange, ScopeExchangeViewer, s.getAsset)
 	authed(http.MethodDelete, exAsset, RouteDeleteAsset, productExchange, ScopeExchangeContributor, s.deleteAsset)
 
 	const xenv = "/apimanager/xapi/v1/organizations/{org}/environments/{env}"
 	const env = "/apimanager/api/v1/organizations/{org}/environments/{env}"
 	authed(http.MethodGet, xenv+"/gateway-targets", RouteListTargets, productAPIManager, ScopeViewAPIs, s.listTargets)
 	authed(http.MethodGet, xenv+"/gateway-targets/{targetId}", RouteGetTarget, productAPIManager, ScopeViewAPIs, s.getTarget)
+	authed(http.MethodGet, xenv+"/gateway-targets/{targetId}/apis", RouteTargetAPIs, productAPIManager, ScopeViewAPIs, s.targetAPIs)
+	// The older self-managed Flex routes other Anypoint clients call (docs/architecture.md, "Anypoint: list shapes").
+	authed(http.MethodGet, xenv+"/flex-gateway-targets", RouteListFlexTargets, productAPIManager, ScopeViewAPIs, s.listFlexTargets)
+	authed(http.MethodGet, xenv+"/flex-gateway-targets/{targetId}", RouteGetFlexTarget, productAPIManager, ScopeViewAPIs, s.getFlexTarget)
+	authed(http.MethodGet, xenv+"/flex-gateway-targets/{targetId}/apis", RouteTargetAPIs, productAPIManager, ScopeViewAPIs, s.targetAPIs)
 
 	for _, base := range []string{env, xenv} {
 		authed(http.MethodPost, base+"/apis", RouteCreateAPI, productAPIManager, ScopeManageAPIs, s.createAPI)

@@ -19,6 +19,12 @@ type world struct {
 	apiAssetIDs map[string]int64
 
 	nextInstance, nextEndpoint, nextDeployment, nextPolicy, nextAPIAsset int64
+
+	// notReady counts, per target id, the deployments still to be refused
+	// with GatewayNotReadyError (FixtureTarget.NotReadyDeploys).
+	notReady map[string]int
+	// failPublications holds the publications told to fail, by "assetId/version".
+	failPublications map[string]PublicationFailure
 }
 
 type asset struct {
@@ -29,12 +35,17 @@ type asset struct {
 	readyAt                          time.Time // publication completes at this time
 	runID                            string
 	deleted                          bool // soft-deleted: hidden, yet the GAV stays locked
-	platform                         string
-	metadata                         []byte
-	properties                       map[string]string
+	// failure, when set, ends the publication with this status ("failed" or
+	// "error") and these reasons instead of publishing; the GAV stays taken.
+	failure    *PublicationFailure
+	platform   string
+	metadata   []byte
+	properties map[string]string
 }
 
-func (a *asset) published(now time.Time) bool { return !a.deleted && !now.Before(a.readyAt) }
+func (a *asset) published(now time.Time) bool {
+	return !a.deleted && a.failure == nil && !now.Before(a.readyAt)
+}
 
 type instance struct {
 	id, endpointID                 int64
@@ -78,15 +89,22 @@ type policy struct {
 
 func newWorld(f *Fixtures, now time.Time) *world {
 	w := &world{
-		instances:      map[int64]*instance{},
-		deployments:    map[int64]*deployment{},
-		policies:       map[int64]*policy{},
-		apiAssetIDs:    map[string]int64{},
-		nextInstance:   18200100,
-		nextEndpoint:   3845000,
-		nextDeployment: 730100,
-		nextPolicy:     2620000,
-		nextAPIAsset:   213091000,
+		instances:        map[int64]*instance{},
+		deployments:      map[int64]*deployment{},
+		policies:         map[int64]*policy{},
+		apiAssetIDs:      map[string]int64{},
+		nextInstance:     18200100,
+		nextEndpoint:     3845000,
+		nextDeployment:   730100,
+		nextPolicy:       2620000,
+		nextAPIAsset:     213091000,
+		notReady:         map[string]int{},
+		failPublications: map[string]PublicationFailure{},
+	}
+	for _, t := range f.Targets {
+		if t.NotReadyDeploys > 0 {
+			w.notReady[t.ID] = t.NotReadyDeploys
+		}
 	}
 	long := now.Add(-24 * time.Hour)
 	for _, a := range f.Assets {
@@ -159,7 +177,7 @@ type AssetState struct {
 	Version        string `json:"version"`
 	Name           string `json:"name"`
 	Type           string `json:"type"`
-	// Status is "publishing", "published" or "deleted".
+	// Status is "publishing", "published", "failed" or "deleted".
 	Status string `json:"status"`
 }
 
@@ -251,6 +269,8 @@ func (s *Server) State() Snapshot {
 		switch {
 		case a.deleted:
 			st = "deleted"
+		case a.failure != nil:
+			st = "failed"
 		case now.Before(a.readyAt):
 			st = "publishing"
 		}
@@ -307,8 +327,9 @@ func cloneMap(m map[string]any) map[string]any {
 
 // status is the proxies-xapi status of a deployment at now: "applying" with
 // apiVersionStatus null for the first half of the delay, "unregistered" for
-// the second, then "applied"/"active" (a managed gateway, §7.4) or
-// "applied"/"unregistered" (a connected-mode self-managed gateway, §14.1).
+// the second, then "applied"/"active" (a managed gateway) or
+// "applied"/"unregistered" (a connected-mode self-managed gateway; docs/architecture.md,
+// "Anypoint: instances, deployments and policies").
 // A deployment to a target that is not running never leaves "applying".
 func (d *deployment) status(now time.Time) (status string, apiVersionStatus *string) {
 	if d.appliedAt.IsZero() {

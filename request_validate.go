@@ -196,6 +196,7 @@ func validateSourceCorrection(v *validator, path string, s *Source) {
 			} else {
 				size, members := rawObjectSize(s.Spec.Metadata)
 				v.jsonSize(p+".metadata", size, members, MaxMetadataBytes, MaxMetadataMembers)
+				validateMCPMetadata(v, p+".metadata", s.Spec.Metadata)
 			}
 		}
 	}
@@ -254,6 +255,7 @@ func validateSource(v *validator, path string, s *Source) (fromInstance bool) {
 			} else {
 				size, members := rawObjectSize(s.Spec.Metadata)
 				v.jsonSize(p+".metadata", size, members, MaxMetadataBytes, MaxMetadataMembers)
+				validateMCPMetadata(v, p+".metadata", s.Spec.Metadata)
 			}
 		}
 	case s.Asset != nil:

@@ -507,3 +507,31 @@ func TestCancelRunningJobThenRetry(t *testing.T) {
 		}
 	}
 }
+
+// TestMCPMetadataTypesAre400: the parts of source.spec.metadata the gateway
+// reads are checked where they are given: a wrong type is a 400 naming the
+// field, and openapi.yaml refuses the same body; well-typed metadata passes.
+func TestMCPMetadataTypesAre400(t *testing.T) {
+	t.Parallel()
+	body := newRequest()
+	body["source"].(map[string]any)["spec"].(map[string]any)["metadata"] = map[string]any{
+		"transport":    map[string]any{"kind": "streamable-http", "path": 8081},
+		"capabilities": map[string]any{"tools": "yes"},
+		"tools":        []any{map[string]any{"description": "no name"}},
+	}
+	r := do(t, call{method: "POST", path: "/protections", tenant: "tenant-a", body: body, check: apispec.RequestViolates})
+	p := r.problem(t, http.StatusBadRequest)
+	var got []string
+	for _, e := range p.Errors {
+		got = append(got, e.Field)
+	}
+	want := []string{"source.spec.metadata.transport.path", "source.spec.metadata.capabilities.tools", "source.spec.metadata.tools[0].name"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("error fields = %v, want %v", got, want)
+	}
+	body["source"].(map[string]any)["spec"].(map[string]any)["metadata"] = map[string]any{
+		"transport": map[string]any{"kind": "streamable-http", "path": "/mcp"}, "capabilities": map[string]any{"tools": true},
+		"tools": []any{map[string]any{"name": "lookup"}},
+	}
+	create(t, "tenant-a", body)
+}

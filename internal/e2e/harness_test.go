@@ -387,16 +387,19 @@ func userCredentials() map[string]any {
 }
 
 // specRequest is the demo's request: a spec with client-id enforcement and
-// rate limiting, on the sandbox Flex Gateway.
+// rate limiting, on the sandbox Flex Gateway. Each request listens on a base
+// path of its own: a gateway target refuses a second instance on a taken
+// port and path, as the platform does.
 func specRequest(assetID string) map[string]any {
+	version := uniqueVersion()
 	return map[string]any{
 		"environment": map[string]any{"name": sim.EnvSandbox},
 		"source": map[string]any{"spec": map[string]any{
-			"assetId": assetID, "version": uniqueVersion(), "name": "Orders MCP",
+			"assetId": assetID, "version": version, "name": "Orders MCP",
 			"metadata": map[string]any{"transport": map[string]any{"kind": "streamable-http", "url": "https://orders.internal/mcp"}},
 		}},
 		"target":   map[string]any{"name": sim.TargetFlexSandbox},
-		"instance": map[string]any{"upstreamUri": "https://orders.internal/mcp", "proxyUri": "http://0.0.0.0:8081/orders"},
+		"instance": map[string]any{"upstreamUri": "https://orders.internal/mcp", "proxyUri": "http://0.0.0.0:8081/" + assetID + "-" + version},
 		"policies": []any{
 			map[string]any{"assetId": "rate-limiting", "configuration": map[string]any{
 				"rateLimits": []any{map[string]any{"maximumRequests": 100, "timePeriodInMilliseconds": 60000}}}},

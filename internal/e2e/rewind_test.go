@@ -274,7 +274,9 @@ func TestRetryWithUpstreamAfterVerifyFailed(t *testing.T) {
 	t.Parallel()
 	s := newStack(t)
 	s.sim.SetFault(sim.RouteDeploymentStatus, sim.Fault{Status: http.StatusForbidden})
-	p := s.run(specRequest("upstream-mcp"), "failed")
+	req := specRequest("upstream-mcp")
+	proxy := req["instance"].(map[string]any)["proxyUri"]
+	p := s.run(req, "failed")
 	if p.Error.Step != "verify" {
 		t.Fatalf("error = %+v", p.Error)
 	}
@@ -292,7 +294,7 @@ func TestRetryWithUpstreamAfterVerifyFailed(t *testing.T) {
 		sim.RouteListTargets: 0, sim.RouteUpdateAPI: 1, sim.RouteReplaceDeployment: 1,
 	})
 	in, dep, pols := s.owned(p)
-	if in.ID != old.ID || in.UpstreamURI != upstream || in.ProxyURI != "http://0.0.0.0:8081/orders" || dep.ID != oldDep.ID || !slices.Equal(assets(pols), guidePolicies) {
+	if in.ID != old.ID || in.UpstreamURI != upstream || in.ProxyURI != proxy || dep.ID != oldDep.ID || !slices.Equal(assets(pols), guidePolicies) {
 		t.Errorf("instance %+v deployment %+v policies %v", in, dep, assets(pols))
 	}
 }

@@ -69,6 +69,11 @@ func (g *Guide) publish(ctx context.Context, run *Run) (*Outcome, error) {
 		return nil, fail("looking for the asset in Exchange", err, "")
 	}
 
+	if gaps := mcpguard.MCPMetadataGaps(spec.Metadata); len(gaps) > 0 {
+		run.Warn(ctx, "the MCP metadata lacks "+strings.Join(gaps, ", ")+
+			": a live run showed the gateway bind the server's tools only once mcp-metadata.json carried transport {kind, path}, capabilities and tools",
+			map[string]any{"missing": gaps})
+	}
 	pub, err := s.PublishAsset(ctx, org, anypoint.PublishAsset{
 		GroupID: group, AssetID: spec.AssetID, Version: spec.Version, Name: spec.Name,
 		Description: spec.Description, Type: "mcp", Metadata: []byte(spec.Metadata),

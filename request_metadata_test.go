@@ -28,9 +28,9 @@ func TestMCPMetadataTypes(t *testing.T) {
 		t.Fatalf("gaps in complete metadata: %v", gaps)
 	}
 	cases := map[string][]string{
-		`[1]`:                                       {"source.spec.metadata"},
-		`{"transport":"http"}`:                      {"source.spec.metadata.transport"},
-		`{"transport":{"kind":1,"path":true}}`:      {"source.spec.metadata.transport.kind", "source.spec.metadata.transport.path"},
+		`[1]`:                                  {"source.spec.metadata"},
+		`{"transport":"http"}`:                 {"source.spec.metadata.transport"},
+		`{"transport":{"kind":1,"path":true}}`: {"source.spec.metadata.transport.kind", "source.spec.metadata.transport.path"},
 		`{"capabilities":{"tools":"yes","b":true}}`: {"source.spec.metadata.capabilities.tools"},
 		`{"capabilities":[true]}`:                   {"source.spec.metadata.capabilities"},
 		`{"tools":{"name":"x"}}`:                    {"source.spec.metadata.tools"},

@@ -65,6 +65,7 @@ var specs = []struct{ prefix, dir, server string }{
 // and calls observed on the live platform do).
 var notInSpecs = map[string]bool{
 	"GET /apimanager/xapi/v1/organizations/{org}/environments/{env}/gateway-targets/{id}":           true,
+	"GET /apimanager/xapi/v1/organizations/{org}/environments/{env}/gateway-targets/{id}/apis":      true,
 	"GET /proxies/xapi/v1/organizations/{org}/environments/{env}/apis/{id}/deployments/{id}/status": true,
 }
 
@@ -72,8 +73,8 @@ var notInSpecs = map[string]bool{
 var specDir = filepath.Join("..", "..", "..", "shared", "anypoint-openapi")
 
 // loadSpecRouters loads every spec of specs, one router per spec and server
-// prefix. When ../shared is absent (a checkout without it) the test is
-// skipped loudly; when it is present, as in CI, any spec that does not load
+// prefix. When the specs are absent (a checkout without them beside it) the test is
+// skipped loudly; when they are present, as in CI, any spec that does not load
 // fails the test: conformance is never skipped quietly.
 func loadSpecRouters(t *testing.T) map[string]routers.Router {
 	t.Helper()
@@ -129,6 +130,7 @@ func TestRequestsMatchOpenAPISpecs(t *testing.T) {
 	_, _ = app.SearchAssets(ctx, anypoint.AssetSearch{Types: []string{"mcp"}, Search: "orders", Limit: 10})
 	_, _ = app.ListGatewayTargets(ctx, org, env, anypoint.TargetQuery{Name: "flex"})
 	_, _ = app.GetGatewayTarget(ctx, org, env, "4b1c0d2e-0000-4000-8000-000000000003")
+	_, _ = app.TargetAPIs(ctx, org, env, "4b1c0d2e-0000-4000-8000-000000000003", "8081", "/orders")
 	_, _ = app.CreateAPIInstance(ctx, org, env, anypoint.APIInstanceInput{GroupID: org, AssetID: "orders-mcp",
 		AssetVersion: "1.0.0", InstanceLabel: "orders", UpstreamURI: "https://orders.internal/mcp",
 		ProxyURI: "http://0.0.0.0:8081/orders", EndpointType: "mcp"})

@@ -173,7 +173,8 @@ func TestTargetOnSecondPageFound(t *testing.T) {
 
 // TestFailedPublicationFailsWithHint: Exchange ends the publication "failed"
 // with a reason; the job fails at publish with that reason and the hint to fix
-// the asset and bump the version, and nothing is created in API Manager.
+// the asset and bump the version, and nothing is created in API Manager. A
+// retry with the version bumped, as the hint says, publishes and succeeds.
 func TestFailedPublicationFailsWithHint(t *testing.T) {
 	t.Parallel()
 	s := newStack(t)
@@ -187,6 +188,23 @@ func TestFailedPublicationFailsWithHint(t *testing.T) {
 	}
 	if n := s.sim.Calls(sim.RouteCreateAPI); n != 0 {
 		t.Fatalf("%d instances created after a failed publication", n)
+	}
+
+	bumped := uniqueVersion()
+	s.retry(p.ID, map[string]any{"source": map[string]any{"spec": map[string]any{"version": bumped}}},
+		"publish", []string{"publish", "search", "env", "target", "create", "deploy", "policies", "verify"}, []string{"source.spec"})
+	p = s.wait(p.ID)
+	if p.State != "succeeded" || p.Variables["assetVersion"] != bumped {
+		t.Fatalf("after a retry with version %s: %s %+v, assetVersion %v", bumped, p.State, p.Error, p.Variables["assetVersion"])
+	}
+	states := map[string]string{}
+	for _, a := range s.sim.State().Assets {
+		if a.AssetID == "broken-mcp" {
+			states[a.Version] = a.Status
+		}
+	}
+	if states[version] != "failed" || states[bumped] != "published" {
+		t.Fatalf("asset versions in Exchange: %v", states)
 	}
 }
 

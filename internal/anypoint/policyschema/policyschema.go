@@ -25,6 +25,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"github.com/santhosh-tekuri/jsonschema/v6/kind"
@@ -63,9 +64,42 @@ type Problem struct {
 // String returns the message.
 func (p Problem) String() string { return p.Message }
 
+// compiled caches templates by their configuration text: compiling checks
+// the schema against its meta-schema, which costs far more than validating,
+// and the workflow checks the same few templates in every job. A Template is
+// read-only once built, so one is shared by every caller.
+var compiled = struct {
+	sync.Mutex
+	byText map[string]*Template
+}{byText: map[string]*Template{}}
+
+// maxCompiled bounds the cache; past it the cache starts again empty.
+const maxCompiled = 512
+
 // Compile reads a template's configuration in either form. An empty or null
 // configuration means the template says nothing, and any configuration passes.
 func Compile(raw json.RawMessage) (*Template, error) {
+	key := string(bytes.TrimSpace(raw))
+	compiled.Lock()
+	t := compiled.byText[key]
+	compiled.Unlock()
+	if t != nil {
+		return t, nil
+	}
+	t, err := compileTemplate(raw)
+	if err != nil {
+		return nil, err
+	}
+	compiled.Lock()
+	if len(compiled.byText) >= maxCompiled {
+		compiled.byText = map[string]*Template{}
+	}
+	compiled.byText[key] = t
+	compiled.Unlock()
+	return t, nil
+}
+
+func compileTemplate(raw json.RawMessage) (*Template, error) {
 	trimmed := bytes.TrimSpace(raw)
 	if len(trimmed) == 0 || bytes.Equal(trimmed, []byte("null")) {
 		return &Template{open: true}, nil
@@ -201,13 +235,27 @@ func (t *Template) fillDefaults(s *jsonschema.Schema, obj map[string]any, depth 
 			continue
 		}
 		if d := defaultOf(s.Properties[n]); d != nil {
-			obj[n] = *d
+			// A copy: the template is shared and must not change through
+			// what a caller does with its configuration.
+			obj[n] = deepCopy(*d)
 		}
 	}
 	for _, sub := range s.AllOf {
 		t.fillDefaults(sub, obj, depth+1)
 	}
 	t.fillDefaults(s.Ref, obj, depth+1)
+}
+
+func deepCopy(v any) any {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return v
+	}
+	var out any
+	if json.Unmarshal(b, &out) != nil {
+		return v
+	}
+	return out
 }
 
 func defaultOf(s *jsonschema.Schema) *any {

@@ -234,3 +234,21 @@ func TestCheckIsPure(t *testing.T) {
 		t.Fatalf("filled %v problems %q err %v input %v", filled, messages(ps), err, in)
 	}
 }
+
+// TestCompiledTemplatesAreSharedAndUnchanged: the same configuration text
+// compiles once, and a caller changing a filled-in default (a list) does not
+// change what the next caller gets.
+func TestCompiledTemplatesAreSharedAndUnchanged(t *testing.T) {
+	t.Parallel()
+	raw := `{"type":"object","properties":{"methods":{"type":"array","items":{"type":"string"},"default":["GET"]}}}`
+	a, b := compile(t, raw), compile(t, "  "+raw+"\n")
+	if a != b {
+		t.Fatal("the same configuration compiled twice")
+	}
+	first, _ := a.Validate(map[string]any{})
+	first["methods"].([]any)[0] = "DELETE"
+	second, _ := b.Validate(map[string]any{})
+	if got := second["methods"].([]any)[0]; got != "GET" {
+		t.Fatalf("the template's default became %v", got)
+	}
+}

@@ -193,7 +193,15 @@ func stalePolicies(run *Run, api int64) []stalePolicy {
 // templates that fit the instance. The deploy step calls it before deploying:
 // the templates call needs only the instance, so a configuration typo fails
 // the job while nothing is exposed on the gateway (docs/architecture.md, "Steps").
-func (g *Guide) checkPolicies(ctx context.Context, s *anypoint.Session, org, env string, api int64, wanted []mcpguard.PolicyInput) error {
+// The values are checked as they will be sent: sealed sensitive values are
+// opened first (a mask would fail a pattern or a length), and the failure is
+// redacted of them.
+func (g *Guide) checkPolicies(ctx context.Context, s *anypoint.Session, run *Run, org, env string, api int64) (err error) {
+	if run, err = g.withSensitive(ctx, run); err != nil {
+		return err
+	}
+	defer func() { err = redactFailure(err, run.secrets) }()
+	wanted := run.Request.Policies
 	templates, err := s.ListPolicyTemplates(ctx, org, anypoint.PolicyTemplateQuery{
 		APIInstanceID: api, EnvironmentID: env, Latest: true, IncludeConfiguration: true,
 	})

@@ -530,7 +530,7 @@ func (g *Guide) deploy(ctx context.Context, run *Run) (*Outcome, error) {
 	}
 	org, env, api := varString(run, "organizationId"), varString(run, "environmentId"), varInt(run, "environmentApiId")
 	target, version := varString(run, "targetId"), varString(run, "gatewayVersion")
-	if err := g.checkPolicies(ctx, s, org, env, api, run.Request.Policies); err != nil {
+	if err := g.checkPolicies(ctx, s, run, org, env, api); err != nil {
 		return nil, err
 	}
 	desired := anypoint.DeploymentInput{

@@ -411,10 +411,11 @@ func (t *Template) leaf(e *jsonschema.ValidationError, root any) []Problem {
 		return []Problem{t.problem(e, fmt.Sprintf("must be at least %d character(s) long, got %d", k.Want, k.Got))}
 	case *kind.MaxLength:
 		return []Problem{t.problem(e, fmt.Sprintf("must be at most %d character(s) long, got %d", k.Want, k.Got))}
+	// Strings are never echoed back: the value may be a secret.
 	case *kind.Pattern:
-		return []Problem{t.problem(e, fmt.Sprintf("must match the pattern %q, got %q", k.Want, k.Got))}
+		return []Problem{t.problem(e, fmt.Sprintf("must match the pattern %q", k.Want))}
 	case *kind.Format:
-		return []Problem{t.problem(e, fmt.Sprintf("must be a valid %s, got %s", k.Want, display(k.Got)))}
+		return []Problem{t.problem(e, fmt.Sprintf("must be a valid %s", k.Want))}
 	}
 	return []Problem{t.problem(e, e.ErrorKind.LocalizedString(printer))}
 }

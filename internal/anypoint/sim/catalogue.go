@@ -284,6 +284,7 @@ func jwtSchema() json.RawMessage {
 			"jwtExpression":          map[string]any{"type": "string", "format": "dataweaveExpression", "default": "#[attributes.headers['jwt']]"},
 			"signingMethod":          map[string]any{"type": "string", "enum": []string{"rsa", "hmac", "es", "none"}, "default": "rsa"},
 			"signingKeyLength":       map[string]any{"type": "integer", "enum": []int{256, 384, 512}, "default": 256},
+			"jwtKeyOrigin":           map[string]any{"type": "string", "enum": []string{"text", "jwks"}, "default": "text"},
 			"textKey":                map[string]any{"type": "string", "format": "password", "writeOnly": true},
 			"jwksUrl":                map[string]any{"type": "string", "format": "uri"},
 			"jwksServiceTimeToLive":  map[string]any{"type": "integer", "minimum": 1, "default": 60},

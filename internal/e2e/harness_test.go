@@ -63,6 +63,8 @@ type stack struct {
 	logs        *testlog.Buffer
 	anyp        *anypoint.Client
 	session     *anypoint.Session
+	// cat is the guide's catalogue the API's service uses.
+	cat workflow.Catalogue
 	// key is the API key do sends (the default tenant's when empty); as
 	// returns a copy with another.
 	key string
@@ -195,7 +197,7 @@ func newStack(t testing.TB, opts ...option) *stack {
 	}
 	cat, client := catalogue(nil)
 	st := &stack{
-		t: t, sim: s, simURL: simSrv.URL, dbURL: dbURL, logs: logs, anyp: client, key: apiKey,
+		t: t, sim: s, simURL: simSrv.URL, dbURL: dbURL, logs: logs, anyp: client, key: apiKey, cat: cat,
 		session: client.Session(anypoint.Credentials{Username: sim.Username, Password: sim.Password}),
 	}
 	// Each replica has its own pool and engine, as separate processes would.

@@ -348,8 +348,7 @@ func (e *Engine) runClaimed(ctx, stepsCtx context.Context, job *store.Job, claim
 	}
 	if job.CredentialsErr != nil {
 		log.Error().Err(job.CredentialsErr).Msg("stored credentials do not open")
-		failNow("The stored credentials cannot be decrypted.",
-			"The credentials key changed since the job was created; retry the protection with fresh credentials.")
+		failNow("The stored credentials cannot be decrypted.", HintCredentialsKeyChanged)
 		return nil, time.Time{}
 	}
 

@@ -33,7 +33,10 @@ const (
 	HintTargetNotRunning       = "The gateway target is registered but not running. Start the Flex Gateway replicas, then retry."
 	HintEnvironmentNotFound    = "Check the environment name or id against the organization's environments (Step 3), then retry with a corrected environment."
 	HintInstanceNotFound       = "Check the API instance id or label against List MCP Server Instances (Step 7, family=agentic) in the selected environment."
-	HintNoCredentials          = "Pass credentials in the request ({token}, {clientId, clientSecret} or {username, password}) or configure the server's default connected app (MCPGUARD_ANYPOINT_CLIENT_ID/SECRET)."
+	// HintCredentialsKeyChanged is the engine's: the job's sealed credentials
+	// open under none of MCPGUARD_CREDENTIALS_KEY's keys.
+	HintCredentialsKeyChanged = "The credentials key changed since the job was created; retry the protection with fresh credentials."
+	HintNoCredentials         = "Pass credentials in the request ({token}, {clientId, clientSecret} or {username, password}) or configure the server's default connected app (MCPGUARD_ANYPOINT_CLIENT_ID/SECRET)."
 )
 
 // messageHints maps platform messages (lower case) to the guide's hint.

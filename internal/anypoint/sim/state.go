@@ -17,6 +17,9 @@ type world struct {
 	// apiAssetIDs numbers the (org, groupId, assetId) groups of the API
 	// Manager list, which carry an integer id of their own.
 	apiAssetIDs map[string]int64
+	// targetStatus holds the gateway targets' statuses changed by
+	// SetTargetStatus, by target id.
+	targetStatus map[string]string
 
 	nextInstance, nextEndpoint, nextDeployment, nextPolicy, nextAPIAsset int64
 }
@@ -79,6 +82,7 @@ func newWorld(f *Fixtures, now time.Time) *world {
 		deployments:    map[int64]*deployment{},
 		policies:       map[int64]*policy{},
 		apiAssetIDs:    map[string]int64{},
+		targetStatus:   map[string]string{},
 		nextInstance:   18200100,
 		nextEndpoint:   3845000,
 		nextDeployment: 730100,

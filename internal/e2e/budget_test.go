@@ -29,16 +29,18 @@ func (s *stack) runAll(t *testing.T, prefix string, n int) {
 // keeps every window under the limit, so Anypoint never answers 429.
 func TestSharedBudgetKeepsReplicasUnderTheLimit(t *testing.T) {
 	t.Parallel()
-	const rate = 50
+	// A limit so low that two jobs' calls (a few dozen each) outrun it on
+	// any machine: the test does not depend on how fast this one is.
+	const rate = 5
 	s := newStack(t, withReplicas(3, 4, 5*time.Second), withRate(rate),
 		withSim(sim.WithOrganizationRateLimit(rate, time.Second)))
-	s.runAll(t, "budget", 6)
+	s.runAll(t, "budget", 2)
 	if n := s.sim.Throttled(); n != 0 {
 		t.Fatalf("the simulator answered 429 %d times under the shared budget", n)
 	}
-	// The burst did press on the limit: without the budget it is exceeded.
-	if peak := s.sim.MaxOrganizationCalls(); peak < rate/2 {
-		t.Fatalf("at most %d calls in a window: the burst never approached the limit of %d", peak, rate)
+	// The jobs did press on the limit: some window was full.
+	if peak := s.sim.MaxOrganizationCalls(); peak < rate {
+		t.Fatalf("at most %d calls in a window: the jobs never reached the limit of %d", peak, rate)
 	}
 }
 

@@ -484,11 +484,15 @@ func scanProtection(row pgx.Row) (*mcpguard.Protection, error) {
 	if err := row.Scan(&p.ID, &p.Tenant, &p.State, &p.CurrentStep, &request, &variables, &jobErr, &p.CreatedAt, &p.UpdatedAt, &p.FinishedAt); err != nil {
 		return nil, err
 	}
-	if err := decodeJSON(request, &p.Request); err != nil {
-		return nil, fmt.Errorf("error decoding request: %w", err)
+	// A stored request or variables that no longer decode (a poison row,
+	// which the engine fails once) are shown as far as they decode, so the
+	// job's state and error stay readable; jsonb holds valid JSON, so only
+	// fields of the wrong type are left out.
+	if err := decodeJSON(request, &p.Request); err != nil && p.Request.Policies == nil {
+		p.Request.Policies = []mcpguard.PolicyInput{}
 	}
 	if err := decodeJSON(variables, &p.Variables); err != nil {
-		return nil, fmt.Errorf("error decoding variables: %w", err)
+		p.Variables = map[string]any{}
 	}
 	if p.Variables == nil {
 		p.Variables = map[string]any{}

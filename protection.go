@@ -160,7 +160,10 @@ type Retried struct {
 // JobError explains why a step or a job failed, with the upstream status and
 // the guide's hint when one applies.
 type JobError struct {
-	Step    string `json:"step"`
+	Step string `json:"step"`
+	// Status is what Anypoint answered the failed call with; absent when
+	// Anypoint did not answer with an error. 403 also marks a call mcpguard
+	// refused outside the tenant's scope.
 	Status  int    `json:"status,omitempty"`
 	Message string `json:"message"`
 	Hint    string `json:"hint,omitempty"`

@@ -191,6 +191,17 @@ func (s *Session) fetch(ctx context.Context, entry *tokenEntry, flight *tokenFli
 	close(flight.done)
 }
 
+// The calls that obtain a token. A failure of one of them is a failure to
+// log in, whatever call needed the token.
+const (
+	LoginPath = prefixAccounts + "/login"
+	TokenPath = prefixAccounts + "/api/v2/oauth2/token"
+)
+
+// TokenRequest reports whether the failed call was the login or the OAuth
+// token call, rather than the call that needed the token.
+func (e *Error) TokenRequest() bool { return e.Path == LoginPath || e.Path == TokenPath }
+
 // tokenResponse is the body of both the login and the OAuth token endpoints.
 type tokenResponse struct {
 	AccessToken string `json:"access_token"`
@@ -203,20 +214,20 @@ func (s *Session) requestToken(ctx context.Context) (string, time.Duration, erro
 	var r *request
 	switch {
 	case s.cr.kind() == kindConnectedApp && s.cr.Username != "" && s.cr.Password != "":
-		r = &request{op: "authenticating with connected app", method: http.MethodPost,
-			path: prefixAccounts + "/api/v2/oauth2/token",
+		r = &request{op: "getting a token for the connected app and user", method: http.MethodPost,
+			path: TokenPath,
 			body: map[string]string{
 				"grant_type": "password", "client_id": s.cr.ClientID, "client_secret": s.cr.ClientSecret,
 				"username": s.cr.Username, "password": s.cr.Password,
 			}}
 	case s.cr.kind() == kindConnectedApp:
-		r = &request{op: "authenticating with connected app", method: http.MethodPost,
-			path: prefixAccounts + "/api/v2/oauth2/token",
+		r = &request{op: "getting a token for the connected app", method: http.MethodPost,
+			path: TokenPath,
 			body: map[string]string{
 				"grant_type": "client_credentials", "client_id": s.cr.ClientID, "client_secret": s.cr.ClientSecret,
 			}}
 	default:
-		r = &request{op: "logging in", method: http.MethodPost, path: prefixAccounts + "/login",
+		r = &request{op: "logging in with username and password", method: http.MethodPost, path: LoginPath,
 			body: map[string]string{"username": s.cr.Username, "password": s.cr.Password}}
 	}
 	resp, err := s.c.send(ctx, r, "")

@@ -38,10 +38,13 @@ type EngineConfig struct {
 	// PollInterval is the fallback look for due work when no NOTIFY arrives
 	// (rescheduled rows, lost notifications). Default 2s.
 	PollInterval time.Duration
-	// BackoffBase and BackoffMax bound the delay between transient failures. Defaults 1s and 5m.
+	// BackoffBase and BackoffMax bound the delay between transient failures. Defaults 2s and 2m.
 	BackoffBase time.Duration
 	BackoffMax  time.Duration
-	// DefaultMaxAttempts is the retry budget of a step without its own. Default 6.
+	// DefaultMaxAttempts is the retry budget of a step without its own.
+	// Default 10: with the default backoff, a step keeps trying through
+	// about four to eight minutes of Anypoint 5xx answers before the job fails,
+	// long enough for a platform blip.
 	DefaultMaxAttempts int
 	// ThrottleBudget bounds how long a step may keep being throttled
 	// (Anypoint's 429, the organization's call budget) without using
@@ -81,16 +84,16 @@ func (c EngineConfig) withDefaults() EngineConfig {
 		c.PollInterval = 2 * time.Second
 	}
 	if c.BackoffBase <= 0 {
-		c.BackoffBase = time.Second
+		c.BackoffBase = 2 * time.Second
 	}
 	if c.BackoffMax <= 0 {
-		c.BackoffMax = 5 * time.Minute
+		c.BackoffMax = 2 * time.Minute
 	}
 	if c.BackoffMax < c.BackoffBase {
 		c.BackoffMax = c.BackoffBase
 	}
 	if c.DefaultMaxAttempts <= 0 {
-		c.DefaultMaxAttempts = 6
+		c.DefaultMaxAttempts = 10
 	}
 	if c.ShutdownGrace <= 0 {
 		c.ShutdownGrace = 20 * time.Second

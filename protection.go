@@ -219,6 +219,13 @@ const (
 	EventCancelRequested = "cancel_requested"
 	EventStateChanged    = "state_changed"
 	EventRetryRequested  = "retry_requested"
+	// EventCredentialsRemoved: maintenance removed the stored credentials of a
+	// job that stayed failed or cancelled longer than MCPGUARD_CREDENTIALS_TTL.
+	EventCredentialsRemoved = "credentials_removed"
+	// EventHistoryRemoved: maintenance removed the steps and events of a
+	// protection finished longer ago than MCPGUARD_RETENTION; it is then the
+	// only event left.
+	EventHistoryRemoved = "history_removed"
 )
 
 // ProtectionFilter selects a page of a tenant's protections, newest first.

@@ -39,6 +39,8 @@ type Config struct {
 	ShutdownGrace        time.Duration `envconfig:"SHUTDOWN_GRACE" default:"20s" desc:"how long running steps and HTTP requests may finish after SIGTERM"`
 	VerifyTimeout        time.Duration `envconfig:"VERIFY_TIMEOUT" default:"20m" desc:"how long the verify step waits for the deployment and instance to be live"`
 	APIDatabaseTimeout   time.Duration `envconfig:"API_DATABASE_TIMEOUT" default:"5s" desc:"how long an API request may wait for the database (a row lock, a free connection) before it answers 503"`
+	Retention            time.Duration `envconfig:"RETENTION" default:"2160h" desc:"how long the steps and events of a finished protection are kept (2160h is 90 days); the protection itself stays"`
+	CredentialsTTL       time.Duration `envconfig:"CREDENTIALS_TTL" default:"168h" desc:"how long the stored credentials of a failed or cancelled job are kept for a retry (168h is 7 days)"`
 }
 
 // loadConfig fills a Config from getenv, applying defaults and reporting every

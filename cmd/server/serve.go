@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/mcpguard/mcpguard/internal/api"
+	"github.com/mcpguard/mcpguard/internal/maintenance"
 	"github.com/mcpguard/mcpguard/internal/store"
 	"github.com/mcpguard/mcpguard/internal/workflow"
 )
@@ -66,6 +67,11 @@ func serve(ctx context.Context, cfg Config, secrets serveSecrets, logger zerolog
 		return fmt.Errorf("error building the API: %w", err)
 	}
 
+	maint := maintenance.New(db, maintenance.Config{
+		Retention: cfg.Retention, CredentialsTTL: cfg.CredentialsTTL,
+		Logger: logger.With().Str("component", "maintenance").Logger(), Registerer: registry,
+	})
+
 	listener, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("error listening on %s: %w", cfg.HTTPAddr, err)
@@ -90,6 +96,11 @@ func serve(ctx context.Context, cfg Config, secrets serveSecrets, logger zerolog
 		err := engine.Run(ctx)
 		cancel()
 		engineDone <- err
+	}()
+	maintDone := make(chan struct{})
+	go func() {
+		defer close(maintDone)
+		maint.Run(ctx)
 	}()
 	httpDone := make(chan error, 1)
 	go func() {
@@ -117,6 +128,7 @@ func serve(ctx context.Context, cfg Config, secrets serveSecrets, logger zerolog
 	if err := <-engineDone; err != nil && !errors.Is(err, context.Canceled) {
 		errs = append(errs, fmt.Errorf("error running the engine: %w", err))
 	}
+	<-maintDone
 	if len(errs) == 0 {
 		logger.Info().Msg("mcpguard stopped")
 	}

@@ -17,8 +17,10 @@ import (
 
 	"github.com/mcpguard/mcpguard/internal/testlog"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/mcpguard/mcpguard/internal/anypoint"
 	"github.com/mcpguard/mcpguard/internal/store"
 	"github.com/mcpguard/mcpguard/internal/testdb"
 	"github.com/mcpguard/mcpguard/internal/workflow"
@@ -49,9 +51,13 @@ func freeAddr(t *testing.T) string {
 
 // TestMain swaps in a one-step catalogue: this package proves the wiring
 // (config, migrations, API, engine, shutdown); the guide's steps are tested
-// with the simulator in internal/workflow.
+// with the simulator in internal/workflow. A test that points
+// MCPGUARD_ANYPOINT_URL at a simulator gets the real guide.
 func TestMain(m *testing.M) {
-	newCatalogue = func(Config, serveSecrets, *store.DB, zerolog.Logger) workflow.Catalogue {
+	newCatalogue = func(cfg Config, secrets serveSecrets, db *store.DB, logger zerolog.Logger, reg prometheus.Registerer) workflow.Catalogue {
+		if cfg.AnypointURL != anypoint.DefaultBaseURL {
+			return catalogue(cfg, secrets, db, logger, reg)
+		}
 		return workflow.Catalogue{{Name: "auth", Run: func(ctx context.Context, run *workflow.Run) (*workflow.Outcome, error) {
 			return &workflow.Outcome{Captured: map[string]any{"organizationId": "org-1"}}, nil
 		}}}

@@ -46,12 +46,13 @@ func serve(ctx context.Context, cfg Config, secrets serveSecrets, logger zerolog
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	cat := newCatalogue(cfg, secrets, db, logger)
+	registry.MustRegister(store.NewQueueCollector(db))
+	cat := newCatalogue(cfg, secrets, db, logger, registry)
 	engine := workflow.NewEngine(db, cat, workflow.EngineConfig{
 		Workers:       cfg.Workers,
 		LeaseDuration: cfg.LeaseDuration,
 		ShutdownGrace: cfg.ShutdownGrace,
-		Logger:        logger.With().Str("component", "engine").Logger(),
+		Logger:        logger, // the engine adds component=engine itself
 		Registerer:    registry,
 	})
 	handler, err := api.NewServer(api.Config{
@@ -115,7 +116,7 @@ func serve(ctx context.Context, cfg Config, secrets serveSecrets, logger zerolog
 		Int("workers", cfg.Workers).Int("steps", len(cat)).Msg("mcpguard serving")
 
 	<-ctx.Done()
-	logger.Info().Dur("grace", cfg.ShutdownGrace).Msg("shutting down")
+	logger.Info().Int64("grace_ms", cfg.ShutdownGrace.Milliseconds()).Msg("shutting down")
 	shutdownCtx, cancelShutdown := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
 	defer cancelShutdown()
 	var errs []error

@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/mcpguard/mcpguard"
+	"github.com/mcpguard/mcpguard/internal/anypoint"
 	"github.com/mcpguard/mcpguard/internal/store"
 	"github.com/mcpguard/mcpguard/internal/transition"
 )
@@ -468,7 +469,7 @@ func (e *Engine) runStep(ctx context.Context, cancel context.CancelCauseFunc, cl
 		},
 	}
 	began := e.cfg.Now()
-	outcome, runErr = callStep(ctx, step, run)
+	outcome, runErr = callStep(anypoint.WithJob(ctx, job.ProtectionID, step.Name), step, run)
 	e.metrics.stepDuration.WithLabelValues(step.Name).Observe(e.cfg.Now().Sub(began).Seconds())
 	close(stopHeartbeat)
 	<-heartbeatDone
@@ -603,7 +604,7 @@ func (e *Engine) commit(ctx context.Context, log zerolog.Logger, l store.Lease, 
 			return nil
 		case store.IsTransient(err) && time.Now().Add(delay).Before(leaseHeld):
 			e.metrics.commitRetries.Inc()
-			log.Warn().Err(err).Int("try", try).Dur("delay", delay).Msg("transient database error committing the step result; trying again")
+			log.Warn().Err(err).Int("try", try).Int64("delay_ms", delay.Milliseconds()).Msg("transient database error committing the step result; trying again")
 			time.Sleep(delay)
 			delay = min(2*delay, commitRetryMax)
 		default:
@@ -620,6 +621,12 @@ func (e *Engine) committed(log zerolog.Logger, d transition.Decision) {
 		step = d.Step.Name
 	}
 	e.metrics.results.WithLabelValues(step, string(d.Outcome)).Inc()
+	switch {
+	case d.Outcome == transition.OutcomeThrottled:
+		e.metrics.retries.WithLabelValues(step, "throttled").Inc()
+	case d.Outcome == transition.OutcomeRetry && d.Step != nil:
+		e.metrics.retries.WithLabelValues(step, retryReason(d.Step.Error)).Inc()
+	}
 	ev := log.Info()
 	if d.Error != nil {
 		ev = ev.Int("status", d.Error.Status).Str("message", d.Error.Message)
@@ -627,7 +634,7 @@ func (e *Engine) committed(log zerolog.Logger, d transition.Decision) {
 		ev = ev.Int("status", d.Step.Error.Status).Str("message", d.Step.Error.Message)
 	}
 	if d.RunAfter > 0 {
-		ev = ev.Dur("delay", d.RunAfter)
+		ev = ev.Int64("delay_ms", d.RunAfter.Milliseconds())
 	}
 	ev.Str("result", string(d.Outcome)).Str("state", string(d.State)).Msg("step result committed")
 	if d.Final() {
@@ -635,7 +642,24 @@ func (e *Engine) committed(log zerolog.Logger, d transition.Decision) {
 	}
 }
 
+// retryReason labels a retried failure by what Anypoint did.
+func retryReason(e *mcpguard.JobError) string {
+	switch {
+	case e == nil:
+		return "other"
+	case e.Status == 429:
+		return "throttled"
+	case e.Status >= 500:
+		return "server_error"
+	case e.Status == 0:
+		return "no_answer"
+	}
+	// Another 4xx a step chose to retry (a 409 while Exchange publishes).
+	return "other"
+}
+
 type engineMetrics struct {
+	retries       *prometheus.CounterVec
 	claims        prometheus.Counter
 	continued     prometheus.Counter
 	leaseLost     prometheus.Counter
@@ -650,6 +674,9 @@ func newEngineMetrics(reg prometheus.Registerer) *engineMetrics {
 	// promauto.With(nil) builds working metrics that are registered nowhere.
 	f := promauto.With(reg)
 	return &engineMetrics{
+		retries: f.NewCounterVec(prometheus.CounterOpts{Name: "mcpguard_engine_retries_total",
+			Help: "Transient step failures rescheduled with backoff, by step and reason: throttled (429 or Exchange's 503: waits as Anypoint asks, uses no attempt), server_error (5xx), no_answer (no HTTP status: network, timeout or an error of mcpguard's own) or other."},
+			[]string{"step", "reason"}),
 		claims: f.NewCounter(prometheus.CounterOpts{Name: "mcpguard_engine_claims_total",
 			Help: "Jobs claimed by this replica's workers."}),
 		continued: f.NewCounter(prometheus.CounterOpts{Name: "mcpguard_engine_steps_continued_total",

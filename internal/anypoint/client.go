@@ -65,8 +65,8 @@ type Client struct {
 	metrics    *clientMetrics
 	now        func() time.Time
 
-	mu     sync.Mutex
-	tokens map[credentialKey]*tokenEntry
+	tokenCacheSize int
+	tokens         *tokenCache
 
 	// budget paces authenticated calls per organization (nil: unpaced).
 	budget     Budget
@@ -117,17 +117,18 @@ func New(baseURL string, opts ...Option) *Client {
 	}
 	u.RawQuery, u.Fragment, u.User = "", "", nil
 	c := &Client{
-		baseURL:    u,
-		baseErr:    baseErr,
-		httpClient: http.DefaultClient,
-		timeout:    DefaultTimeout,
-		logger:     zerolog.Nop(),
-		now:        time.Now,
-		tokens:     make(map[credentialKey]*tokenEntry),
+		baseURL:        u,
+		baseErr:        baseErr,
+		httpClient:     http.DefaultClient,
+		timeout:        DefaultTimeout,
+		logger:         zerolog.Nop(),
+		now:            time.Now,
+		tokenCacheSize: DefaultTokenCacheSize,
 	}
 	for _, opt := range opts {
 		opt(c)
 	}
+	c.tokens = newTokenCache(c.tokenCacheSize, c.now)
 	return c
 }
 

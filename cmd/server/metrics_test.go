@@ -50,7 +50,6 @@ func documentedMetrics(t *testing.T) []string {
 // README's promises: one component key, durations in _ms keys, the job's
 // protection id and step on every line about it.
 func TestMetricsAndLogsAfterARun(t *testing.T) {
-	t.Parallel()
 	simulator := sim.New(sim.WithDeploymentDelay(0), sim.WithPublicationDelay(0))
 	simSrv := httptest.NewServer(simulator)
 	t.Cleanup(simSrv.Close)
@@ -72,7 +71,8 @@ func TestMetricsAndLogsAfterARun(t *testing.T) {
 	defer cancel()
 	stdout := &testlog.Buffer{}
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"server"}, fakeEnv(env), stdout) }()
+	setEnv(t, env)
+	go func() { done <- run(ctx, []string{"server"}, stdout) }()
 	base := "http://" + addr
 	waitReady(t, base, done)
 

@@ -101,7 +101,7 @@ type Failure struct {
 	// 0 when Anypoint did not answer with an error: no answer at all, or an
 	// answer that mcpguard found wrong (nothing matched, a bad
 	// configuration). The one status of mcpguard's own is 403 for a call
-	// refused outside the tenant's scope (see outOfScope), as design §4 asks.
+	// refused outside the tenant's scope (see outOfScope).
 	Status int
 	// Message says what went wrong; it must not contain secrets.
 	Message string

@@ -111,3 +111,40 @@ func TestRetryWithFreshCredentialsAfterKeyChange(t *testing.T) {
 	})
 	s.owned(p)
 }
+
+// TestRetryWithCorrectedSpecAfterFailedPublication follows
+// HintPublicationFailed: Exchange fails the publication; a retry with the
+// corrected source.spec (new metadata and, since Exchange keeps the failed
+// version, a new version) rewinds to publish and publishes again.
+func TestRetryWithCorrectedSpecAfterFailedPublication(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	const reason = "mcp-metadata.json: transport.url is not reachable"
+	s.sim.FailPublications(reason)
+	p := s.run(specRequest("refused-mcp"), "failed")
+	if p.Error.Step != "publish" || p.Error.Hint != workflow.HintPublicationFailed || !contains(p.Error.Message, reason) {
+		t.Fatalf("error = %+v", p.Error)
+	}
+	if n := s.sim.Calls(sim.RouteCreateAPI); n != 0 {
+		t.Fatalf("%d instances created from a failed publication", n)
+	}
+
+	// The corrected metadata is what Exchange accepts.
+	s.sim.FailPublications("")
+	bumped := uniqueVersion()
+	before := s.sim.AllCalls()
+	s.retry(p.ID, map[string]any{"source": map[string]any{"spec": map[string]any{"version": bumped,
+		"metadata": map[string]any{"transport": map[string]any{"kind": "streamable-http", "url": "https://orders.example.com/mcp"}}}}},
+		"publish", []string{"publish", "search", "env", "target", "create", "deploy", "policies", "verify"}, []string{"source.spec"})
+	p = s.wait(p.ID)
+	if p.State != "succeeded" {
+		t.Fatalf("after retry: %s %+v", p.State, p.Error)
+	}
+	wantCalls(t, s.callsSince(before), map[string]int{
+		sim.RoutePublishAsset: 1, sim.RouteCreateAPI: 1, sim.RouteCreateDeployment: 1, sim.RouteCreatePolicy: 3,
+	})
+	in, _, _ := s.owned(p)
+	if in.AssetVersion != bumped {
+		t.Fatalf("instance of asset version %s, want %s", in.AssetVersion, bumped)
+	}
+}

@@ -141,9 +141,14 @@ func (s *Server) publishAsset(w http.ResponseWriter, r *http.Request, c *caller)
 	if !sync {
 		a.readyAt = now.Add(s.publicationDelay)
 	}
+	a.failure = s.publicationFailure
 	s.state.assets = append(s.state.assets, a)
 	s.mu.Unlock()
 
+	if sync && a.failure != "" {
+		writeError(w, productExchange, http.StatusBadRequest, "", a.failure)
+		return
+	}
 	if sync {
 		writeJSON(w, http.StatusCreated, assetSummary(a))
 		return
@@ -152,13 +157,23 @@ func (s *Server) publishAsset(w http.ResponseWriter, r *http.Request, c *caller)
 	writeJSON(w, http.StatusAccepted, map[string]any{"publicationStatusLink": link})
 }
 
+// FailPublications makes the publications submitted from now on fail with
+// reason, as Exchange does when it cannot process an asset's files; the
+// failed GAV stays taken. An empty reason lets publications succeed again.
+func (s *Server) FailPublications(reason string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.publicationFailure = reason
+}
+
 func assetSummary(a *asset) map[string]any {
 	return map[string]any{"organizationId": a.orgID, "groupId": a.groupID, "assetId": a.assetID,
 		"version": a.version, "name": a.name, "type": a.typ}
 }
 
 // publicationStatus serves GET .../publication/status[/{runId}]: "running"
-// until the publication delay has passed, then "completed" with the asset.
+// until the publication delay has passed, then "completed" with the asset,
+// or "failed" with the reason FailPublications gave.
 func (s *Server) publicationStatus(w http.ResponseWriter, r *http.Request, _ *caller) {
 	org := chi.URLParam(r, "org")
 	s.mu.Lock()
@@ -184,6 +199,12 @@ func publicationBody(a *asset, now time.Time) map[string]any {
 	if now.Before(a.readyAt) {
 		return map[string]any{"status": "running", "assetType": a.typ, "steps": []any{
 			step("Files processing", "completed"), step("Inferring type", "running"), step("Publishing", "pending")}}
+	}
+	if a.failure != "" {
+		failed := step("Inferring type", "failed")
+		failed["errors"] = []string{a.failure}
+		return map[string]any{"status": "failed", "assetType": a.typ, "steps": []any{
+			step("Files processing", "completed"), failed, step("Publishing", "pending")}}
 	}
 	return map[string]any{"status": "completed", "assetType": a.typ, "steps": []any{
 		step("Files processing", "completed"), step("Inferring type", "completed"), step("Publishing", "completed")},

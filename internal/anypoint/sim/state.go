@@ -32,12 +32,17 @@ type asset struct {
 	readyAt                          time.Time // publication completes at this time
 	runID                            string
 	deleted                          bool // soft-deleted: hidden, yet the GAV stays locked
-	platform                         string
-	metadata                         []byte
-	properties                       map[string]string
+	// failure, when set, is why the publication failed: the asset stays
+	// hidden, yet its GAV stays taken.
+	failure    string
+	platform   string
+	metadata   []byte
+	properties map[string]string
 }
 
-func (a *asset) published(now time.Time) bool { return !a.deleted && !now.Before(a.readyAt) }
+func (a *asset) published(now time.Time) bool {
+	return !a.deleted && a.failure == "" && !now.Before(a.readyAt)
+}
 
 type instance struct {
 	id, endpointID                 int64

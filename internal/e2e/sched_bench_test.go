@@ -235,6 +235,17 @@ func BenchmarkLargeTable(b *testing.B) {
 		concurrentLatency(b, func() (*http.Request, error) { return s.request(http.MethodGet, "/protections?state=failed", nil) }, http.StatusOK)
 	})
 	b.Run("claim", func(b *testing.B) {
+		plan, err := s.db.ExplainClaim(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		onIndex := 0.0
+		if strings.Contains(plan, "protections_claimable_idx") && !strings.Contains(plan, "Seq Scan on protections") {
+			onIndex = 1
+		} else {
+			b.Logf("the claim's plan leaves the live-jobs index:\n%s", plan)
+		}
+		b.ReportMetric(onIndex, "on-live-index")
 		var ds []time.Duration
 		for b.Loop() {
 			start := time.Now()

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -55,30 +56,8 @@ type Job struct {
 // claimColumns are what Claim and RecoverClaim return, in scanClaim's order.
 const claimColumns = `p.id::text, p.fence, p.tenant, p.current_step, p.request, p.credentials, p.variables, p.cancel_requested`
 
-// Claim takes one job that is due (a queued one, a running one whose poll or
-// retry time has come, or a running one whose lease expired because its
-// worker died) and starts its current step, in one statement.
-//
-// Which job: first one of the tenant whose last claim is oldest
-// (tenant_turns), so tenants take turns and a tenant's single protection is
-// not queued behind another tenant's burst; within the tenant, a job
-// already under way before a queued one, so a burst finishes what it
-// started; then the longest due. It sets the
-// lease, bumps the fence, marks the step running, counts the attempt (not
-// for a poll) and appends the events. A job with a cancel requested is
-// claimed without starting its step. It returns nil when nothing is due.
-//
-// token identifies this claim (see RecoverClaim). A stored request or
-// variables that no longer decode do not make Claim fail: the job is
-// returned with DecodeErr so the worker can fail it once.
-func (db *DB) Claim(ctx context.Context, owner string, lease time.Duration, token string) (*Job, error) {
-	var j Job
-	var prevOwner *string
-	var request, variables, sealed []byte
-	var attempt *int
-	var counted *bool
-	var startedAt *time.Time
-	err := db.pool.QueryRow(ctx, `
+// claimSQL is Claim's statement: $1 owner, $2 lease in microseconds, $3 token.
+const claimSQL = `
 		WITH due AS (
 			SELECT p.id, p.tenant, p.state AS previous_state, p.lease_owner AS previous_owner, p.current_step, p.cancel_requested
 			FROM protections p LEFT JOIN tenant_turns t ON t.tenant = p.tenant
@@ -113,7 +92,47 @@ func (db *DB) Claim(ctx context.Context, owner string, lease time.Duration, toke
 			ORDER BY e.ord
 		)
 		SELECT p.*, due.previous_state, due.previous_owner, started.attempt, started.counted, started.started_at
-		FROM claimed p CROSS JOIN due LEFT JOIN started ON true`,
+		FROM claimed p CROSS JOIN due LEFT JOIN started ON true`
+
+// ExplainClaim returns the plan of Claim's statement (EXPLAIN, nothing is
+// claimed), so tests and benchmarks can check it stays on the partial index
+// of live jobs however many finished ones the table holds.
+func (db *DB) ExplainClaim(ctx context.Context) (string, error) {
+	rows, err := db.pool.Query(ctx, "EXPLAIN "+claimSQL, "explain", int64(1), "00000000-0000-4000-8000-000000000000")
+	if err != nil {
+		return "", fmt.Errorf("error explaining the claim: %w", err)
+	}
+	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return "", fmt.Errorf("error explaining the claim: %w", err)
+	}
+	return strings.Join(lines, "\n"), nil
+}
+
+// Claim takes one job that is due (a queued one, a running one whose poll or
+// retry time has come, or a running one whose lease expired because its
+// worker died) and starts its current step, in one statement.
+//
+// Which job: first one of the tenant whose last claim is oldest
+// (tenant_turns), so tenants take turns and a tenant's single protection is
+// not queued behind another tenant's burst; within the tenant, a job
+// already under way before a queued one, so a burst finishes what it
+// started; then the longest due. It sets the
+// lease, bumps the fence, marks the step running, counts the attempt (not
+// for a poll) and appends the events. A job with a cancel requested is
+// claimed without starting its step. It returns nil when nothing is due.
+//
+// token identifies this claim (see RecoverClaim). A stored request or
+// variables that no longer decode do not make Claim fail: the job is
+// returned with DecodeErr so the worker can fail it once.
+func (db *DB) Claim(ctx context.Context, owner string, lease time.Duration, token string) (*Job, error) {
+	var j Job
+	var prevOwner *string
+	var request, variables, sealed []byte
+	var attempt *int
+	var counted *bool
+	var startedAt *time.Time
+	err := db.pool.QueryRow(ctx, claimSQL,
 		owner, lease.Microseconds(), token).
 		Scan(&j.ProtectionID, &j.Fence, &j.Tenant, &j.CurrentStep, &request, &sealed, &variables, &j.CancelRequested,
 			&j.PreviousState, &prevOwner, &attempt, &counted, &startedAt)

@@ -74,7 +74,7 @@ const claimSQL = `
 				lease_expires_at = now() + $2 * interval '1 microsecond',
 				fence = p.fence + 1, claims = p.claims + 1, write_token = $3, updated_at = now()
 			FROM due WHERE p.id = due.id
-			RETURNING `+claimColumns+`
+			RETURNING ` + claimColumns + `
 		), started AS (
 			UPDATE steps s SET state = 'running',
 				attempts = s.attempts + CASE WHEN s.polling THEN 0 ELSE 1 END,

@@ -160,7 +160,10 @@ type Retried struct {
 // JobError explains why a step or a job failed, with the upstream status and
 // the guide's hint when one applies.
 type JobError struct {
-	Step    string `json:"step"`
+	Step string `json:"step"`
+	// Status is what Anypoint answered the failed call with; absent when
+	// Anypoint did not answer with an error. 403 also marks a call mcpguard
+	// refused outside the tenant's scope.
 	Status  int    `json:"status,omitempty"`
 	Message string `json:"message"`
 	Hint    string `json:"hint,omitempty"`
@@ -216,6 +219,13 @@ const (
 	EventCancelRequested = "cancel_requested"
 	EventStateChanged    = "state_changed"
 	EventRetryRequested  = "retry_requested"
+	// EventCredentialsRemoved: maintenance removed the stored credentials of a
+	// job that stayed failed or cancelled longer than MCPGUARD_CREDENTIALS_TTL.
+	EventCredentialsRemoved = "credentials_removed"
+	// EventHistoryRemoved: maintenance removed the steps and events of a
+	// protection finished longer ago than MCPGUARD_RETENTION; it is then the
+	// only event left.
+	EventHistoryRemoved = "history_removed"
 )
 
 // ProtectionFilter selects a page of a tenant's protections, newest first.

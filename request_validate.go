@@ -414,8 +414,8 @@ func validatePolicies(v *validator, path string, policies []PolicyInput) {
 			v.add(pp+".version", "must be a semantic version such as 1.2.0; omit it for the latest; got %q", p.Version)
 		}
 		if p.Order != nil {
-			if *p.Order < 0 {
-				v.add(pp+".order", "must be zero or more; got %d", *p.Order)
+			if *p.Order < 1 {
+				v.add(pp+".order", "must be 1 or more (1 is applied first); got %d", *p.Order)
 			} else if j, dup := seenOrder[*p.Order]; dup {
 				v.add(pp+".order", "must differ from policies[%d].order; both are %d", j, *p.Order)
 			} else {

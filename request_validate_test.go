@@ -107,6 +107,7 @@ func TestNewProtectionValidate(t *testing.T) {
 		{"empty policies", map[string]any{"policies": raw(`[]`)}, []string{"policies"}},
 		{"policy without asset", map[string]any{"policies": raw(`[{"assetId": "rate-limiting"}, {"configuration": {}}]`)}, []string{"policies[1].assetId"}},
 		{"policy negative order", map[string]any{"policies": raw(`[{"assetId": "a", "order": -1}]`)}, []string{"policies[0].order"}},
+		{"policy order zero: positions count from 1", map[string]any{"policies": raw(`[{"assetId": "a", "order": 1}, {"assetId": "b", "order": 0}]`)}, []string{"policies[1].order"}},
 		{"policy duplicate order", map[string]any{"policies": raw(`[{"assetId": "a", "order": 1}, {"assetId": "b", "order": 1}]`)}, []string{"policies[1].order"}},
 		{"policy bad version", map[string]any{"policies": raw(`[{"assetId": "a", "version": "x"}]`)}, []string{"policies[0].version"}},
 		{"too many policies", map[string]any{"policies": raw("[" + strings.Repeat(`{"assetId": "a"},`, mcpguard.MaxPolicies) + `{"assetId": "a"}]`)}, []string{"policies"}},
@@ -161,7 +162,8 @@ func TestRetryInputValidate(t *testing.T) {
 	}{
 		{"empty", `{}`, nil},
 		{"fresh token", `{"credentials": {"token": "t"}}`, nil},
-		{"corrected target and policies", `{"target": {"id": "t-1"}, "policies": [{"assetId": "rate-limiting", "order": 0}]}`, nil},
+		{"corrected target and policies", `{"target": {"id": "t-1"}, "policies": [{"assetId": "rate-limiting", "order": 1}]}`, nil},
+		{"corrected policies with order 0", `{"policies": [{"assetId": "rate-limiting", "order": 0}]}`, []string{"policies[0].order"}},
 		{"partial instance is fine", `{"instance": {"proxyUri": "http://0.0.0.0:8082/o"}}`, nil},
 		{"bad credentials", `{"credentials": {"clientSecret": "s"}}`, []string{"credentials.clientId"}},
 		{"target both", `{"target": {"id": "t", "name": "n"}}`, []string{"target"}},

@@ -5,11 +5,11 @@ import (
 	"fmt"
 	"math"
 	"net/url"
-	"reflect"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/kelseyhightower/envconfig"
 	"github.com/rs/zerolog"
 
 	"github.com/mcpguard/mcpguard/internal/store"
@@ -21,75 +21,56 @@ const envPrefix = "MCPGUARD"
 
 // Config is the server's configuration, read from MCPGUARD_* variables. The
 // struct tags are envconfig's, so `mcpguard help` prints this table through
-// envconfig.Usagef; loadConfig reads the same tags through a getenv function
-// so tests can pass a fake environment.
+// envconfig.Usagef and loadConfig reads it through envconfig.Process: one
+// reader for both.
 type Config struct {
-	DatabaseURL          string        `envconfig:"DATABASE_URL" required:"true" secret:"true" desc:"Postgres connection URL, e.g. postgres://mcpguard@db:5432/mcpguard"`
-	HTTPAddr             string        `envconfig:"HTTP_ADDR" default:":8080" desc:"address the HTTP API listens on"`
-	AnypointURL          string        `envconfig:"ANYPOINT_URL" default:"https://anypoint.mulesoft.com" desc:"base URL of Anypoint Platform (or of the simulator)"`
-	AnypointClientID     string        `envconfig:"ANYPOINT_CLIENT_ID" desc:"default connected app, used when a request carries no credentials"`
-	AnypointClientSecret string        `envconfig:"ANYPOINT_CLIENT_SECRET" secret:"true" desc:"secret of the default connected app"`
-	APIKeys              string        `envconfig:"API_KEYS" secret:"true" desc:"tenant=key pairs separated by commas; required by serve"`
-	CredentialsKey       string        `envconfig:"CREDENTIALS_KEY" secret:"true" desc:"base64 of 32 random bytes that encrypt stored credentials; required by serve. Several keys separated by commas rotate: the first seals, every one opens"`
-	TenantScopes         string        `envconfig:"TENANT_SCOPES" desc:"what each tenant may touch through the default connected app: tenant=org:ID,env:ID-or-name[,env:...][,instance:ID...] entries separated by ';'. A tenant without an entry cannot use the default app"`
-	AnypointRate         float64       `envconfig:"ANYPOINT_RATE" default:"5" desc:"Anypoint calls per second per organization, shared by every replica (counted per minute; lowered for a while after a 429)"`
-	Workers              int           `envconfig:"WORKERS" default:"32" desc:"steps this replica runs at once; steps mostly wait for Anypoint, so many workers cost little"`
-	LogLevel             string        `envconfig:"LOG_LEVEL" default:"info" desc:"trace, debug, info, warn or error"`
-	LeaseDuration        time.Duration `envconfig:"LEASE_DURATION" default:"30s" desc:"how long a replica holds a job between heartbeats; a crashed replica's job is taken over after it expires"`
-	ShutdownGrace        time.Duration `envconfig:"SHUTDOWN_GRACE" default:"20s" desc:"how long running steps and HTTP requests may finish after SIGTERM"`
-	VerifyTimeout        time.Duration `envconfig:"VERIFY_TIMEOUT" default:"20m" desc:"how long the verify step waits for the deployment and instance to be live"`
-	APIDatabaseTimeout   time.Duration `envconfig:"API_DATABASE_TIMEOUT" default:"5s" desc:"how long an API request may wait for the database (a row lock, a free connection) before it answers 503"`
+	DatabaseURL          string        `envconfig:"MCPGUARD_DATABASE_URL" required:"true" secret:"true" desc:"Postgres connection URL, e.g. postgres://mcpguard@db:5432/mcpguard"`
+	HTTPAddr             string        `envconfig:"MCPGUARD_HTTP_ADDR" default:":8080" desc:"address the HTTP API listens on"`
+	AnypointURL          string        `envconfig:"MCPGUARD_ANYPOINT_URL" default:"https://anypoint.mulesoft.com" desc:"base URL of Anypoint Platform (or of the simulator)"`
+	AnypointClientID     string        `envconfig:"MCPGUARD_ANYPOINT_CLIENT_ID" desc:"default connected app, used when a request carries no credentials"`
+	AnypointClientSecret string        `envconfig:"MCPGUARD_ANYPOINT_CLIENT_SECRET" secret:"true" desc:"secret of the default connected app"`
+	APIKeys              string        `envconfig:"MCPGUARD_API_KEYS" secret:"true" desc:"tenant=key pairs separated by commas; required by serve"`
+	CredentialsKey       string        `envconfig:"MCPGUARD_CREDENTIALS_KEY" secret:"true" desc:"base64 of 32 random bytes that encrypt stored credentials; required by serve. Several keys separated by commas rotate: the first seals, every one opens"`
+	TenantScopes         string        `envconfig:"MCPGUARD_TENANT_SCOPES" desc:"what each tenant may touch through the default connected app: tenant=org:ID,env:ID-or-name[,env:...][,instance:ID...] entries separated by ';'. A tenant without an entry cannot use the default app"`
+	AnypointRate         float64       `envconfig:"MCPGUARD_ANYPOINT_RATE" default:"5" desc:"Anypoint calls per second per organization, shared by every replica (counted per minute; lowered for a while after a 429)"`
+	Workers              int           `envconfig:"MCPGUARD_WORKERS" default:"32" desc:"steps this replica runs at once; steps mostly wait for Anypoint, so many workers cost little"`
+	LogLevel             string        `envconfig:"MCPGUARD_LOG_LEVEL" default:"info" desc:"trace, debug, info, warn or error"`
+	LeaseDuration        time.Duration `envconfig:"MCPGUARD_LEASE_DURATION" default:"30s" desc:"how long a replica holds a job between heartbeats; a crashed replica's job is taken over after it expires"`
+	ShutdownGrace        time.Duration `envconfig:"MCPGUARD_SHUTDOWN_GRACE" default:"20s" desc:"how long running steps and HTTP requests may finish after SIGTERM"`
+	VerifyTimeout        time.Duration `envconfig:"MCPGUARD_VERIFY_TIMEOUT" default:"20m" desc:"how long the verify step waits for the deployment and instance to be live"`
+	APIDatabaseTimeout   time.Duration `envconfig:"MCPGUARD_API_DATABASE_TIMEOUT" default:"5s" desc:"how long an API request may wait for the database (a row lock, a free connection) before it answers 503"`
+	Retention            time.Duration `envconfig:"MCPGUARD_RETENTION" default:"2160h" desc:"how long the steps and events of a finished protection are kept (2160h is 90 days); the protection itself stays"`
+	CredentialsTTL       time.Duration `envconfig:"MCPGUARD_CREDENTIALS_TTL" default:"168h" desc:"how long the stored credentials of a failed or cancelled job are kept for a retry (168h is 7 days)"`
 }
 
-// loadConfig fills a Config from getenv, applying defaults and reporting every
-// bad or missing variable at once. Values of secret variables never appear in
-// its errors.
-func loadConfig(getenv func(string) string) (Config, error) {
+// loadConfig reads the MCPGUARD_* variables with envconfig, the same
+// reader whose tags print the help table, then checks what envconfig cannot
+// (URLs, log level, positive numbers), reporting those problems at once.
+// Values of secret variables never appear in its errors; envconfig's own
+// errors are rewritten for that reason (its texts quote the value).
+func loadConfig() (Config, error) {
 	var cfg Config
+	// No prefix argument: the tags carry it. With one, envconfig would also
+	// read the bare names (DATABASE_URL, LOG_LEVEL) that other software sets.
+	if err := envconfig.Process("", &cfg); err != nil {
+		return cfg, errors.New("invalid configuration: " + envconfigProblem(err))
+	}
 	var problems []string
-	v := reflect.ValueOf(&cfg).Elem()
-	t := v.Type()
-	for i := 0; i < t.NumField(); i++ {
-		f := t.Field(i)
-		name := envPrefix + "_" + f.Tag.Get("envconfig")
-		raw, isSet := getenv(name), true
-		if raw == "" {
-			raw, isSet = f.Tag.Get("default"), false
-		}
-		if raw == "" {
-			if f.Tag.Get("required") == "true" {
-				problems = append(problems, name+" is required")
-			}
-			continue
-		}
-		shown := strconv.Quote(raw)
-		if f.Tag.Get("secret") == "true" || !isSet {
-			shown = "the value given"
-		}
-		switch field := v.Field(i); field.Kind() {
-		case reflect.String:
-			field.SetString(raw)
-		case reflect.Int:
-			n, err := strconv.Atoi(raw)
-			if err != nil || n < 1 {
-				problems = append(problems, fmt.Sprintf("%s must be a positive integer; %s is not", name, shown))
-				continue
-			}
-			field.SetInt(int64(n))
-		case reflect.Float64:
-			x, err := strconv.ParseFloat(raw, 64)
-			if err != nil || !(x > 0) || math.IsInf(x, 0) {
-				problems = append(problems, fmt.Sprintf("%s must be a positive number; %s is not", name, shown))
-				continue
-			}
-			field.SetFloat(x)
-		case reflect.Int64: // time.Duration
-			d, err := time.ParseDuration(raw)
-			if err != nil || d <= 0 {
-				problems = append(problems, fmt.Sprintf("%s must be a positive duration such as 30s or 5m; %s is not", name, shown))
-				continue
-			}
-			field.SetInt(int64(d))
+	if cfg.DatabaseURL == "" {
+		problems = append(problems, envPrefix+"_DATABASE_URL is required")
+	}
+	if !(cfg.AnypointRate > 0) || math.IsInf(cfg.AnypointRate, 0) {
+		problems = append(problems, fmt.Sprintf("%s_ANYPOINT_RATE must be a positive number; %v is not", envPrefix, cfg.AnypointRate))
+	}
+	if cfg.Workers < 1 {
+		problems = append(problems, fmt.Sprintf("%s_WORKERS must be a positive integer; %d is not", envPrefix, cfg.Workers))
+	}
+	for name, d := range map[string]time.Duration{
+		"LEASE_DURATION": cfg.LeaseDuration, "SHUTDOWN_GRACE": cfg.ShutdownGrace, "VERIFY_TIMEOUT": cfg.VerifyTimeout,
+		"RETENTION": cfg.Retention, "CREDENTIALS_TTL": cfg.CredentialsTTL, "API_DATABASE_TIMEOUT": cfg.APIDatabaseTimeout,
+	} {
+		if d <= 0 {
+			problems = append(problems, fmt.Sprintf("%s_%s must be a positive duration such as 30s or 5m; %s is not", envPrefix, name, d))
 		}
 	}
 	if cfg.DatabaseURL != "" {
@@ -110,6 +91,28 @@ func loadConfig(getenv func(string) string) (Config, error) {
 		return cfg, errors.New("invalid configuration: " + strings.Join(problems, "; "))
 	}
 	return cfg, nil
+}
+
+// envconfigProblem says which variable envconfig could not read, and why,
+// without its value: the variable may hold a secret.
+func envconfigProblem(err error) string {
+	var pe *envconfig.ParseError
+	if !errors.As(err, &pe) {
+		// "required key MCPGUARD_X missing value" names no value.
+		if name, ok := strings.CutPrefix(err.Error(), "required key "); ok {
+			return strings.TrimSuffix(name, " missing value") + " is required"
+		}
+		return err.Error()
+	}
+	switch pe.TypeName {
+	case "int":
+		return pe.KeyName + " must be a positive integer; " + strconv.Quote(pe.Value) + " is not"
+	case "float64":
+		return pe.KeyName + " must be a positive number; " + strconv.Quote(pe.Value) + " is not"
+	case "time.Duration":
+		return pe.KeyName + " must be a positive duration such as 30s or 5m; " + strconv.Quote(pe.Value) + " is not"
+	}
+	return pe.KeyName + " cannot be read as " + pe.TypeName
 }
 
 // serveSecrets are what serve needs beyond the shared configuration.

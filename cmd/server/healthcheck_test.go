@@ -18,7 +18,6 @@ import (
 // whether MCPGUARD_HTTP_ADDR names loopback or every interface (":port", as
 // in the image), and fails once the replica has stopped.
 func TestHealthcheckServing(t *testing.T) {
-	t.Parallel()
 	addr := freeAddr(t)
 	_, port, _ := net.SplitHostPort(addr)
 	env := map[string]string{
@@ -31,7 +30,8 @@ func TestHealthcheckServing(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"server", "serve"}, fakeEnv(env), io.Discard) }()
+	setEnv(t, env)
+	go func() { done <- run(ctx, []string{"server", "serve"}, io.Discard) }()
 	waitReady(t, "http://"+addr, done)
 
 	for _, listen := range []string{":" + port, "0.0.0.0:" + port, addr} {
@@ -40,7 +40,8 @@ func TestHealthcheckServing(t *testing.T) {
 			probeEnv[k] = v
 		}
 		probeEnv["MCPGUARD_HTTP_ADDR"] = listen
-		if err := run(context.Background(), []string{"server", "healthcheck"}, fakeEnv(probeEnv), io.Discard); err != nil {
+		setEnv(t, probeEnv) // serve read its own configuration at start
+		if err := run(context.Background(), []string{"server", "healthcheck"}, io.Discard); err != nil {
 			t.Fatalf("healthcheck with MCPGUARD_HTTP_ADDR=%s against a ready replica: %v", listen, err)
 		}
 	}
@@ -49,7 +50,8 @@ func TestHealthcheckServing(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("serve: %v", err)
 	}
-	err := run(context.Background(), []string{"server", "healthcheck"}, fakeEnv(env), io.Discard)
+	setEnv(t, env)
+	err := run(context.Background(), []string{"server", "healthcheck"}, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "/readyz") {
 		t.Fatalf("healthcheck after shutdown = %v, want an error naming /readyz", err)
 	}
@@ -59,7 +61,6 @@ func TestHealthcheckServing(t *testing.T) {
 // migrated (its /readyz says 503) fails the healthcheck, so an orchestrator
 // does not route to it.
 func TestHealthcheckNotReady(t *testing.T) {
-	t.Parallel()
 	dbURL := testdb.New(t, "healthchecknotready") // never migrated
 	db, err := store.Open(context.Background(), dbURL)
 	if err != nil {
@@ -81,7 +82,8 @@ func TestHealthcheckNotReady(t *testing.T) {
 		"MCPGUARD_DATABASE_URL": dbURL,
 		"MCPGUARD_HTTP_ADDR":    strings.TrimPrefix(srv.URL, "http://"),
 	}
-	err = run(context.Background(), []string{"server", "healthcheck"}, fakeEnv(env), io.Discard)
+	setEnv(t, env)
+	err = run(context.Background(), []string{"server", "healthcheck"}, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "answered 503") {
 		t.Fatalf("healthcheck against an unmigrated replica = %v, want answered 503", err)
 	}

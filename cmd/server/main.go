@@ -25,16 +25,16 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args, os.Getenv, os.Stdout); err != nil {
+	if err := run(ctx, os.Args, os.Stdout); err != nil {
 		fmt.Fprintf(os.Stderr, "mcpguard: %v\n", err)
 		stop()
 		os.Exit(1)
 	}
 }
 
-// run is main without the process: tests call it with their own context,
-// environment and output.
-func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+// run is main without the process: tests call it with their own context
+// and output. Configuration comes from the process's MCPGUARD_* variables.
+func run(ctx context.Context, args []string, stdout io.Writer) error {
 	command := "serve"
 	if len(args) > 1 {
 		command = args[1]
@@ -50,7 +50,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return fmt.Errorf("unknown command %q: want serve, migrate, healthcheck, reseal or help", command)
 	}
 
-	cfg, err := loadConfig(getenv)
+	cfg, err := loadConfig()
 	if err != nil {
 		return err
 	}
@@ -80,7 +80,7 @@ func usage(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	const format = "Usage: server [serve|migrate|healthcheck|reseal|help]\n\nConfiguration:\n\nVARIABLE\tDEFAULT\tREQUIRED\tMEANING\n" +
 		"{{range .}}{{usage_key .}}\t{{usage_default .}}\t{{usage_required .}}\t{{usage_description .}}\n{{end}}"
-	if err := envconfig.Usagef(envPrefix, &Config{}, tw, format); err != nil {
+	if err := envconfig.Usagef("", &Config{}, tw, format); err != nil {
 		return fmt.Errorf("error printing usage: %w", err)
 	}
 	return tw.Flush()

@@ -17,15 +17,39 @@ import (
 
 	"github.com/mcpguard/mcpguard/internal/testlog"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/mcpguard/mcpguard/internal/anypoint"
 	"github.com/mcpguard/mcpguard/internal/store"
 	"github.com/mcpguard/mcpguard/internal/testdb"
 	"github.com/mcpguard/mcpguard/internal/workflow"
 )
 
-func fakeEnv(vars map[string]string) func(string) string {
-	return func(name string) string { return vars[name] }
+// setEnv makes vars the whole MCPGUARD_* configuration of the process for
+// this test (an empty value unsets the variable): run reads it with
+// envconfig, as in production. A test that calls it cannot be parallel.
+func setEnv(t *testing.T, vars map[string]string) {
+	t.Helper()
+	unset := func(name string) {
+		t.Setenv(name, "") // restored when the test ends
+		if err := os.Unsetenv(name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, kv := range os.Environ() {
+		name, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(name, envPrefix+"_") && name != "MCPGUARD_TEST_DATABASE_URL" {
+			unset(name)
+		}
+	}
+	for name, value := range vars {
+		if value == "" {
+			unset(name)
+		} else {
+			t.Setenv(name, value)
+		}
+	}
 }
 
 func credentialsKey(t *testing.T) string {
@@ -49,9 +73,13 @@ func freeAddr(t *testing.T) string {
 
 // TestMain swaps in a one-step catalogue: this package proves the wiring
 // (config, migrations, API, engine, shutdown); the guide's steps are tested
-// with the simulator in internal/workflow.
+// with the simulator in internal/workflow. A test that points
+// MCPGUARD_ANYPOINT_URL at a simulator gets the real guide.
 func TestMain(m *testing.M) {
-	newCatalogue = func(Config, serveSecrets, *store.DB, zerolog.Logger) workflow.Catalogue {
+	newCatalogue = func(cfg Config, secrets serveSecrets, db *store.DB, logger zerolog.Logger, reg prometheus.Registerer) workflow.Catalogue {
+		if cfg.AnypointURL != anypoint.DefaultBaseURL {
+			return catalogue(cfg, secrets, db, logger, reg)
+		}
 		return workflow.Catalogue{{Name: "auth", Run: func(ctx context.Context, run *workflow.Run) (*workflow.Outcome, error) {
 			return &workflow.Outcome{Captured: map[string]any{"organizationId": "org-1"}}, nil
 		}}}
@@ -60,7 +88,6 @@ func TestMain(m *testing.M) {
 }
 
 func TestRunServesAndShutsDown(t *testing.T) {
-	t.Parallel()
 	apiKey := "acme-key-" + strings.Repeat("x", 12)
 	credKey := credentialsKey(t)
 	addr := freeAddr(t)
@@ -77,7 +104,8 @@ func TestRunServesAndShutsDown(t *testing.T) {
 	defer cancel()
 	stdout := &testlog.Buffer{}
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"server"}, fakeEnv(env), stdout) }()
+	setEnv(t, env)
+	go func() { done <- run(ctx, []string{"server"}, stdout) }()
 
 	base := "http://" + addr
 	waitReady(t, base, done)
@@ -194,11 +222,11 @@ func waitReady(t *testing.T, base string, done <-chan error) {
 }
 
 func TestRunMigrate(t *testing.T) {
-	t.Parallel()
 	dbURL := testdb.New(t, "servermigrate")
 	stdout := &testlog.Buffer{}
 	// migrate needs neither API keys nor a credentials key.
-	if err := run(context.Background(), []string{"server", "migrate"}, fakeEnv(map[string]string{"MCPGUARD_DATABASE_URL": dbURL}), stdout); err != nil {
+	setEnv(t, map[string]string{"MCPGUARD_DATABASE_URL": dbURL})
+	if err := run(context.Background(), []string{"server", "migrate"}, stdout); err != nil {
 		t.Fatalf("migrate: %v", err)
 	}
 	db, err := store.Open(context.Background(), dbURL)
@@ -213,13 +241,12 @@ func TestRunMigrate(t *testing.T) {
 		t.Fatalf("migrate logged %q", stdout.String())
 	}
 	// Twice is fine: replicas all migrate at start.
-	if err := run(context.Background(), []string{"server", "migrate"}, fakeEnv(map[string]string{"MCPGUARD_DATABASE_URL": dbURL}), io.Discard); err != nil {
+	if err := run(context.Background(), []string{"server", "migrate"}, io.Discard); err != nil {
 		t.Fatalf("second migrate: %v", err)
 	}
 }
 
 func TestConfigErrors(t *testing.T) {
-	t.Parallel()
 	const secretKey = "super-secret-key-value-1234"
 	good := map[string]string{
 		// Unreachable on purpose: every case must fail before connecting.
@@ -267,7 +294,6 @@ func TestConfigErrors(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
 			vars := map[string]string{}
 			for k, v := range good {
 				vars[k] = v
@@ -280,7 +306,8 @@ func TestConfigErrors(t *testing.T) {
 				args = []string{"server", "serve"}
 			}
 			var out bytes.Buffer
-			err := run(context.Background(), args, fakeEnv(vars), &out)
+			setEnv(t, vars)
+			err := run(context.Background(), args, &out)
 			if err == nil {
 				t.Fatal("run accepted the configuration")
 			}
@@ -302,7 +329,7 @@ func TestConfigErrors(t *testing.T) {
 func TestHelpListsEveryVariable(t *testing.T) {
 	t.Parallel()
 	var out bytes.Buffer
-	if err := run(context.Background(), []string{"server", "help"}, fakeEnv(nil), &out); err != nil {
+	if err := run(context.Background(), []string{"server", "help"}, &out); err != nil {
 		t.Fatal(err)
 	}
 	for _, name := range []string{"DATABASE_URL", "HTTP_ADDR", "ANYPOINT_URL", "ANYPOINT_CLIENT_ID", "ANYPOINT_CLIENT_SECRET", "API_KEYS", "CREDENTIALS_KEY", "ANYPOINT_RATE", "WORKERS", "LOG_LEVEL", "SHUTDOWN_GRACE", "VERIFY_TIMEOUT", "TENANT_SCOPES", "API_DATABASE_TIMEOUT"} {
@@ -327,5 +354,25 @@ func TestParseTenantScopes(t *testing.T) {
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("scopes = %+v, want %+v", got, want)
+	}
+}
+
+// Only MCPGUARD_* variables configure the server: the bare names other
+// software sets (DATABASE_URL, WORKERS, LOG_LEVEL) are never read.
+func TestUnprefixedVariablesAreIgnored(t *testing.T) {
+	setEnv(t, map[string]string{"MCPGUARD_DATABASE_URL": "postgres://u@127.0.0.1:1/none"})
+	want, err := loadConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("DATABASE_URL", "mysql://elsewhere/db")
+	t.Setenv("WORKERS", "many")
+	t.Setenv("LOG_LEVEL", "loud")
+	cfg, err := loadConfig()
+	if err != nil {
+		t.Fatalf("bare variables were read: %v", err)
+	}
+	if cfg != want {
+		t.Fatalf("config = %+v, want %+v", cfg, want)
 	}
 }

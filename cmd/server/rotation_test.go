@@ -23,7 +23,8 @@ func startServer(t *testing.T, env map[string]string) (base string, stop func())
 	env["MCPGUARD_HTTP_ADDR"] = freeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"server"}, fakeEnv(env), &testlog.Buffer{}) }()
+	setEnv(t, env)
+	go func() { done <- run(ctx, []string{"server"}, &testlog.Buffer{}) }()
 	base = "http://" + env["MCPGUARD_HTTP_ADDR"]
 	waitReady(t, base, done)
 	return base, func() {
@@ -69,8 +70,7 @@ func sealedCredentials(t *testing.T, dbURL, id string) []byte {
 // TestKeyRotation: jobs sealed under key A survive a restart with "B,A"
 // (one runs to success), reseal moves what is stored to B, and then "B"
 // alone opens everything; a blob no key opens makes reseal fail naming it.
-func TestKeyRotation(t *testing.T) {
-	t.Parallel()
+func TestKeyRotation(t *testing.T) { // not parallel: it sets the process environment
 	ctx := context.Background()
 	dbURL := testdb.New(t, "rotation")
 	if err := store.Migrate(ctx, dbURL); err != nil {
@@ -115,7 +115,8 @@ func TestKeyRotation(t *testing.T) {
 	// Reseal moves the parked job's credentials to B.
 	before := sealedCredentials(t, dbURL, parked)
 	logs := &testlog.Buffer{}
-	if err := run(ctx, []string{"server", "reseal"}, fakeEnv(env(keyB+", "+keyA)), logs); err != nil {
+	setEnv(t, env(keyB+", "+keyA))
+	if err := run(ctx, []string{"server", "reseal"}, logs); err != nil {
 		t.Fatalf("reseal: %v", err)
 	}
 	// The parked job's credentials and its sealed policy values; the
@@ -151,7 +152,8 @@ func TestKeyRotation(t *testing.T) {
 	// "B" alone: a second reseal has nothing to do, and the parked job,
 	// retried, opens its credentials and completes.
 	logs = &testlog.Buffer{}
-	if err := run(ctx, []string{"server", "reseal"}, fakeEnv(env(keyB)), logs); err != nil || !strings.Contains(logs.String(), `"current":3`) {
+	setEnv(t, env(keyB))
+	if err := run(ctx, []string{"server", "reseal"}, logs); err != nil || !strings.Contains(logs.String(), `"current":3`) {
 		t.Fatalf("second reseal: %v %s", err, logs.String())
 	}
 	base, stop := startServer(t, env(keyB))
@@ -173,7 +175,8 @@ func TestKeyRotation(t *testing.T) {
 	if _, err := dbA.CancelProtection(ctx, "acme", lost, "acme"); err != nil {
 		t.Fatal(err)
 	}
-	err = run(ctx, []string{"server", "reseal"}, fakeEnv(env(keyB+","+keyC)), &testlog.Buffer{})
+	setEnv(t, env(keyB+","+keyC))
+	err = run(ctx, []string{"server", "reseal"}, &testlog.Buffer{})
 	if err == nil || !strings.Contains(err.Error(), lost) || strings.Contains(err.Error(), keyA) {
 		t.Fatalf("reseal with the sealing key missing: %v", err)
 	}

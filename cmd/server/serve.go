@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/mcpguard/mcpguard/internal/api"
+	"github.com/mcpguard/mcpguard/internal/maintenance"
 	"github.com/mcpguard/mcpguard/internal/store"
 	"github.com/mcpguard/mcpguard/internal/workflow"
 )
@@ -45,12 +46,13 @@ func serve(ctx context.Context, cfg Config, secrets serveSecrets, logger zerolog
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	cat := newCatalogue(cfg, secrets, db, logger)
+	registry.MustRegister(store.NewQueueCollector(db))
+	cat := newCatalogue(cfg, secrets, db, logger, registry)
 	engine := workflow.NewEngine(db, cat, workflow.EngineConfig{
 		Workers:       cfg.Workers,
 		LeaseDuration: cfg.LeaseDuration,
 		ShutdownGrace: cfg.ShutdownGrace,
-		Logger:        logger.With().Str("component", "engine").Logger(),
+		Logger:        logger, // the engine adds component=engine itself
 		Registerer:    registry,
 	})
 	handler, err := api.NewServer(api.Config{
@@ -65,6 +67,11 @@ func serve(ctx context.Context, cfg Config, secrets serveSecrets, logger zerolog
 	if err != nil {
 		return fmt.Errorf("error building the API: %w", err)
 	}
+
+	maint := maintenance.New(db, maintenance.Config{
+		Retention: cfg.Retention, CredentialsTTL: cfg.CredentialsTTL,
+		Logger: logger.With().Str("component", "maintenance").Logger(), Registerer: registry,
+	})
 
 	listener, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
@@ -91,6 +98,11 @@ func serve(ctx context.Context, cfg Config, secrets serveSecrets, logger zerolog
 		cancel()
 		engineDone <- err
 	}()
+	maintDone := make(chan struct{})
+	go func() {
+		defer close(maintDone)
+		maint.Run(ctx)
+	}()
 	httpDone := make(chan error, 1)
 	go func() {
 		err := httpServer.Serve(listener)
@@ -104,7 +116,7 @@ func serve(ctx context.Context, cfg Config, secrets serveSecrets, logger zerolog
 		Int("workers", cfg.Workers).Int("steps", len(cat)).Msg("mcpguard serving")
 
 	<-ctx.Done()
-	logger.Info().Dur("grace", cfg.ShutdownGrace).Msg("shutting down")
+	logger.Info().Int64("grace_ms", cfg.ShutdownGrace.Milliseconds()).Msg("shutting down")
 	shutdownCtx, cancelShutdown := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
 	defer cancelShutdown()
 	var errs []error
@@ -117,6 +129,7 @@ func serve(ctx context.Context, cfg Config, secrets serveSecrets, logger zerolog
 	if err := <-engineDone; err != nil && !errors.Is(err, context.Canceled) {
 		errs = append(errs, fmt.Errorf("error running the engine: %w", err))
 	}
+	<-maintDone
 	if len(errs) == 0 {
 		logger.Info().Msg("mcpguard stopped")
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/mcpguard/mcpguard/internal/anypoint"
@@ -17,7 +18,7 @@ var newCatalogue = catalogue
 // organizations' call budget shared with the other replicas, and the
 // server's default connected app, when configured, bounded by each tenant's
 // scope.
-func catalogue(cfg Config, secrets serveSecrets, db *store.DB, logger zerolog.Logger) workflow.Catalogue {
+func catalogue(cfg Config, secrets serveSecrets, db *store.DB, logger zerolog.Logger, reg prometheus.Registerer) workflow.Catalogue {
 	// MCPGUARD_ANYPOINT_RATE's default, 5 calls/s (300 per minute) per
 	// organization: the only published Anypoint limit is 500 per minute on
 	// /accounts/login, and Exchange's unpublished limits are per minute and
@@ -26,7 +27,7 @@ func catalogue(cfg Config, secrets serveSecrets, db *store.DB, logger zerolog.Lo
 	// budget lowers itself after any 429.
 	budget := db.CallBudget(cfg.AnypointRate, store.AnypointRateWindow)
 	client := anypoint.New(cfg.AnypointURL, anypoint.WithLogger(logger.With().Str("component", "anypoint").Logger()),
-		anypoint.WithBudget(budget))
+		anypoint.WithBudget(budget), anypoint.WithMetrics(reg))
 	var app *anypoint.Credentials
 	if cfg.AnypointClientID != "" {
 		app = &anypoint.Credentials{ClientID: cfg.AnypointClientID, ClientSecret: cfg.AnypointClientSecret}

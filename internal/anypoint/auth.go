@@ -77,20 +77,6 @@ func (cr Credentials) key() credentialKey {
 	return k
 }
 
-// tokenEntry is the cached token of one credential. While flight is non-nil a
-// fetch is under way and every caller waits for it instead of starting another.
-type tokenEntry struct {
-	token     string
-	refreshAt time.Time
-	flight    *tokenFlight
-}
-
-type tokenFlight struct {
-	done  chan struct{}
-	token string
-	err   error
-}
-
 // Session is a Client bound to one credential. It is cheap to create: the
 // token cache lives in the Client and is shared by every Session of the same
 // credential.
@@ -139,57 +125,19 @@ func (s *Session) Token(ctx context.Context) (string, error) {
 	case kindNone:
 		return "", &Error{Op: "authenticating", Class: ClassUnauthorized, Message: "no Anypoint credentials given"}
 	}
-	c := s.c
-	c.mu.Lock()
-	entry := c.tokens[s.key]
-	if entry == nil {
-		entry = &tokenEntry{}
-		c.tokens[s.key] = entry
-	}
-	if entry.token != "" && c.now().Before(entry.refreshAt) {
-		tok := entry.token
-		c.mu.Unlock()
-		return tok, nil
-	}
-	flight := entry.flight
-	if flight == nil {
-		flight = &tokenFlight{done: make(chan struct{})}
-		entry.flight = flight
-		// The fetch outlives the caller's context: other callers may be
-		// waiting for it, and a token is worth having anyway.
-		go s.fetch(context.WithoutCancel(ctx), entry, flight)
-	}
-	c.mu.Unlock()
-
-	select {
-	case <-flight.done:
-		return flight.token, flight.err
-	case <-ctx.Done():
-		return "", &Error{Op: "authenticating", Class: ClassTransient, Err: ctx.Err()}
-	}
+	return s.c.tokens.token(ctx, s)
 }
 
-// fetch obtains a token and publishes it to the entry and the waiters.
-func (s *Session) fetch(ctx context.Context, entry *tokenEntry, flight *tokenFlight) {
-	tok, lifetime, err := s.requestToken(ctx)
-	c := s.c
-	c.mu.Lock()
-	if err == nil {
-		margin := lifetime / 10
-		if margin > tokenRefreshMargin {
-			margin = tokenRefreshMargin
-		}
-		if margin < minTokenRefreshSkew && lifetime > 2*minTokenRefreshSkew {
-			margin = minTokenRefreshSkew
-		}
-		entry.token = tok
-		entry.refreshAt = c.now().Add(lifetime - margin)
-	}
-	entry.flight = nil
-	flight.token, flight.err = tok, err
-	c.mu.Unlock()
-	close(flight.done)
-}
+// The calls that obtain a token. A failure of one of them is a failure to
+// log in, whatever call needed the token.
+const (
+	LoginPath = prefixAccounts + "/login"
+	TokenPath = prefixAccounts + "/api/v2/oauth2/token"
+)
+
+// TokenRequest reports whether the failed call was the login or the OAuth
+// token call, rather than the call that needed the token.
+func (e *Error) TokenRequest() bool { return e.Path == LoginPath || e.Path == TokenPath }
 
 // tokenResponse is the body of both the login and the OAuth token endpoints.
 type tokenResponse struct {
@@ -203,20 +151,20 @@ func (s *Session) requestToken(ctx context.Context) (string, time.Duration, erro
 	var r *request
 	switch {
 	case s.cr.kind() == kindConnectedApp && s.cr.Username != "" && s.cr.Password != "":
-		r = &request{op: "authenticating with connected app", method: http.MethodPost,
-			path: prefixAccounts + "/api/v2/oauth2/token",
+		r = &request{op: "getting a token for the connected app and user", method: http.MethodPost,
+			path: TokenPath,
 			body: map[string]string{
 				"grant_type": "password", "client_id": s.cr.ClientID, "client_secret": s.cr.ClientSecret,
 				"username": s.cr.Username, "password": s.cr.Password,
 			}}
 	case s.cr.kind() == kindConnectedApp:
-		r = &request{op: "authenticating with connected app", method: http.MethodPost,
-			path: prefixAccounts + "/api/v2/oauth2/token",
+		r = &request{op: "getting a token for the connected app", method: http.MethodPost,
+			path: TokenPath,
 			body: map[string]string{
 				"grant_type": "client_credentials", "client_id": s.cr.ClientID, "client_secret": s.cr.ClientSecret,
 			}}
 	default:
-		r = &request{op: "logging in", method: http.MethodPost, path: prefixAccounts + "/login",
+		r = &request{op: "logging in with username and password", method: http.MethodPost, path: LoginPath,
 			body: map[string]string{"username": s.cr.Username, "password": s.cr.Password}}
 	}
 	resp, err := s.c.send(ctx, r, "")
@@ -242,12 +190,7 @@ func (s *Session) requestToken(ctx context.Context) (string, time.Duration, erro
 // invalidate drops the cached token if it is still the one that was refused,
 // so that of many requests refused at once only the first triggers a fetch.
 func (s *Session) invalidate(refused string) {
-	c := s.c
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if entry := c.tokens[s.key]; entry != nil && entry.token == refused {
-		entry.token = ""
-	}
+	s.c.tokens.invalidate(s.key, refused)
 }
 
 // redact scrubs the session's secrets (and the token in use) from an error.

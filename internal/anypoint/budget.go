@@ -116,8 +116,8 @@ func (s *Session) pace(ctx context.Context, r *request) error {
 }
 
 // Throttled reports whether the call was refused for rate: Anypoint's 429,
-// Exchange's 503 (its load balancer throttles with 429, 500 or 503,
-// anypoint-api.md 0.6), or the organization's budget spent for now. Such a
+// Exchange's 503 (its load balancer throttles with 429, 500 or 503; see
+// docs/architecture.md, "Anypoint: rate limits"), or the organization's budget spent for now. Such a
 // call is worth making again once the wait is over, however often.
 func (e *Error) Throttled() bool {
 	return e.upstreamThrottled() || errors.Is(e.Err, ErrBudgetSpent)

@@ -62,10 +62,11 @@ type Client struct {
 	httpClient *http.Client
 	timeout    time.Duration
 	logger     zerolog.Logger
+	metrics    *clientMetrics
 	now        func() time.Time
 
-	mu     sync.Mutex
-	tokens map[credentialKey]*tokenEntry
+	tokenCacheSize int
+	tokens         *tokenCache
 
 	// budget paces authenticated calls per organization (nil: unpaced).
 	budget     Budget
@@ -116,17 +117,18 @@ func New(baseURL string, opts ...Option) *Client {
 	}
 	u.RawQuery, u.Fragment, u.User = "", "", nil
 	c := &Client{
-		baseURL:    u,
-		baseErr:    baseErr,
-		httpClient: http.DefaultClient,
-		timeout:    DefaultTimeout,
-		logger:     zerolog.Nop(),
-		now:        time.Now,
-		tokens:     make(map[credentialKey]*tokenEntry),
+		baseURL:        u,
+		baseErr:        baseErr,
+		httpClient:     http.DefaultClient,
+		timeout:        DefaultTimeout,
+		logger:         zerolog.Nop(),
+		now:            time.Now,
+		tokenCacheSize: DefaultTokenCacheSize,
 	}
 	for _, opt := range opts {
 		opt(c)
 	}
+	c.tokens = newTokenCache(c.tokenCacheSize, c.now)
 	return c
 }
 
@@ -231,7 +233,7 @@ func (c *Client) send(ctx context.Context, r *request, token string) (*response,
 	start := c.now()
 	resp, err := c.httpClient.Do(req)
 	if err != nil {
-		c.log(r, 0, start, err)
+		c.log(ctx, r, 0, start, err)
 		wroteMu.Lock()
 		e.MaybeCommitted = isWrite(r.method) && wrote
 		wroteMu.Unlock()
@@ -240,7 +242,7 @@ func (c *Client) send(ctx context.Context, r *request, token string) (*response,
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
-	c.log(r, resp.StatusCode, start, err)
+	c.log(ctx, r, resp.StatusCode, start, err)
 	if err != nil {
 		e.Status = resp.StatusCode
 		e.MaybeCommitted = isWrite(r.method)
@@ -268,13 +270,20 @@ func transportCause(err error) error {
 	return err
 }
 
-func (c *Client) log(r *request, status int, start time.Time, err error) {
+// log records a call in the metrics and, at debug level, in the log, with
+// the job it was made for when the context says.
+func (c *Client) log(ctx context.Context, r *request, status int, start time.Time, err error) {
+	elapsed := c.now().Sub(start)
+	c.metrics.observe(r, status, elapsed)
 	ev := c.logger.Debug()
 	if !ev.Enabled() {
 		return
 	}
-	ev = ev.Str("op", r.op).Str("method", r.method).Str("path", r.path).
-		Int("status", status).Dur("duration", c.now().Sub(start))
+	if job, ok := jobOf(ctx); ok {
+		ev = ev.Str("protection_id", job.protectionID).Str("step", job.step)
+	}
+	ev = ev.Str("op", r.op).Str("method", r.method).Str("path", r.path).Str("route", routeOf(r.path)).
+		Int("status", status).Float64("duration_ms", float64(elapsed.Microseconds())/1000)
 	if err != nil {
 		ev = ev.AnErr("error", transportCause(err))
 	}

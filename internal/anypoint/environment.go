@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/Masterminds/semver/v3"
 )
 
 // Environment is an Access Management environment of an organization.
@@ -137,46 +139,24 @@ func IsRealVersion(v string) bool {
 	return v != "" && v != "-" && strings.ContainsAny(v, "0123456789")
 }
 
-// CompareVersions orders semantic versions numerically (1.10.0 after 1.9.3);
-// pre-release suffixes sort before the release.
+// CompareVersions orders versions by Semantic Versioning precedence
+// (1.10.0 after 1.9.3, 1.0.0-beta.10 after 1.0.0-beta.9, a pre-release
+// before its release, build metadata ignored), using Masterminds/semver,
+// which also reads the short forms Exchange and gateways show ("v1", "1.0").
+// A version it cannot read ranks below every one it can; two such compare
+// as strings, so the order stays total.
 func CompareVersions(a, b string) int {
-	split := func(v string) ([3]int, string) {
-		v = strings.TrimPrefix(v, "v")
-		if i := strings.IndexByte(v, '+'); i >= 0 {
-			v = v[:i]
-		}
-		pre := ""
-		if i := strings.IndexByte(v, '-'); i >= 0 {
-			v, pre = v[:i], v[i+1:]
-		}
-		var n [3]int
-		for i, p := range strings.SplitN(v, ".", 3) {
-			n[i], _ = strconv.Atoi(p)
-		}
-		return n, pre
-	}
-	na, pa := split(a)
-	nb, pb := split(b)
-	for i := range na {
-		if na[i] != nb[i] {
-			if na[i] < nb[i] {
-				return -1
-			}
-			return 1
-		}
-	}
+	va, errA := semver.NewVersion(strings.TrimSpace(a))
+	vb, errB := semver.NewVersion(strings.TrimSpace(b))
 	switch {
-	case pa == pb:
-		return 0
-	case pa == "":
+	case errA == nil && errB == nil:
+		return va.Compare(vb)
+	case errA == nil:
 		return 1
-	case pb == "":
+	case errB == nil:
 		return -1
-	case pa < pb:
-		return -1
-	default:
-		return 1
 	}
+	return strings.Compare(a, b)
 }
 
 // GatewayVersion returns the best runtime version the target states: its

@@ -78,7 +78,7 @@ func TestCreateFromInstanceSkipsSteps(t *testing.T) {
 	body := map[string]any{
 		"environment": map[string]any{"id": "env-1"},
 		"source":      map[string]any{"instance": map[string]any{"id": 4292323}},
-		"policies":    []any{map[string]any{"assetId": "rate-limiting", "order": 0}},
+		"policies":    []any{map[string]any{"assetId": "rate-limiting", "order": 1}},
 	}
 	p := create(t, "tenant-a", body)
 	done := waitState(t, "tenant-a", p.ID, mcpguard.StateSucceeded)

@@ -204,7 +204,7 @@ func stepCosts(b *testing.B, logs string) (map[string]stepCost, int) {
 			Message string  `json:"message"`
 			Step    string  `json:"step"`
 			Result  string  `json:"result"`
-			Delay   float64 `json:"delay"` // zerolog writes durations in ms
+			Delay   float64 `json:"delay_ms"`
 		}
 		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
 			b.Fatalf("reading a log line: %v: %s", err, sc.Bytes())

@@ -54,8 +54,8 @@ func TestInvalidConfigurationFailsBeforeDeploy(t *testing.T) {
 			"rateLimits": []any{map[string]any{"maximumRequests": 100, "timePeriodInMilliseconds": 0}}}},
 	}
 	p := s.run(req, "failed")
-	if p.Error == nil || p.Error.Step != "deploy" || p.Error.Status != 400 {
-		t.Fatalf("error = %+v, want a 400 at the deploy step", p.Error)
+	if p.Error == nil || p.Error.Step != "deploy" || p.Error.Status != 0 {
+		t.Fatalf("error = %+v, want a failure of mcpguard's own (no upstream status) at the deploy step", p.Error)
 	}
 	for _, want := range []string{
 		`missing required property "originGroups"`,

@@ -63,6 +63,8 @@ type stack struct {
 	logs        *testlog.Buffer
 	anyp        *anypoint.Client
 	session     *anypoint.Session
+	// cat is the guide's catalogue the API's service uses.
+	cat workflow.Catalogue
 	// key is the API key do sends (the default tenant's when empty); as
 	// returns a copy with another.
 	key string
@@ -86,6 +88,8 @@ type stackOptions struct {
 	// rate, when positive, paces each replica's Anypoint calls through the
 	// shared budget (MCPGUARD_ANYPOINT_RATE).
 	rate float64
+	// rateWindow is the budget's window (default 1 s; the server's is a minute).
+	rateWindow time.Duration
 	// pollInterval and pollMax are the guide's poll delays; zero means the
 	// guide's defaults.
 	pollInterval, pollMax time.Duration
@@ -107,9 +111,11 @@ func withReplicas(n, workers int, lease time.Duration) option {
 }
 
 // withRate shares an Anypoint call budget of rate calls/s per organization
-// between the replicas, as MCPGUARD_ANYPOINT_RATE does, counted over 1 s
-// windows (the server's are a minute) so that tests stay short.
-func withRate(rate float64) option { return func(o *stackOptions) { o.rate = rate } }
+// between the replicas, as MCPGUARD_ANYPOINT_RATE does, counted over
+// windows of window (the server's are a minute) so that tests stay short.
+func withRate(rate float64, window time.Duration) option {
+	return func(o *stackOptions) { o.rate, o.rateWindow = rate, window }
+}
 
 // withServerDefaults runs the engine and the guide as the server does (its
 // default workers and poll delays) instead of the tests' short settings:
@@ -195,7 +201,7 @@ func newStack(t testing.TB, opts ...option) *stack {
 	}
 	cat, client := catalogue(nil)
 	st := &stack{
-		t: t, sim: s, simURL: simSrv.URL, dbURL: dbURL, logs: logs, anyp: client, key: apiKey,
+		t: t, sim: s, simURL: simSrv.URL, dbURL: dbURL, logs: logs, anyp: client, key: apiKey, cat: cat,
 		session: client.Session(anypoint.Credentials{Username: sim.Username, Password: sim.Password}),
 	}
 	// Each replica has its own pool and engine, as separate processes would.
@@ -213,7 +219,7 @@ func newStack(t testing.TB, opts ...option) *stack {
 		if o.rate > 0 {
 			// Each replica has its own client, as separate processes do;
 			// only the database's budget holds them together.
-			replicaCat, _ = catalogue(db.CallBudget(o.rate, time.Second))
+			replicaCat, _ = catalogue(db.CallBudget(o.rate, o.rateWindow))
 		}
 		engine := workflow.NewEngine(db, replicaCat, workflow.EngineConfig{
 			Owner: owner, Workers: o.workers, LeaseDuration: o.lease, PollInterval: 50 * time.Millisecond,

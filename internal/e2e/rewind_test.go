@@ -368,14 +368,15 @@ func TestRetryWithEnvironmentAfterEnvNotFound(t *testing.T) {
 	}
 }
 
-// TestRetryWithFreshCredentialsAfterUnauthorized follows HintUnauthorized.
+// TestRetryWithFreshCredentialsAfterUnauthorized follows HintLoginRefused:
+// a refused password is fixed by a retry with fresh credentials.
 func TestRetryWithFreshCredentialsAfterUnauthorized(t *testing.T) {
 	t.Parallel()
 	s := newStack(t)
 	req := specRequest("creds-mcp")
 	req["credentials"] = map[string]any{"username": sim.Username, "password": "not-the-password"}
 	p := s.run(req, "failed")
-	if p.Error.Step != "auth" || p.Error.Hint != workflow.HintUnauthorized {
+	if p.Error.Step != "auth" || p.Error.Hint != workflow.HintLoginRefused {
 		t.Fatalf("error = %+v", p.Error)
 	}
 	s.retry(p.ID, map[string]any{"credentials": userCredentials()},

@@ -62,7 +62,10 @@ func TestCancelAbandonsHungCall(t *testing.T) {
 // the deployment fails the job at verify, naming the policy.
 func TestVerifyNoticesADisabledPolicy(t *testing.T) {
 	t.Parallel()
-	s := newStack(t, withSim(sim.WithDeploymentDelay(2*time.Second)))
+	s := newStack(t)
+	// verify cannot read the deployment status until the policy is disabled,
+	// so it cannot succeed first however slow the machine.
+	s.sim.SetFault(sim.RouteDeploymentStatus, sim.Fault{Hang: true})
 	id := s.submit(specRequest("disabled-mcp"))
 	var p protection
 	for deadline := time.Now().Add(20 * time.Second); p.CurrentStep != "verify"; {
@@ -78,6 +81,7 @@ func TestVerifyNoticesADisabledPolicy(t *testing.T) {
 	if _, err := s.session.UpdatePolicy(context.Background(), sim.DefaultOrgID, sim.SandboxEnvID, api, victim.ID, anypoint.PolicyPatch{Disabled: &off}); err != nil {
 		t.Fatal(err)
 	}
+	s.sim.ClearFaults()
 	final := s.wait(id)
 	if final.State != "failed" || final.Error.Step != "verify" || !contains(final.Error.Message, fmt.Sprintf("policy %d (%s) is disabled", victim.ID, victim.AssetID)) {
 		t.Fatalf("state %s error %+v", final.State, final.Error)

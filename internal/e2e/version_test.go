@@ -74,7 +74,8 @@ func TestPublishAdoptsOrRefusesAnExistingVersion(t *testing.T) {
 		t.Errorf("assetVersion = %v", p.Variables["assetVersion"])
 	}
 	p = s.run(spec("orders-api", "1.0.0"), "failed")
-	if p.Error.Step != "publish" || p.Error.Status != 409 || p.Error.Hint != workflow.HintAssetVersionTaken {
+	// Found by reading the asset before publishing: Anypoint answered no 409.
+	if p.Error.Step != "publish" || p.Error.Status != 0 || p.Error.Hint != workflow.HintAssetVersionTaken {
 		t.Fatalf("error = %+v", p.Error)
 	}
 }

@@ -35,10 +35,13 @@ const (
 	// same length lets a lone job make its calls at once while a burst is
 	// spread over the minute.
 	AnypointRateWindow = time.Minute
-	// maxBudgetGuard bounds the guard added to the window: a call granted
-	// at t reaches Anypoint a little later (the grant's answer, a
-	// connection, scheduling), and the guard keeps such late calls of one
-	// window out of the next.
+	// The guard added to the window, a tenth of it within these bounds: a
+	// call granted at t reaches Anypoint a little later (the grant's
+	// answer, a connection, scheduling on a busy machine), and the guard
+	// keeps such late calls of one window out of the next. 100 ms was too
+	// little for 1 s windows at a load average of 35 (36 × 429 in
+	// BenchmarkSharedBudget).
+	minBudgetGuard = 250 * time.Millisecond
 	maxBudgetGuard = time.Second
 	// DefaultBudgetMaxWait is how long a granted call may wait before it is
 	// sent: about the cost of a reschedule, so shorter waits are not
@@ -53,11 +56,11 @@ const (
 // CallBudget returns the budget of rate calls per second per organization,
 // counted over windows of about window (AnypointRateWindow in production):
 // N = rate × window calls (at least one) in any window of N/rate plus a
-// guard of a tenth (at most maxBudgetGuard).
+// guard of a tenth (between minBudgetGuard and maxBudgetGuard).
 func (db *DB) CallBudget(rate float64, window time.Duration) *CallBudget {
 	n := max(1, int(math.Floor(rate*window.Seconds())))
 	w := time.Duration(float64(n) / rate * float64(time.Second))
-	return &CallBudget{db: db, N: n, Window: w + min(w/10, maxBudgetGuard),
+	return &CallBudget{db: db, N: n, Window: w + min(max(w/10, minBudgetGuard), maxBudgetGuard),
 		MaxWait: DefaultBudgetMaxWait, Recovery: DefaultBudgetRecovery}
 }
 

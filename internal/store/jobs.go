@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -55,6 +56,59 @@ type Job struct {
 // claimColumns are what Claim and RecoverClaim return, in scanClaim's order.
 const claimColumns = `p.id::text, p.fence, p.tenant, p.current_step, p.request, p.credentials, p.variables, p.cancel_requested`
 
+// claimSQL is Claim's statement: $1 owner, $2 lease in microseconds, $3 token.
+const claimSQL = `
+		WITH due AS (
+			SELECT p.id, p.tenant, p.state AS previous_state, p.lease_owner AS previous_owner, p.current_step, p.cancel_requested
+			FROM protections p LEFT JOIN tenant_turns t ON t.tenant = p.tenant
+			WHERE p.state IN ('queued', 'running') AND p.run_after <= now()
+			  AND (p.lease_expires_at IS NULL OR p.lease_expires_at < now())
+			ORDER BY t.last_claimed_at NULLS FIRST, p.state = 'queued', p.run_after
+			LIMIT 1
+			FOR UPDATE OF p SKIP LOCKED
+		), turn AS (
+			INSERT INTO tenant_turns (tenant, last_claimed_at) SELECT tenant, clock_timestamp() FROM due
+			ON CONFLICT (tenant) DO UPDATE SET last_claimed_at = EXCLUDED.last_claimed_at
+		), claimed AS (
+			UPDATE protections p SET state = 'running', lease_owner = $1,
+				lease_expires_at = now() + $2 * interval '1 microsecond',
+				fence = p.fence + 1, claims = p.claims + 1, write_token = $3, updated_at = now()
+			FROM due WHERE p.id = due.id
+			RETURNING ` + claimColumns + `
+		), started AS (
+			UPDATE steps s SET state = 'running',
+				attempts = s.attempts + CASE WHEN s.polling THEN 0 ELSE 1 END,
+				budget_attempts = s.budget_attempts + CASE WHEN s.polling THEN 0 ELSE 1 END,
+				started_at = COALESCE(s.started_at, now())
+			FROM due WHERE s.protection_id = due.id AND s.name = due.current_step AND NOT due.cancel_requested
+			RETURNING s.budget_attempts AS attempt, NOT s.polling AS counted, s.started_at
+		), trail AS (
+			INSERT INTO events (protection_id, kind, step, attempt, actor, detail)
+			SELECT due.id, e.kind, due.current_step, started.attempt, $1, e.detail
+			FROM due, started, LATERAL (VALUES
+				(1, 'state_changed', jsonb_build_object('from', 'queued', 'to', 'running'), due.previous_state = 'queued'),
+				(2, 'step_started', '{}'::jsonb, started.counted)) AS e(ord, kind, detail, wanted)
+			WHERE e.wanted
+			ORDER BY e.ord
+		)
+		SELECT p.*, due.previous_state, due.previous_owner, started.attempt, started.counted, started.started_at
+		FROM claimed p CROSS JOIN due LEFT JOIN started ON true`
+
+// ExplainClaim returns the plan of Claim's statement (EXPLAIN, nothing is
+// claimed), so tests and benchmarks can check it stays on the partial index
+// of live jobs however many finished ones the table holds.
+func (db *DB) ExplainClaim(ctx context.Context) (string, error) {
+	rows, err := db.pool.Query(ctx, "EXPLAIN "+claimSQL, "explain", int64(1), "00000000-0000-4000-8000-000000000000")
+	if err != nil {
+		return "", fmt.Errorf("error explaining the claim: %w", err)
+	}
+	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return "", fmt.Errorf("error explaining the claim: %w", err)
+	}
+	return strings.Join(lines, "\n"), nil
+}
+
 // Claim takes one job that is due (a queued one, a running one whose poll or
 // retry time has come, or a running one whose lease expired because its
 // worker died) and starts its current step, in one statement.
@@ -78,42 +132,7 @@ func (db *DB) Claim(ctx context.Context, owner string, lease time.Duration, toke
 	var attempt *int
 	var counted *bool
 	var startedAt *time.Time
-	err := db.pool.QueryRow(ctx, `
-		WITH due AS (
-			SELECT p.id, p.tenant, p.state AS previous_state, p.lease_owner AS previous_owner, p.current_step, p.cancel_requested
-			FROM protections p LEFT JOIN tenant_turns t ON t.tenant = p.tenant
-			WHERE p.state IN ('queued', 'running') AND p.run_after <= now()
-			  AND (p.lease_expires_at IS NULL OR p.lease_expires_at < now())
-			ORDER BY t.last_claimed_at NULLS FIRST, p.state = 'queued', p.run_after
-			LIMIT 1
-			FOR UPDATE OF p SKIP LOCKED
-		), turn AS (
-			INSERT INTO tenant_turns (tenant, last_claimed_at) SELECT tenant, clock_timestamp() FROM due
-			ON CONFLICT (tenant) DO UPDATE SET last_claimed_at = EXCLUDED.last_claimed_at
-		), claimed AS (
-			UPDATE protections p SET state = 'running', lease_owner = $1,
-				lease_expires_at = now() + $2 * interval '1 microsecond',
-				fence = p.fence + 1, claims = p.claims + 1, write_token = $3, updated_at = now()
-			FROM due WHERE p.id = due.id
-			RETURNING `+claimColumns+`
-		), started AS (
-			UPDATE steps s SET state = 'running',
-				attempts = s.attempts + CASE WHEN s.polling THEN 0 ELSE 1 END,
-				budget_attempts = s.budget_attempts + CASE WHEN s.polling THEN 0 ELSE 1 END,
-				started_at = COALESCE(s.started_at, now())
-			FROM due WHERE s.protection_id = due.id AND s.name = due.current_step AND NOT due.cancel_requested
-			RETURNING s.budget_attempts AS attempt, NOT s.polling AS counted, s.started_at
-		), trail AS (
-			INSERT INTO events (protection_id, kind, step, attempt, actor, detail)
-			SELECT due.id, e.kind, due.current_step, started.attempt, $1, e.detail
-			FROM due, started, LATERAL (VALUES
-				(1, 'state_changed', jsonb_build_object('from', 'queued', 'to', 'running'), due.previous_state = 'queued'),
-				(2, 'step_started', '{}'::jsonb, started.counted)) AS e(ord, kind, detail, wanted)
-			WHERE e.wanted
-			ORDER BY e.ord
-		)
-		SELECT p.*, due.previous_state, due.previous_owner, started.attempt, started.counted, started.started_at
-		FROM claimed p CROSS JOIN due LEFT JOIN started ON true`,
+	err := db.pool.QueryRow(ctx, claimSQL,
 		owner, lease.Microseconds(), token).
 		Scan(&j.ProtectionID, &j.Fence, &j.Tenant, &j.CurrentStep, &request, &sealed, &variables, &j.CancelRequested,
 			&j.PreviousState, &prevOwner, &attempt, &counted, &startedAt)

@@ -108,3 +108,29 @@ func TestListQueriesStayOnTheirIndexes(t *testing.T) {
 		}
 	}
 }
+
+// TestClaimStaysOnTheLiveIndex: with thousands of finished rows and a few
+// live ones, the claim reads the partial index of live jobs, not the table.
+func TestClaimStaysOnTheLiveIndex(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := testdb.New(t, "storeclaim")
+	if err := Migrate(ctx, url); err != nil {
+		t.Fatal(err)
+	}
+	db, err := Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := seedFinished(ctx, db, 20000); err != nil {
+		t.Fatal(err)
+	}
+	plan, err := db.ExplainClaim(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(plan, "protections_claimable_idx") || strings.Contains(plan, "Seq Scan on protections") {
+		t.Fatalf("the claim leaves the live-jobs index:\n%s", plan)
+	}
+}

@@ -276,8 +276,11 @@ func (db *DB) RetryProtection(ctx context.Context, tenant, id, actor string, pla
 	err = db.inTx(ctx, func(tx pgx.Tx) error {
 		var cur RetryCurrent
 		var rawRequest, rawError []byte
-		err := tx.QueryRow(ctx, `SELECT state, current_step, request, error FROM protections WHERE id = $1 AND tenant = $2 FOR UPDATE`, id, tenant).
-			Scan(&cur.State, &cur.CurrentStep, &rawRequest, &rawError)
+		var historyRemoved, credentialsRemoved *time.Time
+		err := tx.QueryRow(ctx, `
+			SELECT state, current_step, request, error, history_removed_at, credentials_removed_at
+			FROM protections WHERE id = $1 AND tenant = $2 FOR UPDATE`, id, tenant).
+			Scan(&cur.State, &cur.CurrentStep, &rawRequest, &rawError, &historyRemoved, &credentialsRemoved)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return notFound()
 		} else if err != nil {
@@ -285,6 +288,13 @@ func (db *DB) RetryProtection(ctx context.Context, tenant, id, actor string, pla
 		}
 		if cur.State != mcpguard.StateFailed && cur.State != mcpguard.StateCancelled {
 			return mcpguard.Errorf(mcpguard.ECONFLICT, "Only a failed or cancelled protection can be retried; this one is %s.", cur.State)
+		}
+		if historyRemoved != nil {
+			return mcpguard.Errorf(mcpguard.ECONFLICT, "This protection finished longer ago than MCPGUARD_RETENTION and its steps were removed on %s; create a new protection instead.",
+				historyRemoved.UTC().Format(time.RFC3339))
+		}
+		if credentialsRemoved != nil && credentials == nil {
+			return errCredentialsRemoved(*credentialsRemoved)
 		}
 		if err := decodeJSON(rawRequest, &cur.Request); err != nil {
 			return fmt.Errorf("error decoding stored request: %w", err)
@@ -320,6 +330,7 @@ func (db *DB) RetryProtection(ctx context.Context, tenant, id, actor string, pla
 		}
 		if _, err := tx.Exec(ctx, `
 			UPDATE protections SET state = 'queued', current_step = $2, request = $3, credentials = COALESCE($4, credentials),
+				credentials_removed_at = CASE WHEN $4::bytea IS NULL THEN credentials_removed_at END,
 				variables = variables - $5::text[],
 				error = NULL, finished_at = NULL, cancel_requested = false, run_after = now(), updated_at = now()
 			WHERE id = $1`, id, p.RewindTo, request, sealed, clear); err != nil {
@@ -484,11 +495,15 @@ func scanProtection(row pgx.Row) (*mcpguard.Protection, error) {
 	if err := row.Scan(&p.ID, &p.Tenant, &p.State, &p.CurrentStep, &request, &variables, &jobErr, &p.CreatedAt, &p.UpdatedAt, &p.FinishedAt); err != nil {
 		return nil, err
 	}
-	if err := decodeJSON(request, &p.Request); err != nil {
-		return nil, fmt.Errorf("error decoding request: %w", err)
+	// A stored request or variables that no longer decode (a poison row,
+	// which the engine fails once) are shown as far as they decode, so the
+	// job's state and error stay readable; jsonb holds valid JSON, so only
+	// fields of the wrong type are left out.
+	if err := decodeJSON(request, &p.Request); err != nil && p.Request.Policies == nil {
+		p.Request.Policies = []mcpguard.PolicyInput{}
 	}
 	if err := decodeJSON(variables, &p.Variables); err != nil {
-		return nil, fmt.Errorf("error decoding variables: %w", err)
+		p.Variables = map[string]any{}
 	}
 	if p.Variables == nil {
 		p.Variables = map[string]any{}

@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/mcpguard/mcpguard"
+	"github.com/mcpguard/mcpguard/internal/anypoint"
 	"github.com/mcpguard/mcpguard/internal/store"
 	"github.com/mcpguard/mcpguard/internal/transition"
 )
@@ -38,10 +39,13 @@ type EngineConfig struct {
 	// PollInterval is the fallback look for due work when no NOTIFY arrives
 	// (rescheduled rows, lost notifications). Default 2s.
 	PollInterval time.Duration
-	// BackoffBase and BackoffMax bound the delay between transient failures. Defaults 1s and 5m.
+	// BackoffBase and BackoffMax bound the delay between transient failures. Defaults 2s and 2m.
 	BackoffBase time.Duration
 	BackoffMax  time.Duration
-	// DefaultMaxAttempts is the retry budget of a step without its own. Default 6.
+	// DefaultMaxAttempts is the retry budget of a step without its own.
+	// Default 10: with the default backoff, a step keeps trying through
+	// about four to eight minutes of Anypoint 5xx answers before the job fails,
+	// long enough for a platform blip.
 	DefaultMaxAttempts int
 	// ThrottleBudget bounds how long a step may keep being throttled
 	// (Anypoint's 429, the organization's call budget) without using
@@ -81,16 +85,16 @@ func (c EngineConfig) withDefaults() EngineConfig {
 		c.PollInterval = 2 * time.Second
 	}
 	if c.BackoffBase <= 0 {
-		c.BackoffBase = time.Second
+		c.BackoffBase = 2 * time.Second
 	}
 	if c.BackoffMax <= 0 {
-		c.BackoffMax = 5 * time.Minute
+		c.BackoffMax = 2 * time.Minute
 	}
 	if c.BackoffMax < c.BackoffBase {
 		c.BackoffMax = c.BackoffBase
 	}
 	if c.DefaultMaxAttempts <= 0 {
-		c.DefaultMaxAttempts = 6
+		c.DefaultMaxAttempts = 10
 	}
 	if c.ShutdownGrace <= 0 {
 		c.ShutdownGrace = 20 * time.Second
@@ -348,8 +352,7 @@ func (e *Engine) runClaimed(ctx, stepsCtx context.Context, job *store.Job, claim
 	}
 	if job.CredentialsErr != nil {
 		log.Error().Err(job.CredentialsErr).Msg("stored credentials do not open")
-		failNow("The stored credentials cannot be decrypted.",
-			"The credentials key changed since the job was created; retry the protection with fresh credentials.")
+		failNow("The stored credentials cannot be decrypted.", HintCredentialsKeyChanged)
 		return nil, time.Time{}
 	}
 
@@ -466,7 +469,7 @@ func (e *Engine) runStep(ctx context.Context, cancel context.CancelCauseFunc, cl
 		},
 	}
 	began := e.cfg.Now()
-	outcome, runErr = callStep(ctx, step, run)
+	outcome, runErr = callStep(anypoint.WithJob(ctx, job.ProtectionID, step.Name), step, run)
 	e.metrics.stepDuration.WithLabelValues(step.Name).Observe(e.cfg.Now().Sub(began).Seconds())
 	close(stopHeartbeat)
 	<-heartbeatDone
@@ -601,7 +604,7 @@ func (e *Engine) commit(ctx context.Context, log zerolog.Logger, l store.Lease, 
 			return nil
 		case store.IsTransient(err) && time.Now().Add(delay).Before(leaseHeld):
 			e.metrics.commitRetries.Inc()
-			log.Warn().Err(err).Int("try", try).Dur("delay", delay).Msg("transient database error committing the step result; trying again")
+			log.Warn().Err(err).Int("try", try).Int64("delay_ms", delay.Milliseconds()).Msg("transient database error committing the step result; trying again")
 			time.Sleep(delay)
 			delay = min(2*delay, commitRetryMax)
 		default:
@@ -618,6 +621,12 @@ func (e *Engine) committed(log zerolog.Logger, d transition.Decision) {
 		step = d.Step.Name
 	}
 	e.metrics.results.WithLabelValues(step, string(d.Outcome)).Inc()
+	switch {
+	case d.Outcome == transition.OutcomeThrottled:
+		e.metrics.retries.WithLabelValues(step, "throttled").Inc()
+	case d.Outcome == transition.OutcomeRetry && d.Step != nil:
+		e.metrics.retries.WithLabelValues(step, retryReason(d.Step.Error)).Inc()
+	}
 	ev := log.Info()
 	if d.Error != nil {
 		ev = ev.Int("status", d.Error.Status).Str("message", d.Error.Message)
@@ -625,7 +634,7 @@ func (e *Engine) committed(log zerolog.Logger, d transition.Decision) {
 		ev = ev.Int("status", d.Step.Error.Status).Str("message", d.Step.Error.Message)
 	}
 	if d.RunAfter > 0 {
-		ev = ev.Dur("delay", d.RunAfter)
+		ev = ev.Int64("delay_ms", d.RunAfter.Milliseconds())
 	}
 	ev.Str("result", string(d.Outcome)).Str("state", string(d.State)).Msg("step result committed")
 	if d.Final() {
@@ -633,7 +642,24 @@ func (e *Engine) committed(log zerolog.Logger, d transition.Decision) {
 	}
 }
 
+// retryReason labels a retried failure by what Anypoint did.
+func retryReason(e *mcpguard.JobError) string {
+	switch {
+	case e == nil:
+		return "other"
+	case e.Status == 429:
+		return "throttled"
+	case e.Status >= 500:
+		return "server_error"
+	case e.Status == 0:
+		return "no_answer"
+	}
+	// Another 4xx a step chose to retry (a 409 while Exchange publishes).
+	return "other"
+}
+
 type engineMetrics struct {
+	retries       *prometheus.CounterVec
 	claims        prometheus.Counter
 	continued     prometheus.Counter
 	leaseLost     prometheus.Counter
@@ -648,6 +674,9 @@ func newEngineMetrics(reg prometheus.Registerer) *engineMetrics {
 	// promauto.With(nil) builds working metrics that are registered nowhere.
 	f := promauto.With(reg)
 	return &engineMetrics{
+		retries: f.NewCounterVec(prometheus.CounterOpts{Name: "mcpguard_engine_retries_total",
+			Help: "Transient step failures rescheduled with backoff, by step and reason: throttled (429 or Exchange's 503: waits as Anypoint asks, uses no attempt), server_error (5xx), no_answer (no HTTP status: network, timeout or an error of mcpguard's own) or other."},
+			[]string{"step", "reason"}),
 		claims: f.NewCounter(prometheus.CounterOpts{Name: "mcpguard_engine_claims_total",
 			Help: "Jobs claimed by this replica's workers."}),
 		continued: f.NewCounter(prometheus.CounterOpts{Name: "mcpguard_engine_steps_continued_total",

@@ -119,7 +119,6 @@ func TestPoisonRowFailsOnce(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	cfg.Registerer = reg
 	e.startEngine(t, cfg)
-	// The API cannot decode this row either, so the test reads it raw.
 	var state string
 	var jobErr mcpguard.JobError
 	waitFor(t, "the poison job to finish", func() bool {
@@ -150,6 +149,15 @@ func TestPoisonRowFailsOnce(t *testing.T) {
 	}
 	if claims != 1 {
 		t.Errorf("claimed %d times, want once", claims)
+	}
+	// GET and the list still answer, with the job's state and error.
+	got, err := e.svc.FindProtection(context.Background(), "acme", p.ID)
+	if err != nil || got.State != mcpguard.StateFailed || got.Error == nil || got.Error.Message != jobErr.Message || got.Request.Policies == nil {
+		t.Fatalf("reading the poison job: %+v %v", got, err)
+	}
+	list, _, err := e.svc.ListProtections(context.Background(), "acme", mcpguard.ProtectionFilter{})
+	if err != nil || len(list) != 1 || list[0].ID != p.ID || list[0].Error == nil {
+		t.Fatalf("listing the poison job: %+v %v", list, err)
 	}
 }
 

@@ -183,6 +183,14 @@ func fail(op string, err error, hint string) error {
 	if !errors.As(err, &ae) {
 		return Transient("error "+op, err, 0)
 	}
+	if ae.TokenRequest() {
+		// The step's call never left: getting its token failed. Name that call.
+		msg := fmt.Sprintf("error %s (%s %s): %s", ae.Op, ae.Method, ae.Path, upstreamText(ae))
+		if ae.Class == anypoint.ClassTransient {
+			return &Failure{Status: ae.Status, Message: msg, Hint: transientHint(ae), Transient: true, RetryAfter: ae.RetryAfter, Err: err}
+		}
+		return &Failure{Status: ae.Status, Message: msg, Hint: loginHint(ae), Err: err}
+	}
 	msg := fmt.Sprintf("error %s: %s", op, upstreamText(ae))
 	if h := hintForMessage(ae.Message, ae.Code, msg); h != "" {
 		hint = h
@@ -195,6 +203,9 @@ func fail(op string, err error, hint string) error {
 	}
 	switch ae.Class {
 	case anypoint.ClassTransient:
+		if hint == "" {
+			hint = transientHint(ae)
+		}
 		return &Failure{Status: ae.Status, Message: msg, Hint: hint, Transient: true, RetryAfter: ae.RetryAfter, Err: err}
 	case anypoint.ClassUnauthorized:
 		return &Failure{Status: ae.Status, Message: msg, Hint: HintUnauthorized, Err: err}
@@ -204,6 +215,26 @@ func fail(op string, err error, hint string) error {
 		}
 	}
 	return &Failure{Status: ae.Status, Message: msg, Hint: hint, Err: err}
+}
+
+// loginHint explains a refused login or token call by what was refused: the
+// user's password (the login, or the password grant's invalid_grant) or the
+// connected app.
+func loginHint(ae *anypoint.Error) string {
+	if ae.Path == anypoint.LoginPath || ae.Code == "invalid_grant" {
+		return HintLoginRefused
+	}
+	return HintConnectedAppRefused
+}
+
+// transientHint is the hint of a failure the engine retries: an outage hint
+// for 5xx and lost answers; throttling explains itself (the retry waits for
+// the reset the platform asked for).
+func transientHint(ae *anypoint.Error) string {
+	if ae.Status == 0 || ae.Status >= 500 {
+		return HintUpstreamUnavailable
+	}
+	return ""
 }
 
 // upstreamText is what Anypoint said, for the job's error message.

@@ -48,7 +48,7 @@ func (g *Guide) policies(ctx context.Context, run *Run) (out *Outcome, err error
 		return nil, fail("listing exchange policy templates", err, "")
 	}
 	if len(templates) == 0 {
-		return nil, Permanent(404, fmt.Sprintf("the policy catalogue is empty for API instance %d", api), HintTemplatesEmpty)
+		return nil, Permanent(0, fmt.Sprintf("the policy catalogue is empty for API instance %d", api), HintTemplatesEmpty)
 	}
 	if marked, err := g.sealTemplateSecrets(ctx, run, stored, templates); err != nil {
 		return nil, err
@@ -209,7 +209,7 @@ func (g *Guide) checkPolicies(ctx context.Context, s *anypoint.Session, run *Run
 		return fail("listing exchange policy templates to check the configurations before deploying", err, "")
 	}
 	if len(templates) == 0 {
-		return Permanent(404, fmt.Sprintf("the policy catalogue is empty for API instance %d", api), HintTemplatesEmpty)
+		return Permanent(0, fmt.Sprintf("the policy catalogue is empty for API instance %d", api), HintTemplatesEmpty)
 	}
 	_, err = planPolicies(wanted, templates)
 	return err
@@ -241,7 +241,7 @@ func planPolicies(wanted []mcpguard.PolicyInput, templates []anypoint.PolicyTemp
 		if strings.Contains(strings.Join(problems, " "), "not in the policy catalogue") {
 			hint = HintPolicyNotInCatalogue
 		}
-		return nil, Permanent(400, "invalid policies: "+strings.Join(problems, "; "), hint)
+		return nil, Permanent(0, "invalid policies: "+strings.Join(problems, "; "), hint)
 	}
 	return plan, nil
 }
@@ -320,7 +320,7 @@ func (g *Guide) applyPolicy(ctx context.Context, s *anypoint.Session, run *Run, 
 		return patched, true, nil
 	}
 	if other != nil && !p.input.AllowDuplicate {
-		return nil, false, Permanent(409, fmt.Sprintf("policy %s is already applied to API instance %d (policy %d) with another configuration",
+		return nil, false, Permanent(0, fmt.Sprintf("policy %s is already applied to API instance %d (policy %d) with another configuration",
 			p.template.AssetID, api, other.ID), HintPolicyConflict)
 	}
 	order := p.input.Order
@@ -398,7 +398,7 @@ func (g *Guide) verify(ctx context.Context, run *Run) (*Outcome, error) {
 			return nil, fail("listing the instance's deployments", err, "")
 		}
 		if len(deps) == 0 {
-			return nil, Permanent(409, fmt.Sprintf("API instance %d has no deployment", api), HintNotDeployed)
+			return nil, Permanent(0, fmt.Sprintf("API instance %d has no deployment", api), HintNotDeployed)
 		}
 		depID = deps[0].ID
 	}
@@ -433,7 +433,7 @@ func (g *Guide) verify(ctx context.Context, run *Run) (*Outcome, error) {
 	}
 	if len(missing) > 0 {
 		// The policies step repairs this: a retry resumes there (RetryFrom).
-		return nil, &Failure{Status: 409, Message: strings.Join(missing, "; "), RetryFrom: StepPolicies,
+		return nil, &Failure{Message: strings.Join(missing, "; "), RetryFrom: StepPolicies,
 			Hint: "A policy was removed or disabled after it was applied. Retry: the job resumes at the policies step, which applies it again, then verify runs."}
 	}
 	captured := map[string]any{

@@ -74,7 +74,7 @@ func (g *Guide) checkListener(ctx context.Context, s *anypoint.Session, run *Run
 	}
 	for _, other := range apis.Instances {
 		if other.ID != api && (other.Port == "" || other.Port == port) && (other.Path == "" || other.Path == path) {
-			return Permanent(409, fmt.Sprintf("port %s and base path %s of gateway target %s are taken by API instance %d",
+			return Permanent(0, fmt.Sprintf("port %s and base path %s of gateway target %s are taken by API instance %d",
 				port, path, varString(run, "targetName"), other.ID), HintPortTaken)
 		}
 	}

@@ -21,6 +21,7 @@ func (g *Guide) auth(ctx context.Context, run *Run) (*Outcome, error) {
 	org := run.Request.OrganizationID
 	me, err := s.Me(ctx)
 	if err != nil {
+		// A refused login names the login call (see fail), not /me.
 		return nil, fail("reading the caller's profile (GET /accounts/api/me)", err, "")
 	}
 	if org == "" {
@@ -62,7 +63,7 @@ func (g *Guide) publish(ctx context.Context, run *Run) (*Outcome, error) {
 	}
 	if a, err := s.GetAsset(ctx, group, spec.AssetID, spec.Version); err == nil {
 		if a.Type != "mcp" {
-			return nil, Permanent(409, fmt.Sprintf("Exchange already holds %s/%s/%s as an asset of type %q", group, spec.AssetID, spec.Version, a.Type), HintAssetVersionTaken)
+			return nil, Permanent(0, fmt.Sprintf("Exchange already holds %s/%s/%s as an asset of type %q", group, spec.AssetID, spec.Version, a.Type), HintAssetVersionTaken)
 		}
 		return done(captured(a))
 	} else if !isClass(err, anypoint.ClassNotFound) {
@@ -84,7 +85,8 @@ func (g *Guide) publish(ctx context.Context, run *Run) (*Outcome, error) {
 		// GetAsset said 404), or somebody else's. Look again shortly.
 		if a, gerr := s.GetAsset(ctx, group, spec.AssetID, spec.Version); gerr == nil {
 			if a.Type != "mcp" {
-				return nil, Permanent(409, fmt.Sprintf("Exchange already holds %s/%s/%s as an asset of type %q", group, spec.AssetID, spec.Version, a.Type), HintAssetVersionTaken)
+				// Exchange answered the publish with this 409.
+				return nil, Permanent(anypoint.StatusOf(err), fmt.Sprintf("Exchange already holds %s/%s/%s as an asset of type %q", group, spec.AssetID, spec.Version, a.Type), HintAssetVersionTaken)
 			}
 			return done(captured(a))
 		}
@@ -149,7 +151,7 @@ func (g *Guide) search(ctx context.Context, run *Run) (*Outcome, error) {
 			run.Warn(ctx, "the published asset does not appear in Exchange search yet; using the coordinates from publish", nil)
 			return done(map[string]any{"groupId": varString(run, "groupId"), "assetId": varString(run, "assetId"), "assetVersion": varString(run, "assetVersion")})
 		}
-		return nil, Permanent(404, fmt.Sprintf("no MCP asset in Exchange matches %s", describeAsset(src.Asset)), HintAssetNotFound)
+		return nil, Permanent(0, fmt.Sprintf("no MCP asset in Exchange matches %s", describeAsset(src.Asset)), HintAssetNotFound)
 	}
 	// Several versions of one asset: take the newest. Several assets: ambiguous.
 	byAsset := map[string][]anypoint.Asset{}
@@ -163,7 +165,7 @@ func (g *Guide) search(ctx context.Context, run *Run) (*Outcome, error) {
 			names = append(names, k)
 		}
 		sort.Strings(names)
-		return nil, Permanent(409, fmt.Sprintf("%d MCP assets match %s: %s", len(names), describeAsset(src.Asset), strings.Join(names, ", ")),
+		return nil, Permanent(0, fmt.Sprintf("%d MCP assets match %s: %s", len(names), describeAsset(src.Asset), strings.Join(names, ", ")),
 			HintAmbiguousAsset)
 	}
 	best := found[0]
@@ -218,7 +220,7 @@ func (g *Guide) env(ctx context.Context, run *Run) (*Outcome, error) {
 	if err := g.environmentOutOfScope(run, want); err != nil {
 		return nil, err
 	}
-	return nil, Permanent(404, fmt.Sprintf("environment %s not found in organization %s (found: %s)",
+	return nil, Permanent(0, fmt.Sprintf("environment %s not found in organization %s (found: %s)",
 		refText(want.ID, want.Name), varString(run, "organizationId"), listOrNone(names)), HintEnvironmentNotFound)
 }
 
@@ -262,23 +264,23 @@ func (g *Guide) target(ctx context.Context, run *Run) (*Outcome, error) {
 		names = append(names, t.Name)
 	}
 	if chosen == nil {
-		return nil, Permanent(404, fmt.Sprintf("gateway target %s not found in environment %s (found: %s)",
+		return nil, Permanent(0, fmt.Sprintf("gateway target %s not found in environment %s (found: %s)",
 			refText(want.ID, want.Name), varString(run, "environmentName"), listOrNone(names)), HintTargetNotFound)
 	}
 	switch strings.ToUpper(chosen.Status) {
 	case "RUNNING":
 		if !chosen.Running {
-			return nil, Permanent(409, fmt.Sprintf("gateway target %q is RUNNING but reports running: false", chosen.Name), HintTargetNotRunning)
+			return nil, Permanent(0, fmt.Sprintf("gateway target %q is RUNNING but reports running: false", chosen.Name), HintTargetNotRunning)
 		}
 	case "NOT_RUNNING":
-		return nil, Permanent(409, fmt.Sprintf("gateway target %q is NOT_RUNNING", chosen.Name), HintTargetNotRunning)
+		return nil, Permanent(0, fmt.Sprintf("gateway target %q is NOT_RUNNING", chosen.Name), HintTargetNotRunning)
 	case "":
 		// No status at all: older target shapes; the deployment will tell.
 	default:
 		// The live values are RUNNING and NOT_RUNNING (docs/architecture.md, "Anypoint: list shapes");
 		// anything else is named as it is rather than guessed at.
 		if !chosen.Running || !chosen.Ready {
-			return nil, Permanent(409, fmt.Sprintf("gateway target %q reports status %q, which mcpguard does not know (known: RUNNING, NOT_RUNNING), with ready %t and running %t",
+			return nil, Permanent(0, fmt.Sprintf("gateway target %q reports status %q, which mcpguard does not know (known: RUNNING, NOT_RUNNING), with ready %t and running %t",
 				chosen.Name, chosen.Status, chosen.Ready, chosen.Running), HintTargetNotRunning)
 		}
 		run.Warn(ctx, fmt.Sprintf("gateway target %q reports status %q, which mcpguard does not know (known: RUNNING, NOT_RUNNING); it says ready and running, so deploying to it",
@@ -616,7 +618,7 @@ func (g *Guide) instance(ctx context.Context, run *Run) (*Outcome, error) {
 	if src.ID != 0 {
 		got, err := s.GetAPIInstance(ctx, org, env, src.ID)
 		if isClass(err, anypoint.ClassNotFound) {
-			return nil, Permanent(404, fmt.Sprintf("API instance %d not found in environment %s", src.ID, varString(run, "environmentName")), HintInstanceNotFound)
+			return nil, Permanent(0, fmt.Sprintf("API instance %d not found in environment %s", src.ID, varString(run, "environmentName")), HintInstanceNotFound)
 		} else if err != nil {
 			return nil, fail("reading the API instance", err, "")
 		}
@@ -640,7 +642,7 @@ func (g *Guide) instance(ctx context.Context, run *Run) (*Outcome, error) {
 			if usesDefaultApp(run) && g.cfg.DefaultApp != nil {
 				return nil, outOfScope("no API instance labelled %q that this tenant's protections created or its scope names", src.Label)
 			}
-			return nil, Permanent(404, fmt.Sprintf("no MCP server instance labelled %q in environment %s", src.Label, varString(run, "environmentName")), HintInstanceNotFound)
+			return nil, Permanent(0, fmt.Sprintf("no MCP server instance labelled %q in environment %s", src.Label, varString(run, "environmentName")), HintInstanceNotFound)
 		case 1:
 			in = &matches[0]
 		default:
@@ -648,7 +650,7 @@ func (g *Guide) instance(ctx context.Context, run *Run) (*Outcome, error) {
 			for _, m := range matches {
 				ids = append(ids, fmt.Sprint(m.ID))
 			}
-			return nil, Permanent(409, fmt.Sprintf("%d instances are labelled %q: %s", len(matches), src.Label, strings.Join(ids, ", ")), HintAmbiguousInstance)
+			return nil, Permanent(0, fmt.Sprintf("%d instances are labelled %q: %s", len(matches), src.Label, strings.Join(ids, ", ")), HintAmbiguousInstance)
 		}
 	}
 	captured := map[string]any{"environmentApiId": in.ID}

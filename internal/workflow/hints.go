@@ -25,7 +25,10 @@ const (
 	HintAmbiguousAsset         = "Name the asset by groupId and assetId in source.asset: a retry with that source.asset resumes at search."
 	HintAmbiguousInstance      = "Name the instance by id in source.instance: a retry with that source.instance resumes at the instance step."
 	HintAssetVersionTaken      = "This groupId/assetId/version already exists in Exchange and is not an MCP asset published by this job. Bump the version in source.spec.version and retry."
-	HintUnauthorized           = "A valid Bearer token for Anypoint Platform is needed. If you only have username/password, pass them as credentials so mcpguard calls POST /accounts/login; retry with fresh credentials."
+	HintUnauthorized           = "Anypoint refused the bearer token: it is wrong or has expired (tokens last about an hour). Retry with a fresh token, or with {clientId, clientSecret} or {username, password} so that mcpguard gets and refreshes tokens itself."
+	HintLoginRefused           = "Anypoint refused the username or password. Check them; a user who signs in through single sign-on or with multi-factor authentication cannot log in with a password: use a connected app ({clientId, clientSecret}) instead. Then retry with fresh credentials."
+	HintConnectedAppRefused    = "Anypoint refused the connected app's client id or secret. Check them in Access Management > Connected Apps (an app that acts on its own behalf, with client credentials); a job without credentials uses the server's MCPGUARD_ANYPOINT_CLIENT_ID and MCPGUARD_ANYPOINT_CLIENT_SECRET. Then retry with fresh credentials."
+	HintUpstreamUnavailable    = "Anypoint failed to answer (a 5xx status or no answer at all). mcpguard retries the step with growing delays for several minutes before it fails the job; if it still fails, the platform may be having an incident (see https://status.mulesoft.com): retry the protection once it recovers, and it resumes at this step."
 	HintExchangeForbidden      = "Publishing to Exchange needs the Exchange Contributor or Exchange Administrator scope."
 	HintNotEnforcing           = "Policy Not Enforcing: the API instance is not deployed or is in an error state, or the policy is applied but not yet propagated (wait 1-2 minutes). Check the API instance status in API Manager, then retry: only verify runs again."
 	HintNotDeployed            = "Policy Not Enforcing: the API instance is not deployed to a Flex Gateway. Deploy it (start from a spec or an Exchange asset with a target) before protecting it."
@@ -38,7 +41,10 @@ const (
 	HintMissingSchema          = "This policy version has no configuration schema for this gateway (PolicyTemplateValidationError: missing required files: [schema]): it is an implementation asset (such as *-flex) or a version built for another gateway. Apply the interface asset (without -flex) or give another version on the policy, then retry."
 	HintPublicationTimeout     = "Exchange did not finish publishing the MCP asset in time. Check the asset in Exchange; retry once it is published, or with a new version in source.spec.version."
 	HintPublishRejected        = "Exchange refused the asset: check source.spec (assetId: lower-case letters, digits, dots, dashes and underscores; version: a semantic version; name) and that metadata is the MCP metadata JSON object, then retry."
-	HintNoCredentials          = "Pass credentials in the request ({token}, {clientId, clientSecret} or {username, password}) or configure the server's default connected app (MCPGUARD_ANYPOINT_CLIENT_ID/SECRET)."
+	// HintCredentialsKeyChanged is the engine's: the job's sealed credentials
+	// open under none of MCPGUARD_CREDENTIALS_KEY's keys.
+	HintCredentialsKeyChanged = "The credentials key changed since the job was created; retry the protection with fresh credentials."
+	HintNoCredentials         = "Pass credentials in the request ({token}, {clientId, clientSecret} or {username, password}) or configure the server's default connected app (MCPGUARD_ANYPOINT_CLIENT_ID/SECRET)."
 )
 
 // messageHints maps platform messages (lower case) to the guide's hint.

@@ -81,10 +81,7 @@ func orderPolicies(in []mcpguard.PolicyInput) []mcpguard.PolicyInput {
 	sort.SliceStable(explicit, func(i, j int) bool { return *explicit[i].Order < *explicit[j].Order })
 	out := implicit
 	for _, p := range explicit {
-		at := *p.Order - 1
-		if at < 0 {
-			at = 0
-		}
+		at := *p.Order - 1 // validated >= 1 on the way in
 		if at > len(out) {
 			at = len(out)
 		}

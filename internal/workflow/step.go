@@ -97,7 +97,11 @@ type Outcome struct {
 // Failure is a classified step error. Steps return it (wrapped or not) so the
 // engine knows whether to reschedule or to fail the job.
 type Failure struct {
-	// Status is the upstream HTTP status, when there was one.
+	// Status is the HTTP status Anypoint answered the failed call with. It is
+	// 0 when Anypoint did not answer with an error: no answer at all, or an
+	// answer that mcpguard found wrong (nothing matched, a bad
+	// configuration). The one status of mcpguard's own is 403 for a call
+	// refused outside the tenant's scope (see outOfScope).
 	Status int
 	// Message says what went wrong; it must not contain secrets.
 	Message string
@@ -130,7 +134,8 @@ func (f *Failure) Error() string {
 // Unwrap returns the underlying error.
 func (f *Failure) Unwrap() error { return f.Err }
 
-// Permanent returns a Failure that fails the job at once.
+// Permanent returns a Failure that fails the job at once. status is what
+// Anypoint answered, 0 when the failure is mcpguard's own finding.
 func Permanent(status int, message, hint string) *Failure {
 	return &Failure{Status: status, Message: message, Hint: hint}
 }

@@ -15,7 +15,7 @@ type adminFault struct {
 }
 
 // adminRoutes serves the /_sim/ prefix: faults, calls, state, reset and
-// token expiry, for demos and for tests of other processes.
+// token expiry, target status, for demos and for tests of other processes.
 func (s *Server) adminRoutes(r chi.Router) {
 	r.Get("/faults", func(w http.ResponseWriter, _ *http.Request) {
 		out := map[string]adminFault{}
@@ -84,6 +84,20 @@ func (s *Server) adminRoutes(r chi.Router) {
 	})
 	r.Post("/expire-tokens", func(w http.ResponseWriter, _ *http.Request) {
 		s.ExpireTokens()
+		w.WriteHeader(http.StatusNoContent)
+	})
+	r.Put("/targets/{id}/status", func(w http.ResponseWriter, req *http.Request) {
+		var body struct {
+			Status string `json:"status"`
+		}
+		if err := decodeJSON(req, &body); err != nil || body.Status == "" {
+			writeJSON(w, http.StatusBadRequest, map[string]any{"message": "want {\"status\": \"RUNNING\"} or another status"})
+			return
+		}
+		if !s.SetTargetStatus(chi.URLParam(req, "id"), body.Status) {
+			writeJSON(w, http.StatusNotFound, map[string]any{"message": "no gateway target " + chi.URLParam(req, "id")})
+			return
+		}
 		w.WriteHeader(http.StatusNoContent)
 	})
 	r.Get("/routes", func(w http.ResponseWriter, _ *http.Request) {

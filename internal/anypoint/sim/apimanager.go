@@ -71,10 +71,45 @@ func (s *Server) knownGatewayVersion(v string) bool {
 	return false
 }
 
-func targetRow(t *FixtureTarget) map[string]any {
-	running := t.Status == "RUNNING"
+// targetStatusLocked is the target's status: the last SetTargetStatus, else
+// the fixture's.
+func (s *Server) targetStatusLocked(t *FixtureTarget) string {
+	if st, ok := s.state.targetStatus[t.ID]; ok {
+		return st
+	}
+	return t.Status
+}
+
+// SetTargetStatus changes a gateway target's status (RUNNING, NOT_RUNNING),
+// as starting or stopping its Flex Gateway replicas would. Deployments
+// waiting on a target that starts running apply after the deployment delay.
+// It reports whether a target has that id.
+func (s *Server) SetTargetStatus(id, status string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	found := false
+	for i := range s.fixtures.Targets {
+		found = found || s.fixtures.Targets[i].ID == id
+	}
+	if !found {
+		return false
+	}
+	s.state.targetStatus[id] = status
+	if status == "RUNNING" {
+		now := time.Now()
+		for _, d := range s.state.deployments {
+			if d.targetID == id && d.appliedAt.IsZero() {
+				d.appliedAt = now.Add(s.deploymentDelay)
+			}
+		}
+	}
+	return true
+}
+
+func targetRow(t *FixtureTarget, status string) map[string]any {
+	running := status == "RUNNING"
 	return map[string]any{
-		"id": t.ID, "targetId": t.TargetID, "name": t.Name, "kind": t.Kind, "status": t.Status,
+		"id": t.ID, "targetId": t.TargetID, "name": t.Name, "kind": t.Kind, "status": status,
 		"ready": running, "running": running, "targetType": t.TargetType, "version": t.RowVersion,
 		"deploymentTarget": map[string]any{"id": t.TargetID, "name": t.Name, "type": t.TargetType},
 	}
@@ -110,6 +145,12 @@ func (s *Server) listTargets(w http.ResponseWriter, r *http.Request, _ *caller) 
 		return
 	}
 	var matched []*FixtureTarget
+	statuses := map[string]string{}
+	s.mu.Lock()
+	for i := range s.fixtures.Targets {
+		statuses[s.fixtures.Targets[i].ID] = s.targetStatusLocked(&s.fixtures.Targets[i])
+	}
+	s.mu.Unlock()
 	for i := range s.fixtures.Targets {
 		t := &s.fixtures.Targets[i]
 		if t.OrganizationID != org || t.EnvironmentID != env {
@@ -121,14 +162,14 @@ func (s *Server) listTargets(w http.ResponseWriter, r *http.Request, _ *caller) 
 		if k := q.Get("kind"); k != "" && !strings.EqualFold(k, t.Kind) {
 			continue
 		}
-		if x := q.Get("excludeStatus"); x != "" && strings.EqualFold(x, t.Status) {
+		if x := q.Get("excludeStatus"); x != "" && strings.EqualFold(x, statuses[t.ID]) {
 			continue
 		}
 		matched = append(matched, t)
 	}
 	rows := []map[string]any{}
 	for i := pageNumber * pageSize; i < len(matched) && len(rows) < pageSize; i++ {
-		rows = append(rows, targetRow(matched[i]))
+		rows = append(rows, targetRow(matched[i], statuses[matched[i].ID]))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{
 		"rows": rows, "totalElements": len(matched), "pageSize": pageSize, "pageNumber": pageNumber,
@@ -144,7 +185,10 @@ func (s *Server) getTarget(w http.ResponseWriter, r *http.Request, _ *caller) {
 		writeError(w, productAPIManager, http.StatusNotFound, "", "Target not found")
 		return
 	}
-	body := targetRow(t)
+	s.mu.Lock()
+	status := s.targetStatusLocked(t)
+	s.mu.Unlock()
+	body := targetRow(t, status)
 	body["version"] = t.RuntimeVersion
 	body["versions"] = []string{t.RuntimeVersion}
 	body["runtimeVersion"] = t.RuntimeVersion

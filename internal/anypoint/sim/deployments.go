@@ -112,7 +112,7 @@ func (s *Server) deployLocked(in *instance, env string, body map[string]json.Raw
 	d.updatedAt = now
 	d.createdAt = now
 	d.appliedAt = time.Time{}
-	if t.Status == "RUNNING" {
+	if s.targetStatusLocked(t) == "RUNNING" {
 		d.appliedAt = now.Add(s.deploymentDelay)
 	}
 	s.state.deployments[d.id] = d

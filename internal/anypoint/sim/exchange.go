@@ -155,16 +155,17 @@ func (s *Server) publishAsset(w http.ResponseWriter, r *http.Request, c *caller)
 		a.readyAt = now.Add(s.publicationDelay)
 	}
 	if f, ok := s.state.failPublications[assetID+"/"+version]; ok {
-		if sync {
-			s.mu.Unlock()
-			writeError(w, productExchange, http.StatusBadRequest, "", "Publication failed: "+strings.Join(f.Reasons, "; "))
-			return
-		}
 		a.failure = &f
+	} else if s.publicationFailure != "" {
+		a.failure = &PublicationFailure{Status: "failed", Reasons: []string{s.publicationFailure}}
 	}
 	s.state.assets = append(s.state.assets, a)
 	s.mu.Unlock()
 
+	if sync && a.failure != nil {
+		writeError(w, productExchange, http.StatusBadRequest, "", "Publication failed: "+strings.Join(a.failure.Reasons, "; "))
+		return
+	}
 	if sync {
 		writeJSON(w, http.StatusCreated, assetSummary(a))
 		return
@@ -173,13 +174,23 @@ func (s *Server) publishAsset(w http.ResponseWriter, r *http.Request, c *caller)
 	writeJSON(w, http.StatusAccepted, map[string]any{"publicationStatusLink": link})
 }
 
+// FailPublications makes the publications submitted from now on fail with
+// reason, as Exchange does when it cannot process an asset's files; the
+// failed GAV stays taken. An empty reason lets publications succeed again.
+func (s *Server) FailPublications(reason string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.publicationFailure = reason
+}
+
 func assetSummary(a *asset) map[string]any {
 	return map[string]any{"organizationId": a.orgID, "groupId": a.groupID, "assetId": a.assetID,
 		"version": a.version, "name": a.name, "type": a.typ}
 }
 
 // publicationStatus serves GET .../publication/status[/{runId}]: "running"
-// until the publication delay has passed, then "completed" with the asset.
+// until the publication delay has passed, then "completed" with the asset,
+// or "failed" with the reason FailPublications gave.
 func (s *Server) publicationStatus(w http.ResponseWriter, r *http.Request, _ *caller) {
 	org := chi.URLParam(r, "org")
 	s.mu.Lock()

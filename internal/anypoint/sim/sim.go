@@ -52,6 +52,8 @@ type Server struct {
 	orgWindows map[string]*rateWindow
 	orgPeak    int
 	throttled  int
+	// publicationFailure fails new publications (FailPublications).
+	publicationFailure string
 }
 
 // Option configures a Server.
@@ -135,6 +137,7 @@ func (s *Server) Reset() {
 	s.calls = map[string]int{}
 	s.window = map[string]*rateWindow{}
 	s.orgWindows, s.orgPeak, s.throttled = nil, 0, 0
+	s.publicationFailure = ""
 }
 
 func (s *Server) routes() http.Handler {

@@ -17,6 +17,9 @@ type world struct {
 	// apiAssetIDs numbers the (org, groupId, assetId) groups of the API
 	// Manager list, which carry an integer id of their own.
 	apiAssetIDs map[string]int64
+	// targetStatus holds the gateway targets' statuses changed by
+	// SetTargetStatus, by target id.
+	targetStatus map[string]string
 
 	nextInstance, nextEndpoint, nextDeployment, nextPolicy, nextAPIAsset int64
 
@@ -98,6 +101,7 @@ func newWorld(f *Fixtures, now time.Time) *world {
 		nextDeployment:   730100,
 		nextPolicy:       2620000,
 		nextAPIAsset:     213091000,
+		targetStatus:     map[string]string{},
 		notReady:         map[string]int{},
 		failPublications: map[string]PublicationFailure{},
 	}

@@ -148,3 +148,31 @@ func TestRetryWithCorrectedSpecAfterFailedPublication(t *testing.T) {
 		t.Fatalf("instance of asset version %s, want %s", in.AssetVersion, bumped)
 	}
 }
+
+// TestRetryWithFreshTokenAfterRefusedToken follows HintUnauthorized: a
+// bearer token Anypoint refuses fails the job at auth; a retry with a fresh
+// token runs the whole job with it.
+func TestRetryWithFreshTokenAfterRefusedToken(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	req := specRequest("token-mcp")
+	req["credentials"] = map[string]any{"token": "expired-or-wrong-token"}
+	p := s.run(req, "failed")
+	if p.Error.Step != "auth" || p.Error.Status != 401 || p.Error.Hint != workflow.HintUnauthorized {
+		t.Fatalf("error = %+v", p.Error)
+	}
+	token, err := s.sim.Token(sim.Username, sim.Password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.retry(p.ID, map[string]any{"credentials": map[string]any{"token": token}},
+		"auth", []string{"auth", "publish", "search", "env", "target", "create", "deploy", "policies", "verify"}, []string{})
+	p = s.wait(p.ID)
+	if p.State != "succeeded" {
+		t.Fatalf("after a retry with a fresh token: %s %+v", p.State, p.Error)
+	}
+	// The token was used as given: mcpguard never logged in.
+	wantCalls(t, s.sim.AllCalls(), map[string]int{sim.RouteLogin: 0, sim.RouteToken: 0,
+		sim.RoutePublishAsset: 1, sim.RouteCreateAPI: 1, sim.RouteCreateDeployment: 1, sim.RouteCreatePolicy: 3})
+	s.owned(p)
+}

@@ -29,6 +29,8 @@ func (s *Server) routes() *chi.Mux {
 		r.Post("/protections/{id}/retry", s.handleRetryProtection)
 		r.Post("/protections/{id}/cancel", s.handleCancelProtection)
 		r.Get("/protections/{id}/events", s.handleListEvents)
+		r.Get("/protections/{id}/operations", s.handleListOperations)
+		r.Delete("/protections/{id}", s.handleUnprotect)
 	})
 	return r
 }

@@ -12,7 +12,7 @@ import (
 )
 
 // TestOperationsMigrationCarriesExistingRows: a protection written under the
-// schema before operations (version 4) becomes one protect operation, with
+// schema before operations (version 6) becomes one protect operation, with
 // its steps and events keyed by it, and reads back whole.
 func TestOperationsMigrationCarriesExistingRows(t *testing.T) {
 	t.Parallel()
@@ -27,8 +27,8 @@ func TestOperationsMigrationCarriesExistingRows(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.UpTo(ctx, 4); err != nil {
-		t.Fatalf("migrating to version 4: %v", err)
+	if _, err := p.UpTo(ctx, 6); err != nil {
+		t.Fatalf("migrating to version 6: %v", err)
 	}
 	id := uuid.NewString()
 	for _, stmt := range []string{

@@ -153,6 +153,14 @@ type RetryInput struct {
 	Policies    []PolicyInput  `json:"policies,omitempty"`
 }
 
+// UpdateInput is a PATCH /protections/{id}: the JSON merge patch's members
+// (RFC 7396) over the stored request, and credentials for the operation
+// when the stored ones are gone (they are not part of the request).
+type UpdateInput struct {
+	Patch       map[string]json.RawMessage `json:"patch"`
+	Credentials *Credentials               `json:"credentials,omitempty"`
+}
+
 // UnprotectInput is the optional body of DELETE /protections/{id}:
 // credentials for when the stored ones are gone (removed after success).
 type UnprotectInput struct {
@@ -329,4 +337,9 @@ type ProtectionService interface {
 	// is queued, running or succeeded starts nothing; ECONFLICT while
 	// another operation is queued or running).
 	UnprotectProtection(ctx context.Context, tenant, id string, in UnprotectInput) (*Protection, error)
+	// UpdateProtection applies a merge patch and starts an update operation
+	// (started false when it changes nothing; replayed for a repeated
+	// Idempotency-Key; ECONFLICT while an operation runs or after removal;
+	// EUNPROCESSABLE for a source change).
+	UpdateProtection(ctx context.Context, tenant, id string, in UpdateInput, idempotencyKey string) (p *Protection, started, replayed bool, err error)
 }

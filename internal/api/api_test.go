@@ -358,8 +358,8 @@ func TestUnknownRoutesAndMethods(t *testing.T) {
 	}
 	r = do(t, call{method: "PUT", path: "/protections/" + uuid.NewString(), tenant: "tenant-a", check: apispec.RequestUnchecked})
 	r.problem(t, http.StatusMethodNotAllowed)
-	if got := r.Header.Get("Allow"); got != "GET, DELETE" {
-		t.Fatalf("Allow = %q, want GET, DELETE", got)
+	if got := r.Header.Get("Allow"); got != "GET, PATCH, DELETE" {
+		t.Fatalf("Allow = %q, want GET, PATCH, DELETE", got)
 	}
 
 	for _, id := range []string{uuid.NewString(), "not-a-uuid", "1"} {

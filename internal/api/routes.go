@@ -31,6 +31,7 @@ func (s *Server) routes() *chi.Mux {
 		r.Get("/protections/{id}/events", s.handleListEvents)
 		r.Get("/protections/{id}/operations", s.handleListOperations)
 		r.Delete("/protections/{id}", s.handleUnprotect)
+		r.Patch("/protections/{id}", s.handleUpdate)
 	})
 	return r
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/mcpguard/mcpguard"
+	"github.com/mcpguard/mcpguard/internal/sensitive"
 )
 
 // OperationCurrent is what a new operation is planned from: the protection
@@ -47,6 +48,14 @@ type OperationPlan struct {
 	// IdempotencyKey and RequestHash (set together) let a PATCH be replayed.
 	IdempotencyKey string
 	RequestHash    []byte
+	// Replayed: the Idempotency-Key names an operation already started;
+	// nothing is written.
+	Replayed bool
+	// StoreRequest stores Request without starting an operation (a change
+	// no step reads, such as onFailure).
+	StoreRequest bool
+	// Sensitive are secret policy values masked in Request, to seal.
+	Sensitive sensitive.Values
 }
 
 // StartOperation starts a new operation on a tenant's protection as plan
@@ -113,6 +122,16 @@ func (db *DB) StartOperation(ctx context.Context, tenant, id, actor, idempotency
 		}
 		decided = p
 		if !p.Start {
+			if !p.StoreRequest {
+				return nil
+			}
+			request, err := json.Marshal(p.Request)
+			if err != nil {
+				return fmt.Errorf("error encoding request: %w", err)
+			}
+			if _, err := tx.Exec(ctx, `UPDATE protections SET request = $2, updated_at = now() WHERE id = $1`, id, request); err != nil {
+				return fmt.Errorf("error storing the patched request: %w", err)
+			}
 			return nil
 		}
 		first := ""
@@ -162,6 +181,15 @@ func (db *DB) StartOperation(ctx context.Context, tenant, id, actor, idempotency
 				error = NULL, finished_at = NULL, cancel_requested = false, run_after = now(), updated_at = now()
 			WHERE id = $1`, id, opID, p.Kind, first, request, sealed, clear); err != nil {
 			return fmt.Errorf("error queuing the %s operation: %w", p.Kind, err)
+		}
+		if len(p.Sensitive) > 0 {
+			var sealedValues []byte
+			if err := tx.QueryRow(ctx, `SELECT sensitive FROM protections WHERE id = $1`, id).Scan(&sealedValues); err != nil {
+				return fmt.Errorf("error reading sensitive values: %w", err)
+			}
+			if err := db.mergeSensitive(ctx, tx, id, request, sealedValues, p.Sensitive); err != nil {
+				return err
+			}
 		}
 		detail := map[string]any{"operation": p.Kind, "from": cur.State, "firstStep": first, "changes": nonNilStrings(p.Changes),
 			"freshCredentials": credentials != nil}

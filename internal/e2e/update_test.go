@@ -2,13 +2,17 @@ package e2e
 
 import (
 	"bytes"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"io"
 	"net/http"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/mcpguard/mcpguard/internal/anypoint/sim"
+	"github.com/mcpguard/mcpguard/internal/testdb"
 )
 
 // patch sends a JSON merge patch (RFC 7396) and returns the answer's status
@@ -157,19 +161,106 @@ func TestUpdateLostAnswers(t *testing.T) {
 	for _, f := range []sim.Fault{{DropAfterCommit: true, Times: 1}, {CommitFirst: true, Status: http.StatusGatewayTimeout, Times: 1}} {
 		s := newStack(t, withDefaultApp())
 		p := s.run(specRequest("lossy-update-mcp"), "succeeded")
-		for _, route := range []string{sim.RouteUpdatePolicy, sim.RouteCreatePolicy, sim.RouteDeletePolicy, sim.RouteReplaceDeployment} {
+		for _, route := range []string{sim.RouteUpdateAPI, sim.RouteUpdatePolicy, sim.RouteCreatePolicy, sim.RouteDeletePolicy, sim.RouteReplaceDeployment} {
 			s.sim.SetFault(route, f)
 		}
-		if code, _ := s.patch(p.ID, map[string]any{"policies": []any{rateLimit(500), spike}, "target": map[string]any{"name": sim.TargetFlexLegacy}}, ""); code != http.StatusAccepted {
+		doc := map[string]any{"policies": []any{rateLimit(500), spike}, "target": map[string]any{"name": sim.TargetFlexLegacy},
+			"instance": map[string]any{"upstreamUri": "https://orders-v2.internal/mcp"}}
+		if code, _ := s.patch(p.ID, doc, ""); code != http.StatusAccepted {
 			t.Fatalf("PATCH answered %d", code)
 		}
 		q := s.wait(p.ID)
 		if q.State != "succeeded" {
 			t.Fatalf("%+v: update ended %s: %+v", f, q.State, q.Error)
 		}
-		_, dep, pols := s.owned(q)
-		if got := assets(pols); !slices.Equal(got, []string{"mcp-support", "rate-limiting", "spike-control"}) || dep.TargetName != sim.TargetFlexLegacy {
-			t.Fatalf("%+v: policies %v, target %s", f, got, dep.TargetName)
+		in, dep, pols := s.owned(q)
+		if got := assets(pols); !slices.Equal(got, []string{"mcp-support", "rate-limiting", "spike-control"}) || dep.TargetName != sim.TargetFlexLegacy ||
+			in.UpstreamURI != "https://orders-v2.internal/mcp" || dep.Status != "applied" {
+			t.Fatalf("%+v: policies %v, target %s, upstream %s, deployment %s", f, got, dep.TargetName, in.UpstreamURI, dep.Status)
 		}
+		for _, route := range []string{sim.RouteCreateAPI, sim.RouteCreateDeployment} {
+			if n := s.sim.Calls(route); n != 1 {
+				t.Errorf("%+v: %s called %d times, want once (the protect's)", f, route, n)
+			}
+		}
+	}
+}
+
+// TestCrashMidUpdateResumes kills a replica (SIGKILL) while the update's
+// policy PATCH hangs after the platform applied it; a second replica takes
+// the update over once the lease expires and ends it with exactly the
+// desired policies, nothing applied twice.
+func TestCrashMidUpdateResumes(t *testing.T) {
+	t.Parallel()
+	serverBin, simBin := buildBinaries(t)
+	simAddr := freeAddr(t)
+	simURL := "http://" + simAddr
+	start(t, "anypoint-sim", simBin, nil, "-addr", simAddr, "-admin", "-deployment-delay", "300ms", "-publication-delay", "200ms")
+	admin := simAdmin{t: t, base: simURL}
+	for deadline := time.Now().Add(20 * time.Second); admin.call(http.MethodGet, "/routes", nil, nil) != http.StatusOK; {
+		if time.Now().After(deadline) {
+			t.Fatal("simulator not answering after 20s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	dbURL := testdb.New(t, "e2e_crash_update")
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		t.Fatal(err)
+	}
+	env := serverEnv(dbURL, simURL, base64.StdEncoding.EncodeToString(key))
+	replicaA := start(t, "replica A", serverBin, env)
+	addrA, _ := replicaA.serving(t)
+	a := &stack{t: t, apiURL: "http://" + addrA}
+	p := a.wait(a.submit(specRequest("crash-update-mcp")))
+	if p.State != "succeeded" {
+		t.Fatalf("protect ended %s: %+v", p.State, p.Error)
+	}
+
+	// The rate limit's PATCH is applied, then the answer never comes.
+	if st := admin.call(http.MethodPut, "/faults/"+sim.RouteUpdatePolicy, map[string]any{"hang": true, "commitFirst": true}, nil); st != http.StatusNoContent {
+		t.Fatalf("setting the hang fault: status %d", st)
+	}
+	doc := map[string]any{"policies": []any{rateLimit(500), spike}, "credentials": userCredentials()}
+	if code, _ := a.patch(p.ID, doc, ""); code != http.StatusAccepted {
+		t.Fatalf("PATCH answered %d", code)
+	}
+	for deadline := time.Now().Add(30 * time.Second); admin.calls(sim.RouteUpdatePolicy) == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("the update never reached the policy PATCH")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	replicaA.kill(t)
+	if st := admin.call(http.MethodDelete, "/faults/"+sim.RouteUpdatePolicy, nil, nil); st != http.StatusNoContent {
+		t.Fatalf("clearing the fault: status %d", st)
+	}
+
+	replicaB := start(t, "replica B", serverBin, env)
+	addrB, _ := replicaB.serving(t)
+	b := &stack{t: t, apiURL: "http://" + addrB}
+	q := b.wait(p.ID)
+	if q.State != "succeeded" {
+		t.Fatalf("update ended %s: %+v", q.State, q.Error)
+	}
+	var state sim.Snapshot
+	if st := admin.call(http.MethodGet, "/state", nil, &state); st != http.StatusOK {
+		t.Fatalf("GET /_sim/state: status %d", st)
+	}
+	in := state.InstancesWithLabel("mcpguard-" + p.ID)
+	if len(in) != 1 {
+		t.Fatalf("instances: %+v", in)
+	}
+	got := assets(state.PoliciesOf(in[0].ID))
+	if !slices.Equal(got, []string{"mcp-support", "rate-limiting", "spike-control"}) {
+		t.Fatalf("policies after the resumed update = %v", got)
+	}
+	for _, pol := range state.PoliciesOf(in[0].ID) {
+		if pol.AssetID == "rate-limiting" && number(pol.ConfigurationData["rateLimits"].([]any)[0].(map[string]any)["maximumRequests"]) != 500 {
+			t.Fatalf("rate limit = %v", pol.ConfigurationData)
+		}
+	}
+	if n := admin.calls(sim.RouteCreatePolicy); n != 4 { // 3 by the protect, spike-control once
+		t.Errorf("create-policy called %d times, want 4", n)
 	}
 }

@@ -106,7 +106,17 @@ type Request struct {
 	Target         *TargetRef     `json:"target,omitempty"`
 	Instance       *InstanceInput `json:"instance,omitempty"`
 	Policies       []PolicyInput  `json:"policies"`
+	// OnFailure is what a protect operation that stops after deploying and
+	// before its policies are applied does with its deployment:
+	// OnFailureUndeploy (the default, fail closed) or OnFailureKeep.
+	OnFailure string `json:"onFailure,omitempty"`
 }
+
+// The values of Request.OnFailure.
+const (
+	OnFailureUndeploy = "undeploy"
+	OnFailureKeep     = "keep"
+)
 
 // Credentials authenticate mcpguard to Anypoint for one job: a bearer token,
 // a connected app, or a user. They are stored only encrypted and never returned.
@@ -141,6 +151,20 @@ type RetryInput struct {
 	Environment *Ref           `json:"environment,omitempty"`
 	Instance    *InstanceInput `json:"instance,omitempty"`
 	Policies    []PolicyInput  `json:"policies,omitempty"`
+}
+
+// UpdateInput is a PATCH /protections/{id}: the JSON merge patch's members
+// (RFC 7396) over the stored request, and credentials for the operation
+// when the stored ones are gone (they are not part of the request).
+type UpdateInput struct {
+	Patch       map[string]json.RawMessage `json:"patch"`
+	Credentials *Credentials               `json:"credentials,omitempty"`
+}
+
+// UnprotectInput is the optional body of DELETE /protections/{id}:
+// credentials for when the stored ones are gone (removed after success).
+type UnprotectInput struct {
+	Credentials *Credentials `json:"credentials,omitempty"`
 }
 
 // Retried is the answer of a retry: the re-queued protection and what the
@@ -185,8 +209,11 @@ type Step struct {
 
 // Protection is one durable job and everything known about it.
 type Protection struct {
-	ID          string         `json:"id"`
-	Tenant      string         `json:"-"`
+	ID     string `json:"id"`
+	Tenant string `json:"-"`
+	// Operation is the kind of the latest operation (protect, update,
+	// unprotect); State, CurrentStep, Steps and Error are that operation's.
+	Operation   string         `json:"operation"`
 	State       State          `json:"state"`
 	CurrentStep string         `json:"currentStep"`
 	CreatedAt   time.Time      `json:"createdAt"`
@@ -198,13 +225,35 @@ type Protection struct {
 	Error       *JobError      `json:"error"`
 }
 
+// Operation kinds: every change to a protection is one (docs/architecture.md, "Operations").
+const (
+	OperationProtect   = "protect"
+	OperationUpdate    = "update"
+	OperationUnprotect = "unprotect"
+)
+
+// Operation is one change to a protection, with its own steps and error.
+type Operation struct {
+	ID         string     `json:"id"`
+	Kind       string     `json:"kind"`
+	State      State      `json:"state"`
+	CreatedAt  time.Time  `json:"createdAt"`
+	FinishedAt *time.Time `json:"finishedAt"`
+	Steps      []Step     `json:"steps"`
+	Error      *JobError  `json:"error"`
+	// Changes lists the request fields the operation changed (an update's).
+	Changes []string `json:"changes"`
+}
+
 // Event is one entry of a protection's append-only audit trail.
 type Event struct {
-	At      time.Time      `json:"at"`
-	Kind    string         `json:"kind"`
-	Step    string         `json:"step,omitempty"`
-	Attempt int            `json:"attempt,omitempty"`
-	Detail  map[string]any `json:"detail,omitempty"`
+	At time.Time `json:"at"`
+	// Operation is the id of the operation the event belongs to.
+	Operation string         `json:"operation"`
+	Kind      string         `json:"kind"`
+	Step      string         `json:"step,omitempty"`
+	Attempt   int            `json:"attempt,omitempty"`
+	Detail    map[string]any `json:"detail,omitempty"`
 }
 
 // Event kinds written to the audit trail.
@@ -226,6 +275,11 @@ const (
 	// protection finished longer ago than MCPGUARD_RETENTION; it is then the
 	// only event left.
 	EventHistoryRemoved = "history_removed"
+	// EventOperationStarted: a PATCH or DELETE started an update or unprotect operation.
+	EventOperationStarted = "operation_started"
+	// EventExposurePrevented: a protect operation that stopped before its
+	// policies were applied removed its deployment (fail closed).
+	EventExposurePrevented = "exposure_prevented"
 )
 
 // ProtectionFilter selects a page of a tenant's protections, newest first.
@@ -277,4 +331,15 @@ type ProtectionService interface {
 	// ListEventPage returns a page of the job's audit trail, oldest first,
 	// and the cursor of the next page ("" at the end).
 	ListEventPage(ctx context.Context, tenant, id string, filter EventFilter) ([]Event, string, error)
+	// ListOperations returns the protection's operations, oldest first.
+	ListOperations(ctx context.Context, tenant, id string) ([]Operation, error)
+	// UnprotectProtection starts the unprotect operation (a repeat while it
+	// is queued, running or succeeded starts nothing; ECONFLICT while
+	// another operation is queued or running).
+	UnprotectProtection(ctx context.Context, tenant, id string, in UnprotectInput) (*Protection, error)
+	// UpdateProtection applies a merge patch and starts an update operation
+	// (started false when it changes nothing; replayed for a repeated
+	// Idempotency-Key; ECONFLICT while an operation runs or after removal;
+	// EUNPROCESSABLE for a source change).
+	UpdateProtection(ctx context.Context, tenant, id string, in UpdateInput, idempotencyKey string) (p *Protection, started, replayed bool, err error)
 }

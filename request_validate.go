@@ -156,6 +156,12 @@ func (r *Request) validate(v *validator) {
 		v.add("instance", "is required unless source is an instance: give upstreamUri and proxyUri")
 	}
 
+	switch r.OnFailure {
+	case "", OnFailureUndeploy, OnFailureKeep:
+	default:
+		v.add("onFailure", "must be %q (the default: a protect that stops before its policies are applied takes its deployment off the gateway) or %q", OnFailureUndeploy, OnFailureKeep)
+	}
+
 	if r.Policies == nil {
 		v.add("policies", "is required: give at least one policy")
 	} else {
@@ -505,4 +511,13 @@ func isJSONObject(raw []byte) bool {
 		}
 	}
 	return false
+}
+
+// Validate checks the optional credentials of a DELETE.
+func (u *UnprotectInput) Validate() []FieldError {
+	var v validator
+	if u.Credentials != nil {
+		validateCredentials(&v, "credentials", u.Credentials)
+	}
+	return v.errs
 }

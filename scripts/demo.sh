@@ -135,3 +135,21 @@ if ! bin/mcpguardctl protect -f examples/protect-spec.json --watch; then
 	tail -20 "$WORK/server.log"
 	exit 1
 fi
+
+# Its lifetime: raise the rate limit (an update operation), then remove it
+# (unprotect). Each operation's steps are printed as they run.
+ID=$(bin/mcpguardctl list -o json | grep -o '"id":"[^"]*"' | head -1 | cut -d'"' -f4)
+step() {
+	echo
+	echo "==> $*"
+	echo
+	if ! "$@"; then
+		echo
+		echo "server log tail:"
+		tail -20 "$WORK/server.log"
+		exit 1
+	fi
+}
+step bin/mcpguardctl update "$ID" -f examples/lifecycle/raise-rate-limit.json --watch
+step bin/mcpguardctl remove "$ID" -f examples/lifecycle/credentials.json --watch
+step bin/mcpguardctl operations "$ID"

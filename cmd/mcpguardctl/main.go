@@ -120,8 +120,9 @@ protection watched fails or is cancelled (error and hint on stderr);
 		newRetryCommand(e),
 		newCancelCommand(e),
 		newEventsCommand(e),
-		// update and remove join here when the server has
-		// PATCH /protections/{id} and DELETE /protections/{id}.
+		newUpdateCommand(e),
+		newRemoveCommand(e),
+		newOperationsCommand(e),
 	)
 	return root
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/mcpguard/mcpguard/internal/store"
 	"github.com/mcpguard/mcpguard/internal/testdb"
 	"github.com/mcpguard/mcpguard/internal/testlog"
+	"github.com/mcpguard/mcpguard/internal/transition"
 )
 
 // startServer runs serve until the returned stop is called.
@@ -98,7 +99,7 @@ func TestKeyRotation(t *testing.T) { // not parallel: it sets the process enviro
 	}
 	// In flight under A: one queued, one cancelled (kept with its credentials).
 	queued, parked := newJob(), newJob()
-	if _, err := dbA.CancelProtection(ctx, "acme", parked, "acme"); err != nil {
+	if _, err := dbA.CancelProtection(ctx, "acme", parked, "acme", transition.Rules{}); err != nil {
 		t.Fatal(err)
 	}
 	apiKey := "acme-key-" + strings.Repeat("r", 12)
@@ -172,7 +173,7 @@ func TestKeyRotation(t *testing.T) { // not parallel: it sets the process enviro
 
 	// A blob sealed under a key no longer configured: reseal fails and names it.
 	lost := newJob()
-	if _, err := dbA.CancelProtection(ctx, "acme", lost, "acme"); err != nil {
+	if _, err := dbA.CancelProtection(ctx, "acme", lost, "acme", transition.Rules{}); err != nil {
 		t.Fatal(err)
 	}
 	setEnv(t, env(keyB+","+keyC))

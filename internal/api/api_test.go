@@ -351,15 +351,15 @@ func TestUnknownRoutesAndMethods(t *testing.T) {
 	r := do(t, call{method: "GET", path: "/nothing-here", tenant: "tenant-a", check: apispec.RequestUnchecked})
 	r.problem(t, http.StatusNotFound)
 
-	r = do(t, call{method: "DELETE", path: "/protections", tenant: "tenant-a", check: apispec.RequestUnchecked})
+	r = do(t, call{method: "PUT", path: "/protections", tenant: "tenant-a", check: apispec.RequestUnchecked})
 	r.problem(t, http.StatusMethodNotAllowed)
 	if got := r.Header.Get("Allow"); got != "GET, POST" {
 		t.Fatalf("Allow = %q, want GET, POST", got)
 	}
 	r = do(t, call{method: "PUT", path: "/protections/" + uuid.NewString(), tenant: "tenant-a", check: apispec.RequestUnchecked})
 	r.problem(t, http.StatusMethodNotAllowed)
-	if got := r.Header.Get("Allow"); got != "GET" {
-		t.Fatalf("Allow = %q, want GET", got)
+	if got := r.Header.Get("Allow"); got != "GET, PATCH, DELETE" {
+		t.Fatalf("Allow = %q, want GET, PATCH, DELETE", got)
 	}
 
 	for _, id := range []string{uuid.NewString(), "not-a-uuid", "1"} {

@@ -329,3 +329,62 @@ func utc(t *time.Time) *time.Time {
 	u := t.UTC()
 	return &u
 }
+
+// OperationList is the body of GET /protections/{id}/operations: every
+// operation of the protection, oldest first.
+type OperationList struct {
+	Items []mcpguard.Operation `json:"items"`
+}
+
+func (s *Server) handleListOperations(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.protectionID(w, r)
+	if !ok {
+		return
+	}
+	ops, err := s.service.ListOperations(r.Context(), tenantFrom(r.Context()), id)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	list := OperationList{Items: ops}
+	if list.Items == nil {
+		list.Items = []mcpguard.Operation{}
+	}
+	for i := range list.Items {
+		o := &list.Items[i]
+		o.CreatedAt, o.FinishedAt = o.CreatedAt.UTC(), utc(o.FinishedAt)
+		if o.Changes == nil {
+			o.Changes = []string{}
+		}
+		if o.Steps == nil {
+			o.Steps = []mcpguard.Step{}
+		}
+		for j := range o.Steps {
+			o.Steps[j].StartedAt, o.Steps[j].FinishedAt = utc(o.Steps[j].StartedAt), utc(o.Steps[j].FinishedAt)
+			if o.Steps[j].Captured == nil {
+				o.Steps[j].Captured = map[string]any{}
+			}
+		}
+	}
+	s.encode(w, r, http.StatusOK, list)
+}
+
+// handleUnprotect serves DELETE /protections/{id}: 202 with the protection,
+// whose operation is now unprotect (a repeat starts nothing new).
+func (s *Server) handleUnprotect(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.protectionID(w, r)
+	if !ok {
+		return
+	}
+	var in mcpguard.UnprotectInput
+	if err := decode(w, r, &in, true); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	p, err := s.service.UnprotectProtection(r.Context(), tenantFrom(r.Context()), id, in)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.encode(w, r, http.StatusAccepted, view(p))
+}

@@ -29,6 +29,9 @@ func (s *Server) routes() *chi.Mux {
 		r.Post("/protections/{id}/retry", s.handleRetryProtection)
 		r.Post("/protections/{id}/cancel", s.handleCancelProtection)
 		r.Get("/protections/{id}/events", s.handleListEvents)
+		r.Get("/protections/{id}/operations", s.handleListOperations)
+		r.Delete("/protections/{id}", s.handleUnprotect)
+		r.Patch("/protections/{id}", s.handleUpdate)
 	})
 	return r
 }

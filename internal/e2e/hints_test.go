@@ -41,11 +41,7 @@ func TestRetryAfterStartingTheTarget(t *testing.T) {
 		t.Fatal("the simulator does not know the stopped target")
 	}
 	before := s.sim.AllCalls()
-	s.retry(p.ID, nil, "target", []string{"target", "create", "deploy", "policies", "verify"}, []string{})
-	p = s.wait(p.ID)
-	if p.State != "succeeded" {
-		t.Fatalf("after starting the target and retrying: %s %+v", p.State, p.Error)
-	}
+	p = s.retrySucceeds(p.ID, nil, "target", []string{"target", "create", "deploy", "policies", "verify"}, []string{})
 	wantCalls(t, s.callsSince(before), map[string]int{sim.RouteCreateAPI: 1, sim.RouteCreateDeployment: 1, sim.RouteCreatePolicy: 3})
 	_, dep, pols := s.owned(p)
 	if dep.TargetID != sim.TargetFlexDownID || dep.Status != "applied" {
@@ -100,12 +96,8 @@ func TestRetryWithFreshCredentialsAfterKeyChange(t *testing.T) {
 		t.Fatalf("Anypoint was called without credentials that open: %v", calls)
 	}
 
-	s.retry(p.ID, map[string]any{"credentials": userCredentials()},
+	p = s.retrySucceeds(p.ID, map[string]any{"credentials": userCredentials()},
 		"auth", []string{"auth", "publish", "search", "env", "target", "create", "deploy", "policies", "verify"}, []string{})
-	p = s.wait(p.ID)
-	if p.State != "succeeded" {
-		t.Fatalf("after a retry with fresh credentials: %s %+v", p.State, p.Error)
-	}
 	wantCalls(t, s.sim.AllCalls(), map[string]int{
 		sim.RouteLogin: 1, sim.RoutePublishAsset: 1, sim.RouteCreateAPI: 1, sim.RouteCreateDeployment: 1, sim.RouteCreatePolicy: 3,
 	})
@@ -133,13 +125,9 @@ func TestRetryWithCorrectedSpecAfterFailedPublication(t *testing.T) {
 	s.sim.FailPublications("")
 	bumped := uniqueVersion()
 	before := s.sim.AllCalls()
-	s.retry(p.ID, map[string]any{"source": map[string]any{"spec": map[string]any{"version": bumped,
+	p = s.retrySucceeds(p.ID, map[string]any{"source": map[string]any{"spec": map[string]any{"version": bumped,
 		"metadata": map[string]any{"transport": map[string]any{"kind": "streamable-http", "url": "https://orders.example.com/mcp"}}}}},
 		"publish", []string{"publish", "search", "env", "target", "create", "deploy", "policies", "verify"}, []string{"source.spec"})
-	p = s.wait(p.ID)
-	if p.State != "succeeded" {
-		t.Fatalf("after retry: %s %+v", p.State, p.Error)
-	}
 	wantCalls(t, s.callsSince(before), map[string]int{
 		sim.RoutePublishAsset: 1, sim.RouteCreateAPI: 1, sim.RouteCreateDeployment: 1, sim.RouteCreatePolicy: 3,
 	})
@@ -147,4 +135,28 @@ func TestRetryWithCorrectedSpecAfterFailedPublication(t *testing.T) {
 	if in.AssetVersion != bumped {
 		t.Fatalf("instance of asset version %s, want %s", in.AssetVersion, bumped)
 	}
+}
+
+// TestRetryWithFreshTokenAfterRefusedToken follows HintUnauthorized: a
+// bearer token Anypoint refuses fails the job at auth; a retry with a fresh
+// token runs the whole job with it.
+func TestRetryWithFreshTokenAfterRefusedToken(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	req := specRequest("token-mcp")
+	req["credentials"] = map[string]any{"token": "expired-or-wrong-token"}
+	p := s.run(req, "failed")
+	if p.Error.Step != "auth" || p.Error.Status != 401 || p.Error.Hint != workflow.HintUnauthorized {
+		t.Fatalf("error = %+v", p.Error)
+	}
+	token, err := s.sim.Token(sim.Username, sim.Password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p = s.retrySucceeds(p.ID, map[string]any{"credentials": map[string]any{"token": token}},
+		"auth", []string{"auth", "publish", "search", "env", "target", "create", "deploy", "policies", "verify"}, []string{})
+	// The token was used as given: mcpguard never logged in.
+	wantCalls(t, s.sim.AllCalls(), map[string]int{sim.RouteLogin: 0, sim.RouteToken: 0,
+		sim.RoutePublishAsset: 1, sim.RouteCreateAPI: 1, sim.RouteCreateDeployment: 1, sim.RouteCreatePolicy: 3})
+	s.owned(p)
 }

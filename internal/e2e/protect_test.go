@@ -427,12 +427,8 @@ func TestRetryAfterFixingTarget(t *testing.T) {
 		t.Fatalf("error = %+v", p.Error)
 	}
 	before := s.sim.AllCalls()
-	s.retry(p.ID, map[string]any{"target": map[string]any{"name": sim.TargetFlexSandbox}},
+	p = s.retrySucceeds(p.ID, map[string]any{"target": map[string]any{"name": sim.TargetFlexSandbox}},
 		"target", []string{"target", "create", "deploy", "policies", "verify"}, []string{"target.name"})
-	p = s.wait(p.ID)
-	if p.State != "succeeded" {
-		t.Fatalf("after retry: %s %+v", p.State, p.Error)
-	}
 	after := s.sim.AllCalls()
 	for _, route := range []string{sim.RouteMe, sim.RoutePublishAsset, sim.RouteSearchAssets, sim.RouteListEnvironments, sim.RouteLogin} {
 		if after[route] != before[route] {
@@ -472,11 +468,7 @@ func TestVerifyTimeoutThenRetryResumesVerify(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	before := s.sim.AllCalls()
-	s.retry(p.ID, nil, "verify", []string{"verify"}, []string{})
-	p = s.wait(p.ID)
-	if p.State != "succeeded" {
-		t.Fatalf("after retry: %s %+v", p.State, p.Error)
-	}
+	s.retrySucceeds(p.ID, nil, "verify", []string{"verify"}, []string{})
 	after := s.sim.AllCalls()
 	for _, route := range []string{sim.RouteCreateAPI, sim.RouteCreateDeployment, sim.RouteCreatePolicy, sim.RouteListTemplates, sim.RouteListTargets} {
 		if after[route] != before[route] {

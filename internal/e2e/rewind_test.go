@@ -47,6 +47,17 @@ func (s *stack) retry(id string, body any, rewoundTo string, rerun, corrected []
 	s.t.Fatalf("no retry_requested event says it rewound to %s", rewoundTo)
 }
 
+// retrySucceeds is retry, then waits for the job and requires it to succeed.
+func (s *stack) retrySucceeds(id string, body any, rewoundTo string, rerun, corrected []string) *protection {
+	s.t.Helper()
+	s.retry(id, body, rewoundTo, rerun, corrected)
+	p := s.wait(id)
+	if p.State != "succeeded" {
+		s.t.Fatalf("after the retry: %s %+v", p.State, p.Error)
+	}
+	return p
+}
+
 // callsSince returns how many calls each route received since before.
 func (s *stack) callsSince(before map[string]int) map[string]int {
 	out := map[string]int{}
@@ -151,12 +162,8 @@ func TestRetryWithGatewayVersionAfterDeployFailed(t *testing.T) {
 		t.Fatalf("error = %+v", p.Error)
 	}
 	before := s.sim.AllCalls()
-	s.retry(p.ID, map[string]any{"target": map[string]any{"name": sim.TargetFlexSandbox, "gatewayVersion": sim.TargetFlexSandboxVersion}},
+	p = s.retrySucceeds(p.ID, map[string]any{"target": map[string]any{"name": sim.TargetFlexSandbox, "gatewayVersion": sim.TargetFlexSandboxVersion}},
 		"target", []string{"target", "create", "deploy", "policies", "verify"}, []string{"target.gatewayVersion"})
-	p = s.wait(p.ID)
-	if p.State != "succeeded" {
-		t.Fatalf("after retry: %s %+v", p.State, p.Error)
-	}
 	wantCalls(t, s.callsSince(before), map[string]int{
 		sim.RouteMe: 0, sim.RouteSearchAssets: 0, sim.RouteListEnvironments: 0, sim.RouteListTargets: 1,
 		sim.RouteCreateDeployment: 1, sim.RouteCreatePolicy: 3,
@@ -188,12 +195,8 @@ func TestRetryWithEnvironmentAfterTargetFailed(t *testing.T) {
 		t.Fatalf("error = %+v", p.Error)
 	}
 	before := s.sim.AllCalls()
-	s.retry(p.ID, map[string]any{"environment": map[string]any{"name": sim.EnvProduction}},
+	p = s.retrySucceeds(p.ID, map[string]any{"environment": map[string]any{"name": sim.EnvProduction}},
 		"env", []string{"env", "target", "create", "deploy", "policies", "verify"}, []string{"environment"})
-	p = s.wait(p.ID)
-	if p.State != "succeeded" {
-		t.Fatalf("after retry: %s %+v", p.State, p.Error)
-	}
 	wantCalls(t, s.callsSince(before), map[string]int{
 		sim.RouteMe: 0, sim.RouteSearchAssets: 0, sim.RouteListEnvironments: 1,
 		sim.RouteCreateAPI: 1, sim.RouteCreateDeployment: 1, sim.RouteCreatePolicy: 3,
@@ -219,12 +222,8 @@ func TestRetryWithEnvironmentMovesWhatWasBuilt(t *testing.T) {
 	old, _, _ := s.owned(p)
 	s.sim.ClearFaults()
 	before := s.sim.AllCalls()
-	s.retry(p.ID, map[string]any{"environment": map[string]any{"name": sim.EnvProduction}, "target": map[string]any{"name": sim.TargetFlexProduction}},
+	p = s.retrySucceeds(p.ID, map[string]any{"environment": map[string]any{"name": sim.EnvProduction}, "target": map[string]any{"name": sim.TargetFlexProduction}},
 		"env", []string{"env", "target", "create", "deploy", "policies", "verify"}, []string{"environment", "target.name"})
-	p = s.wait(p.ID)
-	if p.State != "succeeded" {
-		t.Fatalf("after retry: %s %+v", p.State, p.Error)
-	}
 	wantCalls(t, s.callsSince(before), map[string]int{
 		sim.RouteCreateAPI: 1, sim.RouteDeleteAPI: 1, sim.RouteCreateDeployment: 1, sim.RouteCreatePolicy: 3,
 	})
@@ -253,12 +252,8 @@ func TestRetryWithTargetMovesTheDeployment(t *testing.T) {
 	old, oldDep, _ := s.owned(p)
 	s.sim.ClearFaults()
 	before := s.sim.AllCalls()
-	s.retry(p.ID, map[string]any{"target": map[string]any{"name": sim.TargetFlexLegacy}},
+	p = s.retrySucceeds(p.ID, map[string]any{"target": map[string]any{"name": sim.TargetFlexLegacy}},
 		"target", []string{"target", "create", "deploy", "policies", "verify"}, []string{"target.name"})
-	p = s.wait(p.ID)
-	if p.State != "succeeded" {
-		t.Fatalf("after retry: %s %+v", p.State, p.Error)
-	}
 	wantCalls(t, s.callsSince(before), map[string]int{sim.RouteReplaceDeployment: 1})
 	in, dep, pols := s.owned(p)
 	if in.ID != old.ID || dep.ID != oldDep.ID || dep.TargetID != sim.TargetFlexLegacyID || dep.GatewayVersion != sim.TargetFlexLegacyVersion ||
@@ -284,12 +279,8 @@ func TestRetryWithUpstreamAfterVerifyFailed(t *testing.T) {
 	s.sim.ClearFaults()
 	before := s.sim.AllCalls()
 	const upstream = "https://orders-v2.internal/mcp"
-	s.retry(p.ID, map[string]any{"instance": map[string]any{"upstreamUri": upstream}},
+	p = s.retrySucceeds(p.ID, map[string]any{"instance": map[string]any{"upstreamUri": upstream}},
 		"create", []string{"create", "deploy", "policies", "verify"}, []string{"instance.upstreamUri"})
-	p = s.wait(p.ID)
-	if p.State != "succeeded" {
-		t.Fatalf("after retry: %s %+v", p.State, p.Error)
-	}
 	wantCalls(t, s.callsSince(before), map[string]int{
 		sim.RouteListTargets: 0, sim.RouteUpdateAPI: 1, sim.RouteReplaceDeployment: 1,
 	})
@@ -318,12 +309,8 @@ func TestRetryWithBumpedVersionAfterTakenGAV(t *testing.T) {
 	}
 	bumped := uniqueVersion()
 	before := s.sim.AllCalls()
-	s.retry(p.ID, map[string]any{"source": map[string]any{"spec": map[string]any{"version": bumped}}},
+	p = s.retrySucceeds(p.ID, map[string]any{"source": map[string]any{"spec": map[string]any{"version": bumped}}},
 		"publish", []string{"publish", "search", "env", "target", "create", "deploy", "policies", "verify"}, []string{"source.spec"})
-	p = s.wait(p.ID)
-	if p.State != "succeeded" {
-		t.Fatalf("after retry: %s %+v", p.State, p.Error)
-	}
 	wantCalls(t, s.callsSince(before), map[string]int{
 		sim.RouteMe: 0, sim.RoutePublishAsset: 1, sim.RouteCreateAPI: 1, sim.RouteCreateDeployment: 1, sim.RouteCreatePolicy: 3,
 	})
@@ -353,12 +340,8 @@ func TestRetryWithEnvironmentAfterEnvNotFound(t *testing.T) {
 		t.Fatalf("error = %+v", p.Error)
 	}
 	before := s.sim.AllCalls()
-	s.retry(p.ID, map[string]any{"environment": map[string]any{"name": sim.EnvSandbox}},
+	p = s.retrySucceeds(p.ID, map[string]any{"environment": map[string]any{"name": sim.EnvSandbox}},
 		"env", []string{"env", "target", "create", "deploy", "policies", "verify"}, []string{"environment"})
-	p = s.wait(p.ID)
-	if p.State != "succeeded" {
-		t.Fatalf("after retry: %s %+v", p.State, p.Error)
-	}
 	wantCalls(t, s.callsSince(before), map[string]int{
 		sim.RouteMe: 0, sim.RouteSearchAssets: 0, sim.RouteListEnvironments: 1,
 		sim.RouteCreateAPI: 1, sim.RouteCreateDeployment: 1, sim.RouteCreatePolicy: 3,
@@ -379,12 +362,8 @@ func TestRetryWithFreshCredentialsAfterUnauthorized(t *testing.T) {
 	if p.Error.Step != "auth" || p.Error.Hint != workflow.HintLoginRefused {
 		t.Fatalf("error = %+v", p.Error)
 	}
-	s.retry(p.ID, map[string]any{"credentials": userCredentials()},
+	p = s.retrySucceeds(p.ID, map[string]any{"credentials": userCredentials()},
 		"auth", []string{"auth", "publish", "search", "env", "target", "create", "deploy", "policies", "verify"}, []string{})
-	p = s.wait(p.ID)
-	if p.State != "succeeded" {
-		t.Fatalf("after retry: %s %+v", p.State, p.Error)
-	}
 	wantCalls(t, s.sim.AllCalls(), map[string]int{
 		sim.RoutePublishAsset: 1, sim.RouteCreateAPI: 1, sim.RouteCreateDeployment: 1, sim.RouteCreatePolicy: 3,
 	})
@@ -392,8 +371,9 @@ func TestRetryWithFreshCredentialsAfterUnauthorized(t *testing.T) {
 }
 
 // TestRetryAfterDisabledPolicyResumesAtPolicies follows verify's hint for a
-// policy disabled after it was applied: a retry without corrections resumes
-// at the policies step (the error's retryFrom), which enables it again.
+// policy disabled after it was applied (verify fails naming it): a retry
+// without corrections resumes at the policies step (the error's retryFrom),
+// which enables it again.
 func TestRetryAfterDisabledPolicyResumesAtPolicies(t *testing.T) {
 	t.Parallel()
 	s := newStack(t)
@@ -417,15 +397,11 @@ func TestRetryAfterDisabledPolicyResumesAtPolicies(t *testing.T) {
 	}
 	s.sim.ClearFaults()
 	failed := s.wait(id)
-	if failed.State != "failed" || failed.Error.Step != "verify" {
-		t.Fatalf("state %s error %+v", failed.State, failed.Error)
+	if failed.State != "failed" || failed.Error.Step != "verify" || !contains(failed.Error.Message, fmt.Sprintf("policy %d (%s) is disabled", victim.ID, victim.AssetID)) {
+		t.Fatalf("state %s error %+v, want failed at verify naming the disabled policy", failed.State, failed.Error)
 	}
 	before := s.sim.AllCalls()
-	s.retry(id, nil, "policies", []string{"policies", "verify"}, []string{})
-	done := s.wait(id)
-	if done.State != "succeeded" {
-		t.Fatalf("after retry: %s %+v", done.State, done.Error)
-	}
+	done := s.retrySucceeds(id, nil, "policies", []string{"policies", "verify"}, []string{})
 	wantCalls(t, s.callsSince(before), map[string]int{sim.RouteUpdatePolicy: 1})
 	_, _, pols := s.owned(done)
 	for _, pol := range pols {
@@ -457,11 +433,7 @@ func TestRetryWithPoliciesReconcilesTheSet(t *testing.T) {
 			"rateLimits": []any{map[string]any{"maximumRequests": 5, "timePeriodInMilliseconds": 1000}}}},
 		map[string]any{"assetId": "spike-control", "configuration": map[string]any{"maximumRequests": 10, "timePeriodInMilliseconds": 1000}},
 	}
-	s.retry(p.ID, map[string]any{"policies": policies}, "policies", []string{"policies", "verify"}, []string{"policies"})
-	p = s.wait(p.ID)
-	if p.State != "succeeded" {
-		t.Fatalf("after retry: %s %+v", p.State, p.Error)
-	}
+	p = s.retrySucceeds(p.ID, map[string]any{"policies": policies}, "policies", []string{"policies", "verify"}, []string{"policies"})
 	wantCalls(t, s.callsSince(before), map[string]int{sim.RouteUpdatePolicy: 1, sim.RouteDeletePolicy: 1, sim.RouteCreatePolicy: 1})
 	_, _, pols := s.owned(p)
 	got := map[string]sim.PolicyState{}
@@ -499,11 +471,7 @@ func TestRetryWithAnExplicitOrderMovesThePolicy(t *testing.T) {
 	rateLimiting := policies[0].(map[string]any)
 	rateLimiting["order"] = 2
 	before := s.sim.AllCalls()
-	s.retry(p.ID, map[string]any{"policies": policies}, "policies", []string{"policies", "verify"}, []string{"policies"})
-	p = s.wait(p.ID)
-	if p.State != "succeeded" {
-		t.Fatalf("after retry: %s %+v", p.State, p.Error)
-	}
+	p = s.retrySucceeds(p.ID, map[string]any{"policies": policies}, "policies", []string{"policies", "verify"}, []string{"policies"})
 	wantCalls(t, s.callsSince(before), map[string]int{sim.RouteUpdatePolicy: 1})
 	if _, _, pols := s.owned(p); !slices.Equal(assets(pols), []string{"mcp-support", "rate-limiting", "client-id-enforcement"}) {
 		t.Errorf("policy order %v", assets(pols))
@@ -523,12 +491,8 @@ func TestRetryWithUpstreamSurvivesALostPatchAnswer(t *testing.T) {
 	s.sim.SetFault(sim.RouteUpdateAPI, sim.Fault{DropAfterCommit: true, Times: 1})
 	before := s.sim.AllCalls()
 	const upstream = "https://orders-v3.internal/mcp"
-	s.retry(p.ID, map[string]any{"instance": map[string]any{"upstreamUri": upstream}},
+	p = s.retrySucceeds(p.ID, map[string]any{"instance": map[string]any{"upstreamUri": upstream}},
 		"create", []string{"create", "deploy", "policies", "verify"}, []string{"instance.upstreamUri"})
-	p = s.wait(p.ID)
-	if p.State != "succeeded" {
-		t.Fatalf("after retry: %s %+v", p.State, p.Error)
-	}
 	wantCalls(t, s.callsSince(before), map[string]int{sim.RouteUpdateAPI: 1, sim.RouteReplaceDeployment: 1})
 	if _, attempts := p.step("create"); attempts < 3 {
 		t.Errorf("create ran %d times in all; the lost answer should have made it run twice after the retry", attempts)
@@ -557,12 +521,8 @@ func TestRetryReconcileSurvivesLostAnswers(t *testing.T) {
 			"rateLimits": []any{map[string]any{"maximumRequests": 7, "timePeriodInMilliseconds": 1000}}}},
 		map[string]any{"assetId": "spike-control", "configuration": map[string]any{"maximumRequests": 10, "timePeriodInMilliseconds": 1000}},
 	}
-	s.retry(p.ID, map[string]any{"instance": map[string]any{"upstreamUri": upstream}, "policies": policies},
+	p = s.retrySucceeds(p.ID, map[string]any{"instance": map[string]any{"upstreamUri": upstream}, "policies": policies},
 		"create", []string{"create", "deploy", "policies", "verify"}, []string{"instance.upstreamUri", "policies"})
-	p = s.wait(p.ID)
-	if p.State != "succeeded" {
-		t.Fatalf("after retry: %s %+v", p.State, p.Error)
-	}
 	in, dep, pols := s.owned(p)
 	if in.UpstreamURI != upstream || dep.TargetID != sim.TargetFlexSandboxID {
 		t.Errorf("instance %+v deployment %+v", in, dep)
@@ -599,12 +559,8 @@ func TestRetryWithAssetCoordinatesAfterAmbiguousName(t *testing.T) {
 		t.Fatalf("error = %+v", p.Error)
 	}
 	before := s.sim.AllCalls()
-	s.retry(p.ID, map[string]any{"source": map[string]any{"asset": map[string]any{"groupId": sim.DefaultOrgID, "assetId": "pair-b"}}},
+	p = s.retrySucceeds(p.ID, map[string]any{"source": map[string]any{"asset": map[string]any{"groupId": sim.DefaultOrgID, "assetId": "pair-b"}}},
 		"search", []string{"search", "env", "target", "create", "deploy", "policies", "verify"}, []string{"source.asset"})
-	p = s.wait(p.ID)
-	if p.State != "succeeded" {
-		t.Fatalf("after retry: %s %+v", p.State, p.Error)
-	}
 	wantCalls(t, s.callsSince(before), map[string]int{sim.RouteMe: 0, sim.RouteSearchAssets: 1,
 		sim.RouteCreateAPI: 1, sim.RouteCreateDeployment: 1, sim.RouteCreatePolicy: 3})
 	if in, _, _ := s.owned(p); in.AssetID != "pair-b" {
@@ -644,12 +600,8 @@ func TestRetryWithInstanceIDAfterAmbiguousLabel(t *testing.T) {
 	if p.Error.Step != "instance" || p.Error.Hint != workflow.HintAmbiguousInstance {
 		t.Fatalf("error = %+v", p.Error)
 	}
-	s.retry(p.ID, map[string]any{"source": map[string]any{"instance": map[string]any{"id": ids[1]}}},
+	s.retrySucceeds(p.ID, map[string]any{"source": map[string]any{"instance": map[string]any{"id": ids[1]}}},
 		"instance", []string{"instance", "policies", "verify"}, []string{"source.instance"})
-	p = s.wait(p.ID)
-	if p.State != "succeeded" {
-		t.Fatalf("after retry: %s %+v", p.State, p.Error)
-	}
 	state := s.sim.State()
 	if got := assets(state.PoliciesOf(ids[1])); !slices.Equal(got, guidePolicies) {
 		t.Errorf("policies of the chosen instance %v", got)
@@ -703,12 +655,8 @@ func TestRetryWithAnotherInstanceRemovesOurPoliciesFromTheFirst(t *testing.T) {
 	}
 	s.sim.ClearFaults()
 	before := s.sim.AllCalls()
-	s.retry(p.ID, map[string]any{"source": map[string]any{"instance": map[string]any{"id": ids[1]}}},
+	s.retrySucceeds(p.ID, map[string]any{"source": map[string]any{"instance": map[string]any{"id": ids[1]}}},
 		"instance", []string{"instance", "policies", "verify"}, []string{"source.instance"})
-	p = s.wait(p.ID)
-	if p.State != "succeeded" {
-		t.Fatalf("after retry: %s %+v", p.State, p.Error)
-	}
 	wantCalls(t, s.callsSince(before), map[string]int{sim.RouteCreatePolicy: 3, sim.RouteDeletePolicy: 3})
 	state := s.sim.State()
 	if got := assets(state.PoliciesOf(ids[1])); !slices.Equal(got, guidePolicies) {
@@ -738,11 +686,7 @@ func TestRetryWithOnlyANewSecret(t *testing.T) {
 	p := s.run(req, "failed")
 	s.sim.ClearFaults()
 	before := s.sim.AllCalls()
-	s.retry(p.ID, map[string]any{"policies": basic("second-Pa55word-7d1f")}, "policies", []string{"policies", "verify"}, []string{"policies"})
-	p = s.wait(p.ID)
-	if p.State != "succeeded" {
-		t.Fatalf("after retry: %s %+v", p.State, p.Error)
-	}
+	p = s.retrySucceeds(p.ID, map[string]any{"policies": basic("second-Pa55word-7d1f")}, "policies", []string{"policies", "verify"}, []string{"policies"})
 	wantCalls(t, s.callsSince(before), map[string]int{sim.RouteUpdatePolicy: 1})
 	_, _, pols := s.owned(p)
 	for _, pol := range pols {

@@ -32,9 +32,11 @@ type Job struct {
 	PreviousState mcpguard.State
 	// PreviousOwner is the replica whose expired lease this claim took over, if any.
 	PreviousOwner string
-	CurrentStep   string
-	Request       mcpguard.Request
-	Credentials   *mcpguard.Credentials
+	// Operation is the kind of the operation the job runs (protect, update, unprotect).
+	Operation   string
+	CurrentStep string
+	Request     mcpguard.Request
+	Credentials *mcpguard.Credentials
 	// CredentialsErr is set when the sealed credentials do not open (wrong or rotated key).
 	CredentialsErr error
 	// DecodeErr is set when the stored request or variables no longer
@@ -54,12 +56,12 @@ type Job struct {
 }
 
 // claimColumns are what Claim and RecoverClaim return, in scanClaim's order.
-const claimColumns = `p.id::text, p.fence, p.tenant, p.current_step, p.request, p.credentials, p.variables, p.cancel_requested`
+const claimColumns = `p.id::text, p.fence, p.tenant, p.current_step, p.request, p.credentials, p.variables, p.cancel_requested, p.operation`
 
 // claimSQL is Claim's statement: $1 owner, $2 lease in microseconds, $3 token.
 const claimSQL = `
 		WITH due AS (
-			SELECT p.id, p.tenant, p.state AS previous_state, p.lease_owner AS previous_owner, p.current_step, p.cancel_requested
+			SELECT p.id, p.operation_id, p.tenant, p.state AS previous_state, p.lease_owner AS previous_owner, p.current_step, p.cancel_requested
 			FROM protections p LEFT JOIN tenant_turns t ON t.tenant = p.tenant
 			WHERE p.state IN ('queued', 'running') AND p.run_after <= now()
 			  AND (p.lease_expires_at IS NULL OR p.lease_expires_at < now())
@@ -80,11 +82,11 @@ const claimSQL = `
 				attempts = s.attempts + CASE WHEN s.polling THEN 0 ELSE 1 END,
 				budget_attempts = s.budget_attempts + CASE WHEN s.polling THEN 0 ELSE 1 END,
 				started_at = COALESCE(s.started_at, now())
-			FROM due WHERE s.protection_id = due.id AND s.name = due.current_step AND NOT due.cancel_requested
+			FROM due WHERE s.operation_id = due.operation_id AND s.name = due.current_step AND NOT due.cancel_requested
 			RETURNING s.budget_attempts AS attempt, NOT s.polling AS counted, s.started_at
 		), trail AS (
-			INSERT INTO events (protection_id, kind, step, attempt, actor, detail)
-			SELECT due.id, e.kind, due.current_step, started.attempt, $1, e.detail
+			INSERT INTO events (protection_id, operation_id, kind, step, attempt, actor, detail)
+			SELECT due.id, due.operation_id, e.kind, due.current_step, started.attempt, $1, e.detail
 			FROM due, started, LATERAL (VALUES
 				(1, 'state_changed', jsonb_build_object('from', 'queued', 'to', 'running'), due.previous_state = 'queued'),
 				(2, 'step_started', '{}'::jsonb, started.counted)) AS e(ord, kind, detail, wanted)
@@ -135,7 +137,7 @@ func (db *DB) Claim(ctx context.Context, owner string, lease time.Duration, toke
 	err := db.pool.QueryRow(ctx, claimSQL,
 		owner, lease.Microseconds(), token).
 		Scan(&j.ProtectionID, &j.Fence, &j.Tenant, &j.CurrentStep, &request, &sealed, &variables, &j.CancelRequested,
-			&j.PreviousState, &prevOwner, &attempt, &counted, &startedAt)
+			&j.Operation, &j.PreviousState, &prevOwner, &attempt, &counted, &startedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	} else if err != nil {
@@ -164,10 +166,10 @@ func (db *DB) RecoverClaim(ctx context.Context, owner, token string) (*Job, erro
 	var startedAt *time.Time
 	err := db.pool.QueryRow(ctx, `
 		SELECT `+claimColumns+`, s.state, s.budget_attempts, s.polling, s.started_at
-		FROM protections p JOIN steps s ON s.protection_id = p.id AND s.name = p.current_step
+		FROM protections p JOIN steps s ON s.operation_id = p.operation_id AND s.name = p.current_step
 		WHERE p.write_token = $1 AND p.lease_owner = $2 AND p.state = 'running'`, token, owner).
 		Scan(&j.ProtectionID, &j.Fence, &j.Tenant, &j.CurrentStep, &request, &sealed, &variables, &j.CancelRequested,
-			&stepState, &j.Attempt, &polling, &startedAt)
+			&j.Operation, &stepState, &j.Attempt, &polling, &startedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	} else if err != nil {
@@ -233,14 +235,16 @@ func (db *DB) CommitAndContinue(ctx context.Context, l Lease, token string, leas
 	err := db.inTx(ctx, func(tx pgx.Tx) error {
 		s := transition.Snapshot{State: mcpguard.StateRunning}
 		var next *string
+		var steps, pending []byte
 		err := tx.QueryRow(ctx, `
 			SELECT p.current_step, p.cancel_requested,
-				(SELECT n.name FROM steps n JOIN steps c ON c.protection_id = n.protection_id AND c.name = p.current_step
-				 WHERE n.protection_id = p.id AND n.state = 'pending' AND n.position > c.position
-				 ORDER BY n.position LIMIT 1)
+				(SELECT n.name FROM steps n JOIN steps c ON c.operation_id = n.operation_id AND c.name = p.current_step
+				 WHERE n.operation_id = p.operation_id AND n.state = 'pending' AND n.position > c.position
+				 ORDER BY n.position LIMIT 1),
+				`+snapshotColumns+`
 			FROM protections p
 			WHERE p.id = $1 AND p.fence = $2 AND p.lease_owner = $3 FOR UPDATE OF p`, l.ProtectionID, l.Fence, l.Owner).
-			Scan(&s.Step, &s.CancelRequested, &next)
+			Scan(&s.Step, &s.CancelRequested, &next, &s.Operation, &s.KeepOnFailure, &steps, &pending)
 		if errors.Is(err, pgx.ErrNoRows) {
 			var landed bool
 			if err := tx.QueryRow(ctx, `SELECT COALESCE(write_token = $2, false) FROM protections WHERE id = $1`,
@@ -256,6 +260,9 @@ func (db *DB) CommitAndContinue(ctx context.Context, l Lease, token string, leas
 		if next != nil {
 			s.NextStep = *next
 		}
+		if err := decodeSnapshot(&s, steps, pending); err != nil {
+			return err
+		}
 		d = decide(s)
 		if !d.Continue || lease <= 0 {
 			d.Continue = false
@@ -267,6 +274,27 @@ func (db *DB) CommitAndContinue(ctx context.Context, l Lease, token string, leas
 		return d, nil, err
 	}
 	return d, cont, nil
+}
+
+// snapshotColumns are what transition.Snapshot needs beyond the current
+// step, for fail-closed: the operation, the request's onFailure, the
+// operation's steps and the pending outcome (decodeSnapshot reads them).
+const snapshotColumns = `p.operation, COALESCE(p.request ->> 'onFailure', '') = 'keep',
+	(SELECT COALESCE(jsonb_object_agg(o.name, jsonb_build_object('state', o.state, 'attempts', o.attempts)), '{}')
+	 FROM steps o WHERE o.operation_id = p.operation_id),
+	p.variables -> '` + transition.PendingVariable + `'`
+
+func decodeSnapshot(s *transition.Snapshot, steps, pending []byte) error {
+	if err := decodeJSON(steps, &s.Steps); err != nil {
+		return fmt.Errorf("error decoding the operation's steps: %w", err)
+	}
+	if len(pending) > 0 && string(pending) != "null" {
+		s.Pending = new(transition.Pending)
+		if err := decodeJSON(pending, s.Pending); err != nil {
+			return fmt.Errorf("error decoding the fail-closed outcome: %w", err)
+		}
+	}
+	return nil
 }
 
 // applyDecision writes a decision to a locked job: the step row, the job
@@ -308,7 +336,7 @@ func applyDecision(ctx context.Context, tx pgx.Tx, id, actor, token string, leas
 				finished_at = CASE WHEN $4 THEN now() WHEN $3 IN ('pending', 'running') THEN NULL ELSE finished_at END,
 				captured = captured || $5, error = CASE WHEN $6 THEN $7::jsonb ELSE error END, polling = $8,
 				attempts = attempts + $9, budget_attempts = GREATEST(budget_attempts + $9, 0)
-			WHERE protection_id = $1 AND name = $2`,
+			WHERE operation_id = (SELECT operation_id FROM protections WHERE id = $1) AND name = $2`,
 			id, u.Name, string(state), u.Finished, captured, u.SetError, stepErr, u.Polling, u.AttemptDelta)
 	}
 	final := d.State.Finished()
@@ -319,7 +347,7 @@ func applyDecision(ctx context.Context, tx pgx.Tx, id, actor, token string, leas
 	batch.Queue(`
 		UPDATE protections SET state = $2, current_step = $3, variables = variables || $4, error = $5,
 			credentials = CASE WHEN $6 THEN NULL ELSE credentials END,
-			cancel_requested = CASE WHEN $7 THEN false ELSE cancel_requested END,
+			cancel_requested = CASE WHEN $7 OR $13 THEN false ELSE cancel_requested END,
 			lease_owner = CASE WHEN $11 THEN lease_owner END,
 			lease_expires_at = CASE WHEN $11 THEN now() + $12 * interval '1 microsecond' END,
 			run_after = CASE WHEN $7 THEN run_after ELSE now() + $8 * interval '1 microsecond' END,
@@ -329,12 +357,17 @@ func applyDecision(ctx context.Context, tx pgx.Tx, id, actor, token string, leas
 		WHERE id = $1
 		RETURNING run_after, CASE WHEN $11 THEN variables END`,
 		id, string(d.State), d.CurrentStep, variables, jobErr, d.ClearCredentials, final,
-		d.RunAfter.Microseconds(), d.BumpFence, tokenArg, d.Continue, lease.Microseconds()).QueryRow(func(row pgx.Row) error {
+		d.RunAfter.Microseconds(), d.BumpFence, tokenArg, d.Continue, lease.Microseconds(), d.ClearCancel).QueryRow(func(row pgx.Row) error {
 		if err := row.Scan(&runAfter, &merged); err != nil {
 			return fmt.Errorf("error applying the step result to the job: %w", err)
 		}
 		return nil
 	})
+	if d.ResetStep != "" {
+		batch.Queue(`
+			UPDATE steps SET state = 'pending', budget_attempts = 0, polling = false, finished_at = NULL, error = NULL
+			WHERE operation_id = (SELECT operation_id FROM protections WHERE id = $1) AND name = $2`, id, d.ResetStep)
+	}
 	var next *Continuation
 	if d.Continue {
 		next = &Continuation{Step: d.CurrentStep}
@@ -343,7 +376,7 @@ func applyDecision(ctx context.Context, tx pgx.Tx, id, actor, token string, leas
 				attempts = attempts + CASE WHEN polling THEN 0 ELSE 1 END,
 				budget_attempts = budget_attempts + CASE WHEN polling THEN 0 ELSE 1 END,
 				started_at = COALESCE(started_at, now())
-			WHERE protection_id = $1 AND name = $2
+			WHERE operation_id = (SELECT operation_id FROM protections WHERE id = $1) AND name = $2
 			RETURNING budget_attempts, started_at`, id, d.CurrentStep).QueryRow(func(row pgx.Row) error {
 			if err := row.Scan(&next.Attempt, &next.StepStartedAt); err != nil {
 				return fmt.Errorf("error starting the next step: %w", err)
@@ -404,9 +437,8 @@ func (db *DB) AddWarning(ctx context.Context, l Lease, step string, attempt int,
 		return fmt.Errorf("error encoding warning: %w", err)
 	}
 	tag, err := db.pool.Exec(ctx, `
-		INSERT INTO events (protection_id, kind, step, attempt, actor, detail)
-		SELECT $1, $4, $5, $6, $3, $7 WHERE EXISTS (
-			SELECT 1 FROM protections WHERE id = $1 AND fence = $2 AND lease_owner = $3)`,
+		INSERT INTO events (protection_id, operation_id, kind, step, attempt, actor, detail)
+		SELECT id, operation_id, $4, $5, $6, $3, $7 FROM protections WHERE id = $1 AND fence = $2 AND lease_owner = $3`,
 		l.ProtectionID, l.Fence, l.Owner, mcpguard.EventWarning, step, attempt, b)
 	if err != nil {
 		return fmt.Errorf("error inserting warning: %w", err)

@@ -18,12 +18,16 @@ import (
 // long-lived table. Tests seed thousands; the benchmarks a million.
 func seedFinished(ctx context.Context, db *DB, n int) error {
 	_, err := db.pool.Exec(ctx, `
-		INSERT INTO protections (id, tenant, state, request, error, created_at, updated_at, finished_at)
-		SELECT gen_random_uuid(), CASE WHEN i % 2 = 0 THEN 'a' ELSE 'b' END,
-			CASE WHEN i % 50 = 0 THEN 'failed' ELSE 'succeeded' END, '{}',
-			CASE WHEN i % 50 = 0 THEN '{"step":"deploy","message":"seeded"}'::jsonb END,
-			t, t, t + interval '5 seconds'
-		FROM generate_series(1, $1) AS i, LATERAL (SELECT now() - (i * interval '1 second') AS t) AS c`, n)
+		WITH p AS (
+			INSERT INTO protections (id, tenant, state, request, error, created_at, updated_at, finished_at, operation_id)
+			SELECT gen_random_uuid(), CASE WHEN i % 2 = 0 THEN 'a' ELSE 'b' END,
+				CASE WHEN i % 50 = 0 THEN 'failed' ELSE 'succeeded' END, '{}',
+				CASE WHEN i % 50 = 0 THEN '{"step":"deploy","message":"seeded"}'::jsonb END,
+				t, t, t + interval '5 seconds', gen_random_uuid()
+			FROM generate_series(1, $1) AS i, LATERAL (SELECT now() - (i * interval '1 second') AS t) AS c
+			RETURNING id, operation_id
+		)
+		INSERT INTO operations (id, protection_id, seq, kind) SELECT operation_id, id, 1, 'protect' FROM p`, n)
 	if err != nil {
 		return err
 	}

@@ -83,14 +83,18 @@ func (db *DB) CreateProtection(ctx context.Context, in NewProtection) (id string
 		key, hash = in.IdempotencyKey, in.RequestHash
 	}
 
+	opID, err := uuid.NewV7()
+	if err != nil {
+		return "", false, fmt.Errorf("error generating operation id: %w", err)
+	}
 	err = db.inTx(ctx, func(tx pgx.Tx) error {
 		var inserted string
 		err := tx.QueryRow(ctx, `
-			INSERT INTO protections (id, tenant, state, current_step, request, credentials, idempotency_key, request_hash, sensitive)
-			VALUES ($1, $2, 'queued', $3, $4, $5, $6, $7, $8)
+			INSERT INTO protections (id, tenant, state, current_step, request, credentials, idempotency_key, request_hash, sensitive, operation_id, operation)
+			VALUES ($1, $2, 'queued', $3, $4, $5, $6, $7, $8, $9, 'protect')
 			ON CONFLICT (tenant, idempotency_key) DO NOTHING
 			RETURNING id::text`,
-			in.ID, in.Tenant, first, request, sealed, key, hash, sealedSensitive).Scan(&inserted)
+			in.ID, in.Tenant, first, request, sealed, key, hash, sealedSensitive, opID).Scan(&inserted)
 		if errors.Is(err, pgx.ErrNoRows) {
 			// The key was used before (or concurrently, by a transaction that
 			// committed while we waited on the unique index).
@@ -113,22 +117,13 @@ func (db *DB) CreateProtection(ctx context.Context, in NewProtection) (id string
 			return fmt.Errorf("error inserting protection: %w", err)
 		}
 		id = inserted
-
-		names := make([]string, len(in.Steps))
-		states := make([]string, len(in.Steps))
-		for i, s := range in.Steps {
-			names[i], states[i] = s.Name, string(mcpguard.StepPending)
-			if s.Skipped {
-				states[i] = string(mcpguard.StepSkipped)
-			}
+		if _, err := tx.Exec(ctx, `INSERT INTO operations (id, protection_id, seq, kind) VALUES ($1, $2, 1, 'protect')`, opID, id); err != nil {
+			return fmt.Errorf("error inserting protect operation: %w", err)
 		}
-		if _, err := tx.Exec(ctx, `
-			INSERT INTO steps (protection_id, position, name, state)
-			SELECT $1, ord - 1, name, state FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS s(name, state, ord)`,
-			id, names, states); err != nil {
-			return fmt.Errorf("error inserting steps: %w", err)
+		if err := insertSteps(ctx, tx, id, opID.String(), in.Steps); err != nil {
+			return err
 		}
-		if err := insertEvent(ctx, tx, id, mcpguard.EventCreated, "", 0, in.Actor, map[string]any{"state": mcpguard.StateQueued, "firstStep": first}); err != nil {
+		if err := insertEvent(ctx, tx, id, mcpguard.EventCreated, "", 0, in.Actor, map[string]any{"state": mcpguard.StateQueued, "firstStep": first, "operation": "protect"}); err != nil {
 			return err
 		}
 		for _, s := range in.Steps {
@@ -144,6 +139,27 @@ func (db *DB) CreateProtection(ctx context.Context, in NewProtection) (id string
 		return "", false, err
 	}
 	return id, replayed, nil
+}
+
+// insertSteps inserts an operation's planned steps in catalogue order.
+func insertSteps(ctx context.Context, tx pgx.Tx, id, opID string, steps []NewStep) error {
+	{
+		names := make([]string, len(steps))
+		states := make([]string, len(steps))
+		for i, s := range steps {
+			names[i], states[i] = s.Name, string(mcpguard.StepPending)
+			if s.Skipped {
+				states[i] = string(mcpguard.StepSkipped)
+			}
+		}
+		if _, err := tx.Exec(ctx, `
+			INSERT INTO steps (protection_id, operation_id, position, name, state)
+			SELECT $1, $2, ord - 1, name, state FROM unnest($3::text[], $4::text[]) WITH ORDINALITY AS s(name, state, ord)`,
+			id, opID, names, states); err != nil {
+			return fmt.Errorf("error inserting steps: %w", err)
+		}
+	}
+	return nil
 }
 
 // FindProtection returns a tenant's job with its steps; ENOTFOUND for an
@@ -305,7 +321,7 @@ func (db *DB) RetryProtection(ctx context.Context, tenant, id, actor string, pla
 				return fmt.Errorf("error decoding job error: %w", err)
 			}
 		}
-		rows, err := tx.Query(ctx, `SELECT name, state FROM steps WHERE protection_id = $1 ORDER BY position`, id)
+		rows, err := tx.Query(ctx, `SELECT s.name, s.state FROM steps s JOIN protections p ON s.operation_id = p.operation_id WHERE p.id = $1 ORDER BY s.position`, id)
 		if err != nil {
 			return fmt.Errorf("error reading steps for retry: %w", err)
 		}
@@ -349,7 +365,7 @@ func (db *DB) RetryProtection(ctx context.Context, tenant, id, actor string, pla
 		if _, err := tx.Exec(ctx, `
 			UPDATE steps SET state = 'pending', budget_attempts = 0, polling = false,
 				started_at = NULL, finished_at = NULL, error = NULL, captured = '{}'
-			WHERE protection_id = $1 AND name = ANY($2::text[]) AND state <> 'skipped'`, id, p.Rerun); err != nil {
+			WHERE operation_id = (SELECT operation_id FROM protections WHERE id = $1) AND name = ANY($2::text[]) AND state <> 'skipped'`, id, p.Rerun); err != nil {
 			return fmt.Errorf("error resetting steps for retry: %w", err)
 		}
 		detail := map[string]any{"from": cur.State, "freshCredentials": credentials != nil,
@@ -373,7 +389,11 @@ func (db *DB) RetryProtection(ctx context.Context, tenant, id, actor string, pla
 // but waiting for a poll or a retry) at once, and asks the worker holding a
 // running job to stop it, announcing that on CancelChannel. It returns the
 // job's state afterwards; ECONFLICT when the job already finished.
-func (db *DB) CancelProtection(ctx context.Context, tenant, id, actor string) (mcpguard.State, error) {
+//
+// rules are the engine's (fail-closed): a protect operation cancelled while
+// exposed goes on to take its deployment off the gateway, and cannot be
+// cancelled while it does.
+func (db *DB) CancelProtection(ctx context.Context, tenant, id, actor string, rules transition.Rules) (mcpguard.State, error) {
 	if !validID(id) {
 		return "", notFound()
 	}
@@ -381,14 +401,23 @@ func (db *DB) CancelProtection(ctx context.Context, tenant, id, actor string) (m
 	err := db.inTx(ctx, func(tx pgx.Tx) error {
 		var state, step string
 		var leased, alreadyRequested bool
+		snap := transition.Snapshot{}
+		var steps, pending []byte
 		err := tx.QueryRow(ctx, `
-			SELECT state, current_step, lease_owner IS NOT NULL AND lease_expires_at > now(), cancel_requested
-			FROM protections WHERE id = $1 AND tenant = $2 FOR UPDATE`, id, tenant).
-			Scan(&state, &step, &leased, &alreadyRequested)
+			SELECT p.state, p.current_step, p.lease_owner IS NOT NULL AND p.lease_expires_at > now(), p.cancel_requested,
+				`+snapshotColumns+`
+			FROM protections p WHERE p.id = $1 AND p.tenant = $2 FOR UPDATE OF p`, id, tenant).
+			Scan(&state, &step, &leased, &alreadyRequested, &snap.Operation, &snap.KeepOnFailure, &steps, &pending)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return notFound()
 		} else if err != nil {
 			return fmt.Errorf("error reading protection for cancel: %w", err)
+		}
+		if err := decodeSnapshot(&snap, steps, pending); err != nil {
+			return err
+		}
+		if snap.Pending != nil && !mcpguard.State(state).Finished() {
+			return mcpguard.Errorf(mcpguard.ECONFLICT, "The protection is taking its deployment off the gateway (it stopped before its policies were applied); it ends %s once that is done.", snap.Pending.State)
 		}
 		switch transition.RequestCancel(mcpguard.State(state), leased, alreadyRequested) {
 		case transition.CancelRefused:
@@ -412,12 +441,16 @@ func (db *DB) CancelProtection(ctx context.Context, tenant, id, actor string) (m
 		if err := insertEvent(ctx, tx, id, mcpguard.EventCancelRequested, step, 0, actor, map[string]any{"state": state}); err != nil {
 			return err
 		}
-		d := transition.Decide(transition.Snapshot{State: mcpguard.State(state), Step: step},
-			transition.Result{Kind: transition.Cancelled, Reason: "cancelled by request"}, transition.Rules{})
+		snap.State, snap.Step = mcpguard.State(state), step
+		d := transition.Decide(snap, transition.Result{Kind: transition.Cancelled, Reason: "cancelled by request"}, rules)
 		if _, err := applyDecision(ctx, tx, id, actor, "", 0, d); err != nil {
 			return err
 		}
-		result = mcpguard.StateCancelled
+		result = d.State
+		if !d.Final() {
+			// Fail-closed: the cleanup step runs first.
+			return notify(ctx, tx, JobsChannel, id)
+		}
 		return nil
 	})
 	return result, err
@@ -443,7 +476,7 @@ func (db *DB) ListEvents(ctx context.Context, tenant, id string, after int64, li
 		return nil, notFound()
 	}
 	rows, err := db.pool.Query(ctx, `
-		SELECT id, at, kind, step, attempt, detail FROM events
+		SELECT id, operation_id::text, at, kind, step, attempt, detail FROM events
 		WHERE protection_id = $1 AND id > $2 ORDER BY id LIMIT $3`, id, after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("error listing events: %w", err)
@@ -451,7 +484,7 @@ func (db *DB) ListEvents(ctx context.Context, tenant, id string, after int64, li
 	events, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (EventRow, error) {
 		var e EventRow
 		var detail []byte
-		if err := row.Scan(&e.Seq, &e.At, &e.Kind, &e.Step, &e.Attempt, &detail); err != nil {
+		if err := row.Scan(&e.Seq, &e.Operation, &e.At, &e.Kind, &e.Step, &e.Attempt, &detail); err != nil {
 			return e, err
 		}
 		e.At = e.At.UTC()
@@ -487,12 +520,12 @@ func (db *DB) EventActors(ctx context.Context, id string) ([]string, error) {
 // order ListProtections scans them.
 const summaryColumns = `id::text, state, current_step, error, created_at, updated_at, finished_at`
 
-const protectionColumns = `id::text, tenant, state, current_step, request, variables, error, created_at, updated_at, finished_at`
+const protectionColumns = `id::text, tenant, operation, state, current_step, request, variables, error, created_at, updated_at, finished_at`
 
 func scanProtection(row pgx.Row) (*mcpguard.Protection, error) {
 	var p mcpguard.Protection
 	var request, variables, jobErr []byte
-	if err := row.Scan(&p.ID, &p.Tenant, &p.State, &p.CurrentStep, &request, &variables, &jobErr, &p.CreatedAt, &p.UpdatedAt, &p.FinishedAt); err != nil {
+	if err := row.Scan(&p.ID, &p.Tenant, &p.Operation, &p.State, &p.CurrentStep, &request, &variables, &jobErr, &p.CreatedAt, &p.UpdatedAt, &p.FinishedAt); err != nil {
 		return nil, err
 	}
 	// A stored request or variables that no longer decode (a poison row,
@@ -532,8 +565,9 @@ func (db *DB) attachSteps(ctx context.Context, list []*mcpguard.Protection) erro
 		p.Steps = []mcpguard.Step{}
 	}
 	rows, err := db.pool.Query(ctx, `
-		SELECT protection_id::text, name, state, attempts, started_at, finished_at, captured, error
-		FROM steps WHERE protection_id = ANY($1::uuid[]) ORDER BY protection_id, position`, ids)
+		SELECT s.protection_id::text, s.name, s.state, s.attempts, s.started_at, s.finished_at, s.captured, s.error
+		FROM steps s JOIN protections p ON p.id = s.protection_id AND s.operation_id = p.operation_id
+		WHERE s.protection_id = ANY($1::uuid[]) ORDER BY s.protection_id, s.position`, ids)
 	if err != nil {
 		return fmt.Errorf("error listing steps: %w", err)
 	}
@@ -608,7 +642,9 @@ func insertEvent(ctx context.Context, tx pgx.Tx, id, kind, step string, attempt 
 	if err != nil {
 		return fmt.Errorf("error encoding %s event: %w", kind, err)
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO events (protection_id, kind, step, attempt, actor, detail) VALUES ($1, $2, $3, $4, $5, $6)`,
+	if _, err := tx.Exec(ctx, `
+		INSERT INTO events (protection_id, operation_id, kind, step, attempt, actor, detail)
+		SELECT id, operation_id, $2, $3, $4, $5, $6 FROM protections WHERE id = $1`,
 		id, kind, step, attempt, actor, b); err != nil {
 		return fmt.Errorf("error inserting %s event: %w", kind, err)
 	}

@@ -78,11 +78,13 @@ func testConstraints(t *testing.T, url string) {
 		t.Fatal(err)
 	}
 	defer raw.Close()
-	id := uuid.NewString()
-	if _, err := raw.Exec(ctx, `INSERT INTO protections (id, tenant, state, current_step, request) VALUES ($1, 't', 'queued', 'auth', '{}')`, id); err != nil {
+	id, op := uuid.NewString(), uuid.NewString()
+	if _, err := raw.Exec(ctx, `
+		WITH p AS (INSERT INTO protections (id, tenant, state, current_step, request, operation_id) VALUES ($1, 't', 'queued', 'auth', '{}', $2) RETURNING id)
+		INSERT INTO operations (id, protection_id, seq, kind) SELECT $2, id, 1, 'protect' FROM p`, id, op); err != nil {
 		t.Fatalf("valid row refused: %v", err)
 	}
-	if _, err := raw.Exec(ctx, `INSERT INTO steps (protection_id, position, name, state) VALUES ($1, 0, 'auth', 'pending')`, id); err != nil {
+	if _, err := raw.Exec(ctx, `INSERT INTO steps (protection_id, operation_id, position, name, state) SELECT id, operation_id, 0, 'auth', 'pending' FROM protections WHERE id = $1`, id); err != nil {
 		t.Fatalf("valid step refused: %v", err)
 	}
 	bad := map[string]string{
@@ -98,10 +100,10 @@ func testConstraints(t *testing.T, url string) {
 		"step done without time":     `UPDATE steps SET state = 'succeeded', started_at = now() WHERE protection_id = $1`,
 		"step running never started": `UPDATE steps SET state = 'running' WHERE protection_id = $1`,
 		"step failed without error":  `UPDATE steps SET state = 'failed', started_at = now(), finished_at = now() WHERE protection_id = $1`,
-		"duplicate step name":        `INSERT INTO steps (protection_id, position, name, state) VALUES ($1, 1, 'auth', 'pending')`,
+		"duplicate step name":        `INSERT INTO steps (protection_id, operation_id, position, name, state) SELECT id, operation_id, 1, 'auth', 'pending' FROM protections WHERE id = $1`,
 		"event rewritten":            `UPDATE events SET kind = 'x' WHERE protection_id = $1 OR true`,
 	}
-	if _, err := raw.Exec(ctx, `INSERT INTO events (protection_id, kind, actor) VALUES ($1, 'created', 't')`, id); err != nil {
+	if _, err := raw.Exec(ctx, `INSERT INTO events (protection_id, operation_id, kind, actor) SELECT id, operation_id, 'created', 't' FROM protections WHERE id = $1`, id); err != nil {
 		t.Fatal(err)
 	}
 	for name, sql := range bad {

@@ -66,6 +66,41 @@ type Snapshot struct {
 	NextStep string
 	// CancelRequested is set when someone asked to cancel the job.
 	CancelRequested bool
+	// Operation is the kind of the job's latest operation (protect, update, unprotect).
+	Operation string
+	// KeepOnFailure is the request's "onFailure": "keep": no fail-closed.
+	KeepOnFailure bool
+	// Steps are the operation's steps' states and attempts, by name.
+	Steps map[string]StepStatus
+	// Pending is the outcome a fail-closed cleanup ends the job with, set
+	// while the cleanup step runs (the job's "failClosed" variable).
+	Pending *Pending
+}
+
+// StepStatus is one step's state and every attempt it made.
+type StepStatus struct {
+	State    mcpguard.StepState `json:"state"`
+	Attempts int                `json:"attempts"`
+}
+
+// Pending is how a protect operation ends once fail-closed's cleanup step
+// has taken its deployment off the gateway: its state (failed or
+// cancelled), the step it stopped at and its error.
+type Pending struct {
+	State mcpguard.State     `json:"state"`
+	Step  string             `json:"step"`
+	Error *mcpguard.JobError `json:"error,omitempty"`
+}
+
+// PendingVariable is the job variable holding Pending during the cleanup.
+const PendingVariable = "failClosed"
+
+// FailClosedRule names the steps fail-closed looks at: a protect operation
+// that stops (fails or is cancelled) after Deploy ran and before Policies
+// succeeded runs Cleanup, which takes the deployment off the gateway, and
+// only then ends (docs/architecture.md, "Never exposed unprotected").
+type FailClosedRule struct {
+	Deploy, Policies, Cleanup string
 }
 
 // Result is how a step's run ended.
@@ -95,6 +130,9 @@ type Rules struct {
 	// Backoff returns the delay before retrying a step that failed
 	// transiently `failed` times, never earlier than retryAfter.
 	Backoff func(failed int, retryAfter time.Duration) time.Duration
+	// FailClosed, when set, removes a protect operation's deployment
+	// before the operation ends unprotected.
+	FailClosed *FailClosedRule
 }
 
 // StepUpdate is the new state of the step row that ran.
@@ -151,7 +189,13 @@ type Decision struct {
 	// keeps the job and starts it in the same commit (depth first), rather
 	// than handing the job back to the queue.
 	Continue bool
-	Events   []Event
+	// ResetStep goes back to pending with a fresh attempt budget (the
+	// cleanup step fail-closed starts).
+	ResetStep string
+	// ClearCancel withdraws a requested cancel: fail-closed's cleanup runs
+	// whatever was asked.
+	ClearCancel bool
+	Events      []Event
 }
 
 // Final reports whether the decision ends the job.
@@ -165,6 +209,126 @@ func (d Decision) Final() bool { return d.State.Finished() }
 // reason; in every other case a requested cancel wins and the job ends
 // cancelled at the step it would run next, which goes back to pending.
 func Decide(s Snapshot, r Result, rules Rules) Decision {
+	if fc := rules.FailClosed; fc != nil && s.Step == fc.Cleanup && s.Pending != nil {
+		return decideCleanup(s, r, rules)
+	}
+	return failClosed(s, decide(s, r, rules), rules)
+}
+
+// failClosed turns a decision that ends a protect operation exposed (its
+// deployment may exist, its policies are not all applied) into a run of
+// the cleanup step, which ends the job as d would have once the deployment
+// is off the gateway. A retry then resumes at the deploy step.
+func failClosed(s Snapshot, d Decision, rules Rules) Decision {
+	fc := rules.FailClosed
+	if fc == nil || s.Operation != mcpguard.OperationProtect || s.KeepOnFailure ||
+		(d.State != mcpguard.StateFailed && d.State != mcpguard.StateCancelled) {
+		return d
+	}
+	deploy, policies := s.Steps[fc.Deploy], s.Steps[fc.Policies]
+	if _, has := s.Steps[fc.Cleanup]; !has || deploy.Attempts == 0 || policies.State == mcpguard.StepSucceeded {
+		return d
+	}
+	pending := Pending{State: d.State, Step: d.CurrentStep, Error: d.Error}
+	if pending.Error != nil {
+		e := *pending.Error
+		e.RetryFrom = fc.Deploy // the retry deploys again
+		pending.Error = &e
+	} else {
+		pending.Step = fc.Deploy // a cancelled job resumes at its current step
+	}
+	// The final state_changed event waits for the cleanup.
+	events := d.Events[:0:0]
+	for _, ev := range d.Events {
+		if ev.Kind != mcpguard.EventStateChanged {
+			events = append(events, ev)
+		}
+	}
+	events = append(events, Event{Kind: mcpguard.EventWarning, Step: fc.Cleanup, Detail: map[string]any{
+		"message":   "the protect operation stopped after deploying and before its policies were applied: its deployment is taken off the gateway before it ends " + string(d.State),
+		"stoppedAt": s.Step, "ending": d.State}})
+	d.Events = events
+	d.Outcome, d.State, d.CurrentStep, d.Error, d.RunAfter = OutcomeRetry, mcpguard.StateRunning, fc.Cleanup, nil, 0
+	d.ResetStep, d.ClearCancel = fc.Cleanup, true
+	d.Variables = withPending(d.Variables, &pending)
+	return d
+}
+
+// decideCleanup decides after a run of fail-closed's cleanup step: done,
+// the job ends as Pending says, with an exposure_prevented event; failed
+// for good, it ends failed with both errors; a transient failure or a poll
+// runs it again (a requested cancel does not stop it).
+func decideCleanup(s Snapshot, r Result, rules Rules) Decision {
+	p := *s.Pending
+	s.CancelRequested = false
+	end := func(d Decision, state mcpguard.State, jobErr *mcpguard.JobError, events ...Event) Decision {
+		d.State, d.CurrentStep, d.Error, d.RunAfter, d.ClearCancel = state, p.Step, jobErr, 0, true
+		d.Variables = withPending(d.Variables, nil)
+		d.Events = append(d.Events, events...)
+		d.Events = append(d.Events, stateChanged(p.Step, 0, s.State, state, "the protect operation stopped before its policies were applied"))
+		return d
+	}
+	switch r.Kind {
+	case Succeeded:
+		d := decide(Snapshot{State: s.State, Step: s.Step}, r, rules)
+		d.Outcome = OutcomeFailed
+		if p.State == mcpguard.StateCancelled {
+			d.Outcome = OutcomeCancelled
+		}
+		d.ClearCredentials = false
+		d.Events = d.Events[:1] // step_succeeded; the job does not succeed
+		return end(d, p.State, p.Error, Event{Kind: mcpguard.EventExposurePrevented, Step: s.Step,
+			Detail: map[string]any{"message": "the deployment was taken off the gateway: the MCP server is not served without its policies; a retry deploys it again",
+				"captured": nonNil(r.Captured)}})
+	case PermanentFailure, TransientFailure, Cancelled:
+		d := decide(s, r, rules)
+		if d.State != mcpguard.StateFailed && r.Kind != Cancelled {
+			return d // retried later
+		}
+		msg := "cleanup abandoned"
+		if r.Error != nil {
+			msg = r.Error.Message
+		}
+		jobErr := &mcpguard.JobError{Step: p.Step, Message: "taking the deployment off the gateway failed (" + msg + "): the MCP server may be served without all its policies"}
+		if p.Error != nil {
+			e := *p.Error
+			e.Message += "; and " + jobErr.Message
+			jobErr = &e
+		}
+		var events []Event
+		for _, ev := range d.Events {
+			if ev.Kind != mcpguard.EventStateChanged {
+				events = append(events, ev)
+			}
+		}
+		d.Events = events
+		d.Outcome = OutcomeFailed
+		if d.Step != nil && d.Step.State == mcpguard.StepPending {
+			d.Step.State, d.Step.Finished, d.Step.SetError, d.Step.Error = mcpguard.StepFailed, true, true, jobErr
+		}
+		d.BumpFence = false
+		return end(d, mcpguard.StateFailed, jobErr)
+	default: // Poll, Released
+		return decide(s, r, rules)
+	}
+}
+
+// withPending sets (p != nil) or clears the PendingVariable.
+func withPending(vars map[string]any, p *Pending) map[string]any {
+	out := make(map[string]any, len(vars)+1)
+	for k, v := range vars {
+		out[k] = v
+	}
+	if p == nil {
+		out[PendingVariable] = nil
+	} else {
+		out[PendingVariable] = map[string]any{"state": p.State, "step": p.Step, "error": p.Error}
+	}
+	return out
+}
+
+// decide is Decide without fail-closed.
+func decide(s Snapshot, r Result, rules Rules) Decision {
 	switch r.Kind {
 	case Succeeded:
 		d := Decision{

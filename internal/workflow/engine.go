@@ -165,7 +165,7 @@ func NewEngine(db *store.DB, cat Catalogue, cfg EngineConfig) *Engine {
 		metrics: newEngineMetrics(cfg.Registerer),
 		rules: transition.Rules{Backoff: func(failed int, retryAfter time.Duration) time.Duration {
 			return backoff(cfg.BackoffBase, cfg.BackoffMax, failed, retryAfter)
-		}},
+		}, FailClosed: cat.failClosedRule()},
 		wake:    make(chan struct{}, cfg.Workers),
 		running: map[string]runningStep{},
 	}

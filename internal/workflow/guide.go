@@ -125,6 +125,22 @@ func GuideCatalogue(cfg GuideConfig) Catalogue {
 		{Name: StepVerify, Run: g.verify, IO: StepIO{
 			Reads:  []string{"organizationId", "environmentId", "environmentApiId", "deploymentId", "policies"},
 			Writes: []string{"deploymentId", "deploymentStatus", "apiVersionStatus", "apiStatus", "policyCount"}}},
+		// Fail-closed's cleanup: planned with every protect operation
+		// (skipped), started only by transition.Decide.
+		{Name: StepWithdraw, Operation: OperationCleanup, Run: g.withdraw, IO: StepIO{
+			Reads:  []string{"organizationId", "environmentId", "environmentApiId", "createdInstances"},
+			Writes: []string{"withdrawnDeployments"}}},
+		// The unprotect operation (after auth): what the protection made goes,
+		// in dependency order.
+		{Name: StepRemovePolicies, Operation: mcpguard.OperationUnprotect, Run: g.removePolicies, IO: StepIO{
+			Reads:  []string{"organizationId", "environmentId", "environmentApiId", "createdInstances", "policies"},
+			Writes: []string{"removedPolicies", "foreignPolicies"}}},
+		{Name: StepRemoveDeployment, Operation: mcpguard.OperationUnprotect, Applies: fromExchange, Run: g.removeDeployment, IO: StepIO{
+			Reads:  []string{"organizationId", "environmentId", "environmentApiId", "createdInstances"},
+			Writes: []string{"undeployedDeployments"}}},
+		{Name: StepRemoveInstance, Operation: mcpguard.OperationUnprotect, Applies: fromExchange, Run: g.removeInstance, IO: StepIO{
+			Reads:  []string{"organizationId", "environmentId", "environmentApiId", "createdInstances"},
+			Writes: []string{"removedInstances"}}},
 	}
 	for i := range steps {
 		steps[i].Run = g.scoped(steps[i].Name, steps[i].Run)

@@ -574,7 +574,7 @@ func (g *Guide) deploy(ctx context.Context, run *Run) (*Outcome, error) {
 	applied, known := run.Variables["deployedInstanceConfig"]
 	instanceChanged := known && applied != nil && !jsonEqual(applied, run.Variables["instanceConfig"])
 	switch {
-	case same != nil && same.GatewayVersion == version && !instanceChanged:
+	case same != nil && same.GatewayVersion == version && !instanceChanged && same.ExpectedStatus != DeploymentUndeployed:
 		return adopt(same.ID)
 	case same != nil || other != nil:
 		// Another target or version, or a changed instance to re-apply. The
@@ -584,6 +584,10 @@ func (g *Guide) deploy(ctx context.Context, run *Run) (*Outcome, error) {
 			old = other
 		}
 		desired.Overwrite = true
+		if old.ExpectedStatus == DeploymentUndeployed {
+			// Taken off the gateway by fail-closed: a retry deploys again.
+			desired.ExpectedStatus = "deployed"
+		}
 		if _, err := s.ReplaceDeployment(ctx, org, env, api, old.ID, desired); err != nil {
 			return nil, fail(fmt.Sprintf("replacing deployment %d to apply the corrected request", old.ID), err, "")
 		}

@@ -122,6 +122,9 @@ func (c Catalogue) PlanRewind(cur store.RetryCurrent, req mcpguard.Request, chan
 		if s.State == mcpguard.StepSkipped {
 			continue
 		}
+		if step, ok := c.Lookup(s.Name); ok && step.Operation == OperationCleanup {
+			continue // started by fail-closed only, never in sequence
+		}
 		if plan.RewindTo == "" {
 			plan.RewindTo = s.Name
 		}

@@ -15,6 +15,7 @@ import (
 	"github.com/mcpguard/mcpguard"
 	"github.com/mcpguard/mcpguard/internal/sensitive"
 	"github.com/mcpguard/mcpguard/internal/store"
+	"github.com/mcpguard/mcpguard/internal/transition"
 )
 
 // Default and largest page sizes of ListProtections and ListEventPage.
@@ -61,9 +62,7 @@ func (s *Service) CreateProtection(ctx context.Context, tenant string, in mcpgua
 	// Policy configuration values secret by their name are sealed now; those
 	// only their template marks are sealed by the policies step.
 	np.Request.Policies, np.Sensitive = sensitive.MaskPolicies(in.Request.Policies, nil)
-	for _, step := range s.cat {
-		np.Steps = append(np.Steps, store.NewStep{Name: step.Name, Skipped: step.Applies != nil && !step.Applies(&in.Request)})
-	}
+	np.Steps = s.cat.Plan(mcpguard.OperationProtect, &in.Request)
 	if idempotencyKey != "" {
 		np.IdempotencyKey = idempotencyKey
 		if np.RequestHash, np.OlderRequestHashes, err = s.requestHash(in); err != nil {
@@ -205,7 +204,7 @@ func (s *Service) RetryProtection(ctx context.Context, tenant, id string, in mcp
 // CancelProtection cancels a queued job at once and asks the worker of a
 // running one to stop it; the answer shows running until it has.
 func (s *Service) CancelProtection(ctx context.Context, tenant, id string) (*mcpguard.Protection, error) {
-	if _, err := s.db.CancelProtection(ctx, tenant, id, tenant); err != nil {
+	if _, err := s.db.CancelProtection(ctx, tenant, id, tenant, transition.Rules{FailClosed: s.cat.failClosedRule()}); err != nil {
 		return nil, err
 	}
 	return s.db.FindProtection(ctx, tenant, id)
@@ -288,4 +287,31 @@ func decodeEventCursor(s string) (int64, error) {
 		return 0, fmt.Errorf("not an event cursor")
 	}
 	return seq, nil
+}
+
+// ListOperations returns the protection's operations, oldest first.
+func (s *Service) ListOperations(ctx context.Context, tenant, id string) ([]mcpguard.Operation, error) {
+	return s.db.ListOperations(ctx, tenant, id)
+}
+
+// UnprotectProtection starts the unprotect operation: it removes what the
+// protection made (its policies, its deployment, its API instance; only its
+// policies from an instance it started from). A protection whose unprotect
+// is queued, running or succeeded answers as it is and starts nothing;
+// another operation queued or running is ECONFLICT.
+func (s *Service) UnprotectProtection(ctx context.Context, tenant, id string, in mcpguard.UnprotectInput) (*mcpguard.Protection, error) {
+	_, err := s.db.StartOperation(ctx, tenant, id, tenant, "", func(cur store.OperationCurrent) (*store.OperationPlan, error) {
+		if cur.Operation == mcpguard.OperationUnprotect && cur.State != mcpguard.StateFailed && cur.State != mcpguard.StateCancelled {
+			return &store.OperationPlan{}, nil // already removed, or being removed
+		}
+		if !cur.State.Finished() {
+			return nil, mcpguard.Errorf(mcpguard.ECONFLICT, "The protection's %s operation is %s; cancel it first, then remove the protection.", cur.Operation, cur.State)
+		}
+		return &store.OperationPlan{Start: true, Kind: mcpguard.OperationUnprotect, Request: cur.Request,
+			Steps: s.cat.Plan(mcpguard.OperationUnprotect, &cur.Request)}, nil
+	}, in.Credentials)
+	if err != nil {
+		return nil, err
+	}
+	return s.db.FindProtection(ctx, tenant, id)
 }

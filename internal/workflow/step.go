@@ -8,6 +8,8 @@ import (
 
 	"github.com/mcpguard/mcpguard"
 	"github.com/mcpguard/mcpguard/internal/anypoint"
+	"github.com/mcpguard/mcpguard/internal/store"
+	"github.com/mcpguard/mcpguard/internal/transition"
 )
 
 // Step is one entry of the step catalogue. The engine runs a protection's
@@ -30,6 +32,44 @@ type Step struct {
 	// IO declares what the step reads and writes; a retry that changes a
 	// field the step reads rewinds the job to it (see PlanRetry).
 	IO StepIO
+	// Operation says which operations plan the step: "" for protect and
+	// update (the guide's steps), mcpguard.OperationUnprotect for the
+	// unprotect operation's own, and OperationCleanup for a step only
+	// fail-closed starts (transition.Decide).
+	Operation string
+}
+
+// OperationCleanup marks a step that is planned (skipped) with every protect
+// operation and runs only when fail-closed starts it.
+const OperationCleanup = "cleanup"
+
+// Plan lists the steps an operation of kind runs for req, in catalogue
+// order; a step that does not apply is skipped. unprotect runs auth and its
+// own steps.
+func (c Catalogue) Plan(kind string, req *mcpguard.Request) []store.NewStep {
+	var out []store.NewStep
+	for _, s := range c {
+		applies := s.Applies == nil || s.Applies(req)
+		switch {
+		case kind == mcpguard.OperationUnprotect && (s.Operation == mcpguard.OperationUnprotect || s.Name == StepAuth):
+		case kind != mcpguard.OperationUnprotect && s.Operation == "":
+		case kind != mcpguard.OperationUnprotect && s.Operation == OperationCleanup:
+			applies = false // fail-closed starts it
+		default:
+			continue
+		}
+		out = append(out, store.NewStep{Name: s.Name, Skipped: !applies})
+	}
+	return out
+}
+
+// failClosedRule is the fail-closed rule of a catalogue with a withdraw
+// step (nil without one).
+func (c Catalogue) failClosedRule() *transition.FailClosedRule {
+	if _, ok := c.Lookup(StepWithdraw); !ok {
+		return nil
+	}
+	return &transition.FailClosedRule{Deploy: StepDeploy, Policies: StepPolicies, Cleanup: StepWithdraw}
 }
 
 // StepIO declares a step's inputs and outputs.

@@ -329,3 +329,35 @@ func statusKey(st map[string]any) string {
 	}
 	return st["status"].(string) + "/" + v
 }
+
+// TestTargetStatusChanges: PUT /_sim/targets/{id}/status starts a stopped
+// target, its list row and detail say so, and Reset stops it again.
+func TestTargetStatusChanges(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, WithAdmin(true))
+	base := "/apimanager/xapi/v1" + sandboxPath + "/gateway-targets"
+	row := func() map[string]any {
+		for _, r := range e.call("GET", base+"?name="+TargetFlexDown, nil).obj(t)["rows"].([]any) {
+			return r.(map[string]any)
+		}
+		t.Fatal("no flex-down row")
+		return nil
+	}
+	if r := row(); r["status"] != "NOT_RUNNING" || r["running"] != false {
+		t.Fatalf("flex-down before: %v", r)
+	}
+	wantStatus(t, e.call("PUT", "/_sim/targets/"+TargetFlexDownID+"/status", map[string]any{"status": "RUNNING"}), 204)
+	if r := row(); r["status"] != "RUNNING" || r["running"] != true {
+		t.Fatalf("flex-down after: %v", r)
+	}
+	if d := e.call("GET", base+"/"+TargetFlexDownID, nil).obj(t); d["status"] != "RUNNING" {
+		t.Fatalf("detail after: %v", d)
+	}
+	wantStatus(t, e.call("PUT", "/_sim/targets/no-such-target/status", map[string]any{"status": "RUNNING"}), 404)
+	wantStatus(t, e.call("PUT", "/_sim/targets/"+TargetFlexDownID+"/status", map[string]any{}), 400)
+	e.sim.Reset()
+	e.token = e.login(Username, Password) // Reset forgets tokens too
+	if r := row(); r["status"] != "NOT_RUNNING" {
+		t.Fatalf("flex-down after reset: %v", r)
+	}
+}

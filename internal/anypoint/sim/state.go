@@ -336,6 +336,11 @@ func cloneMap(m map[string]any) map[string]any {
 // "Anypoint: instances, deployments and policies").
 // A deployment to a target that is not running never leaves "applying".
 func (d *deployment) status(now time.Time) (status string, apiVersionStatus *string) {
+	if d.expectedStatus == "undeployed" {
+		// Taken off the gateway (docs/architecture.md, "Anypoint: instances,
+		// deployments and policies"): nothing is served.
+		return "undeployed", nil
+	}
 	if d.appliedAt.IsZero() {
 		return "applying", strp("unregistered")
 	}

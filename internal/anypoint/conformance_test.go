@@ -157,13 +157,13 @@ func TestSimulatorAnswersMatchOpenAPISpecs(t *testing.T) {
 			{AssetID: "cors", Configuration: map[string]any{"publicResource": false, "originGroups": []any{map[string]any{"origins": []any{"https://portal.acme.example"}}}}},
 		},
 	}
-	vars := runGuide(t, cat, fromSpec)
+	vars := runGuide(t, cat, "conformance-spec", fromSpec)
 	fromInstance := mcpguard.Request{
 		Environment: &mcpguard.Ref{Name: sim.EnvSandbox},
 		Source:      mcpguard.Source{Instance: &mcpguard.InstanceSource{ID: sim.ExistingInstanceID}},
 		Policies:    []mcpguard.PolicyInput{{AssetID: "mcp-schema-validation", Configuration: map[string]any{"validateToolSchema": true}}},
 	}
-	runGuide(t, cat, fromInstance)
+	runGuide(t, cat, "conformance-instance", fromInstance)
 
 	// What a retry and an unprotect call besides the guide's steps.
 	ctx := context.Background()
@@ -257,14 +257,15 @@ func TestSimulatorAnswersMatchOpenAPISpecs(t *testing.T) {
 
 // runGuide runs the guide's steps that apply to req, in order, polling as
 // the engine would, and returns the captured variables (ids as int64).
-func runGuide(t *testing.T, cat workflow.Catalogue, req mcpguard.Request) map[string]any {
+func runGuide(t *testing.T, cat workflow.Catalogue, id string, req mcpguard.Request) map[string]any {
 	t.Helper()
 	ctx := context.Background()
-	run := &workflow.Run{ProtectionID: "conformance", Request: req,
+	run := &workflow.Run{ProtectionID: id, Request: req,
 		Credentials: &mcpguard.Credentials{Username: sim.Username, Password: sim.Password},
 		Variables:   map[string]any{}, Warn: func(context.Context, string, map[string]any) {}}
 	for _, step := range cat {
-		if step.Applies != nil && !step.Applies(&req) {
+		// The protect operation's steps only: not unprotect's, not cleanup's.
+		if step.Operation != "" || (step.Applies != nil && !step.Applies(&req)) {
 			continue
 		}
 		run.Attempt, run.StepStartedAt = 1, time.Now()

@@ -4,10 +4,12 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"net/http"
 	"testing"
 
 	"github.com/mcpguard/mcpguard"
 	"github.com/mcpguard/mcpguard/internal/anypoint/sim"
+	"github.com/mcpguard/mcpguard/internal/sensitive"
 	"github.com/mcpguard/mcpguard/internal/store"
 	"github.com/mcpguard/mcpguard/internal/workflow"
 )
@@ -159,4 +161,43 @@ func TestRetryWithFreshTokenAfterRefusedToken(t *testing.T) {
 	wantCalls(t, s.sim.AllCalls(), map[string]int{sim.RouteLogin: 0, sim.RouteToken: 0,
 		sim.RoutePublishAsset: 1, sim.RouteCreateAPI: 1, sim.RouteCreateDeployment: 1, sim.RouteCreatePolicy: 3})
 	s.owned(p)
+}
+
+// TestRetryWithRealValuesAfterAMovedMask follows HintSensitiveMissing: a
+// retry whose policies put a masked secret where none was sealed fails the
+// policies step; a retry with the real value seals it and Anypoint gets it.
+func TestRetryWithRealValuesAfterAMovedMask(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	const password = "Bas1c-Pa55w0rd-moved-5e1d"
+	basic := func(pw string) map[string]any {
+		return map[string]any{"assetId": "http-basic-authentication", "configuration": map[string]any{"username": "svc", "password": pw}}
+	}
+	rateLimit := map[string]any{"assetId": "rate-limiting", "configuration": map[string]any{
+		"rateLimits": []any{map[string]any{"maximumRequests": 100, "timePeriodInMilliseconds": 60000}}}}
+	req := specRequest("moved-mcp")
+	req["policies"] = []any{basic(password), rateLimit}
+	// The first policy post fails for good, so the job can be retried.
+	s.sim.SetFault(sim.RouteCreatePolicy, sim.Fault{Status: http.StatusBadRequest, Skip: 1, Times: 1})
+	p := s.run(req, "failed")
+	if p.Error.Step != "policies" {
+		t.Fatalf("error = %+v", p.Error)
+	}
+
+	// The mask moves to the second place, where nothing is sealed. (The
+	// failed policies step withdrew the deployment, so deploy runs again.)
+	s.retry(p.ID, map[string]any{"policies": []any{rateLimit, basic(sensitive.Mask)}},
+		"deploy", []string{"deploy", "policies", "verify"}, []string{"policies"})
+	if p = s.wait(p.ID); p.State != "failed" || p.Error.Step != "policies" || p.Error.Hint != workflow.HintSensitiveMissing {
+		t.Fatalf("retry with a moved mask: %s %+v", p.State, p.Error)
+	}
+
+	p = s.retrySucceeds(p.ID, map[string]any{"policies": []any{rateLimit, basic(password)}},
+		"deploy", []string{"deploy", "policies", "verify"}, []string{"policies"})
+	_, _, pols := s.owned(p)
+	for _, pol := range pols {
+		if pol.AssetID == "http-basic-authentication" && pol.ConfigurationData["password"] != password {
+			t.Fatalf("Anypoint holds password %v, want the real value", pol.ConfigurationData["password"])
+		}
+	}
 }

@@ -217,12 +217,17 @@ func BenchmarkLargeTable(b *testing.B) {
 	ctx := context.Background()
 	pool := s.sqlPool(b)
 	seeded := time.Now()
+	// Each row with its one protect operation (protections.operation_id is required).
 	if _, err := pool.Exec(ctx, `
-		INSERT INTO protections (id, tenant, state, request, error, created_at, updated_at, finished_at)
-		SELECT gen_random_uuid(), $1, CASE WHEN i % 50 = 0 THEN 'failed' ELSE 'succeeded' END, '{}',
-			CASE WHEN i % 50 = 0 THEN '{"step":"deploy","message":"seeded"}'::jsonb END,
-			t, t, t + interval '5 seconds'
-		FROM generate_series(1, 1000000) AS i, LATERAL (SELECT now() - (i * interval '1 second') AS t) AS c`, tenant); err != nil {
+		WITH p AS (
+			INSERT INTO protections (id, tenant, state, request, error, created_at, updated_at, finished_at, operation_id)
+			SELECT gen_random_uuid(), $1, CASE WHEN i % 50 = 0 THEN 'failed' ELSE 'succeeded' END, '{}',
+				CASE WHEN i % 50 = 0 THEN '{"step":"deploy","message":"seeded"}'::jsonb END,
+				t, t, t + interval '5 seconds', gen_random_uuid()
+			FROM generate_series(1, 1000000) AS i, LATERAL (SELECT now() - (i * interval '1 second') AS t) AS c
+			RETURNING id, operation_id
+		)
+		INSERT INTO operations (id, protection_id, seq, kind) SELECT operation_id, id, 1, 'protect' FROM p`, tenant); err != nil {
 		b.Fatal(err)
 	}
 	if _, err := pool.Exec(ctx, `ANALYZE protections`); err != nil {

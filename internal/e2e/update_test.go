@@ -264,3 +264,34 @@ func TestCrashMidUpdateResumes(t *testing.T) {
 		t.Errorf("create-policy called %d times, want 4", n)
 	}
 }
+
+// TestUpdateMovesEnvironment: a new environment (and its target) builds the
+// protection there and removes the instance it made in the old one, with
+// its deployment and policies; nothing is left behind.
+func TestUpdateMovesEnvironment(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	p := s.run(specRequest("env-update-mcp"), "succeeded")
+	old, _, _ := s.owned(p)
+	doc := map[string]any{"environment": map[string]any{"name": sim.EnvProduction},
+		"target": map[string]any{"name": sim.TargetFlexProduction}, "credentials": userCredentials()}
+	if code, _ := s.patch(p.ID, doc, ""); code != http.StatusAccepted {
+		t.Fatalf("PATCH answered %d", code)
+	}
+	q := s.wait(p.ID)
+	if q.State != "succeeded" {
+		t.Fatalf("update ended %s: %+v", q.State, q.Error)
+	}
+	in, dep, pols := s.owned(q) // exactly one instance with the protection's label, no orphans
+	if in.EnvironmentID != sim.ProductionEnvID || dep.TargetID != sim.TargetFlexProductionID || len(pols) != 3 {
+		t.Fatalf("after the move: instance %+v, deployment %+v, policies %v", in, dep, assets(pols))
+	}
+	state := s.sim.State()
+	if len(state.DeploymentsOf(old.ID)) != 0 || len(state.PoliciesOf(old.ID)) != 0 {
+		t.Fatalf("the old environment's instance %d left deployments or policies", old.ID)
+	}
+	ops := s.operations(p.ID)
+	if len(ops) != 2 || !slices.Contains(ops[1].Changes, "environment") {
+		t.Fatalf("operations = %v, changes %v", kinds(ops), ops[len(ops)-1].Changes)
+	}
+}

@@ -146,7 +146,8 @@ func seed(t *testing.T, db *store.DB, raw *pgxpool.Pool, tenant string, j *job) 
 		WHERE protection_id = $1 AND name = 'auth'`, id); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := raw.Exec(ctx, `INSERT INTO events (protection_id, kind, actor) VALUES ($1, 'step_started', 'r'), ($1, 'step_succeeded', 'r')`, id); err != nil {
+	if _, err := raw.Exec(ctx, `INSERT INTO events (protection_id, operation_id, kind, actor)
+		SELECT id, operation_id, k, 'r' FROM protections, unnest(ARRAY['step_started', 'step_succeeded']) AS k WHERE id = $1`, id); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -295,3 +295,45 @@ func TestUpdateMovesEnvironment(t *testing.T) {
 		t.Fatalf("operations = %v, changes %v", kinds(ops), ops[len(ops)-1].Changes)
 	}
 }
+
+// TestUpdateReordersPolicies: a PATCH that only gives the same policies
+// another explicit order moves them on the instance (in place, nothing
+// created or deleted), and the simulator holds them in the new order.
+func TestUpdateReordersPolicies(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, withDefaultApp())
+	p := s.run(specRequest("reorder-mcp"), "succeeded")
+	_, _, pols := s.owned(p)
+	if got := assets(pols); !slices.Equal(got, guidePolicies) {
+		t.Fatalf("policies after protect = %v, want %v", got, guidePolicies)
+	}
+	before := s.sim.AllCalls()
+
+	limit := rateLimit(100)
+	limit["order"] = 2
+	clientID := map[string]any{"assetId": "client-id-enforcement", "order": 3, "configuration": map[string]any{
+		"credentialsOriginHasHttpBasicAuthenticationHeader": "customExpression"}}
+	code, q := s.patch(p.ID, map[string]any{"policies": []any{limit, clientID}}, "")
+	if code != http.StatusAccepted {
+		t.Fatalf("PATCH answered %d", code)
+	}
+	q = s.wait(q.ID)
+	if q.State != "succeeded" {
+		t.Fatalf("update ended %s: %+v", q.State, q.Error)
+	}
+	_, _, pols = s.owned(q)
+	if got, want := assets(pols), []string{"mcp-support", "rate-limiting", "client-id-enforcement"}; !slices.Equal(got, want) {
+		t.Fatalf("policies after reorder = %v, want %v", got, want)
+	}
+	for i, pol := range pols {
+		if pol.Order != i+1 {
+			t.Errorf("policy %s has order %d, want %d", pol.AssetID, pol.Order, i+1)
+		}
+	}
+	calls := s.callsSince(before)
+	for _, route := range []string{sim.RouteCreatePolicy, sim.RouteDeletePolicy, sim.RouteCreateAPI} {
+		if calls[route] != 0 {
+			t.Errorf("reorder called %s %d times, want 0", route, calls[route])
+		}
+	}
+}

@@ -188,7 +188,9 @@ func TestRetryWithRealValuesAfterAMovedMask(t *testing.T) {
 	// failed policies step withdrew the deployment, so deploy runs again.)
 	s.retry(p.ID, map[string]any{"policies": []any{rateLimit, basic(sensitive.Mask)}},
 		"deploy", []string{"deploy", "policies", "verify"}, []string{"policies"})
-	if p = s.wait(p.ID); p.State != "failed" || p.Error.Step != "policies" || p.Error.Hint != workflow.HintSensitiveMissing {
+	// deploy checks every configuration as it will be sent (sealed values
+	// opened) before anything is exposed, so the moved mask stops it there.
+	if p = s.wait(p.ID); p.State != "failed" || p.Error.Step != "deploy" || p.Error.Hint != workflow.HintSensitiveMissing {
 		t.Fatalf("retry with a moved mask: %s %+v", p.State, p.Error)
 	}
 

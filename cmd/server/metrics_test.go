@@ -168,6 +168,9 @@ func TestMetricsAndLogsAfterARun(t *testing.T) {
 			if fields["protection_id"] != p.ID {
 				t.Errorf("a line about a step lacks the protection id: %s", line)
 			}
+			if fields["operation"] != "protect" {
+				t.Errorf("a line about a step lacks its operation: %s", line)
+			}
 		}
 	}
 	if jobLines < 20 {

@@ -280,7 +280,7 @@ func (c *Client) log(ctx context.Context, r *request, status int, start time.Tim
 		return
 	}
 	if job, ok := jobOf(ctx); ok {
-		ev = ev.Str("protection_id", job.protectionID).Str("step", job.step)
+		ev = ev.Str("protection_id", job.protectionID).Str("operation", job.operation).Str("step", job.step)
 	}
 	ev = ev.Str("op", r.op).Str("method", r.method).Str("path", r.path).Str("route", routeOf(r.path)).
 		Int("status", status).Float64("duration_ms", float64(elapsed.Microseconds())/1000)

@@ -122,12 +122,13 @@ func routeOf(path string) string {
 type jobKey struct{}
 
 // jobFields are the job a call is made for, for the client's log lines.
-type jobFields struct{ protectionID, step string }
+type jobFields struct{ protectionID, operation, step string }
 
-// WithJob returns a context whose calls log the protection and step they are
-// made for, so every log line of a job can be found by its protection id.
-func WithJob(ctx context.Context, protectionID, step string) context.Context {
-	return context.WithValue(ctx, jobKey{}, jobFields{protectionID: protectionID, step: step})
+// WithJob returns a context whose calls log the protection, operation and
+// step they are made for, so every log line of a job can be found by its
+// protection id and told apart by operation (protect, update, unprotect).
+func WithJob(ctx context.Context, protectionID, operation, step string) context.Context {
+	return context.WithValue(ctx, jobKey{}, jobFields{protectionID: protectionID, operation: operation, step: step})
 }
 
 func jobOf(ctx context.Context) (jobFields, bool) {

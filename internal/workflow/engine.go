@@ -320,7 +320,7 @@ func (e *Engine) process(ctx, stepsCtx context.Context, job *store.Job, claimedA
 // returns the job at its next step when the commit started it under the same
 // lease, with when that commit was sent (the lease runs from no earlier).
 func (e *Engine) runClaimed(ctx, stepsCtx context.Context, job *store.Job, claimedAt time.Time) (*store.Job, time.Time) {
-	log := e.log.With().Str("protection_id", job.ProtectionID).Str("step", job.CurrentStep).Int64("fence", job.Fence).Logger()
+	log := e.log.With().Str("protection_id", job.ProtectionID).Str("operation", job.Operation).Str("step", job.CurrentStep).Int64("fence", job.Fence).Logger()
 	if job.PreviousOwner != "" {
 		log.Warn().Str("previous_owner", job.PreviousOwner).Msg("took over a job whose lease expired")
 	}
@@ -469,7 +469,7 @@ func (e *Engine) runStep(ctx context.Context, cancel context.CancelCauseFunc, cl
 		},
 	}
 	began := e.cfg.Now()
-	outcome, runErr = callStep(anypoint.WithJob(ctx, job.ProtectionID, step.Name), step, run)
+	outcome, runErr = callStep(anypoint.WithJob(ctx, job.ProtectionID, job.Operation, step.Name), step, run)
 	e.metrics.stepDuration.WithLabelValues(step.Name).Observe(e.cfg.Now().Sub(began).Seconds())
 	close(stopHeartbeat)
 	<-heartbeatDone

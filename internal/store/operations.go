@@ -103,18 +103,8 @@ func (db *DB) StartOperation(ctx context.Context, tenant, id, actor, idempotency
 				return fmt.Errorf("error reading the operation of the idempotency key: %w", err)
 			}
 		}
-		rows, err := tx.Query(ctx, `
-			SELECT s.name, s.state FROM steps s JOIN protections p ON s.operation_id = p.operation_id
-			WHERE p.id = $1 ORDER BY s.position`, id)
-		if err != nil {
-			return fmt.Errorf("error reading steps: %w", err)
-		}
-		cur.Steps, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (StepRow, error) {
-			var s StepRow
-			return s, row.Scan(&s.Name, &s.State)
-		})
-		if err != nil {
-			return fmt.Errorf("error reading steps: %w", err)
+		if cur.Steps, err = latestOperationSteps(ctx, tx, id); err != nil {
+			return err
 		}
 		p, err := plan(cur)
 		if err != nil {
@@ -318,4 +308,23 @@ func nonNilStrings(s []string) []string {
 		return []string{}
 	}
 	return s
+}
+
+// latestOperationSteps reads the names and states of the steps of the
+// protection's latest operation, in order, for planning a rewind.
+func latestOperationSteps(ctx context.Context, tx pgx.Tx, id string) ([]StepRow, error) {
+	rows, err := tx.Query(ctx, `
+		SELECT s.name, s.state FROM steps s JOIN protections p ON s.operation_id = p.operation_id
+		WHERE p.id = $1 ORDER BY s.position`, id)
+	if err != nil {
+		return nil, fmt.Errorf("error reading steps: %w", err)
+	}
+	steps, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (StepRow, error) {
+		var s StepRow
+		return s, row.Scan(&s.Name, &s.State)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("error reading steps: %w", err)
+	}
+	return steps, nil
 }

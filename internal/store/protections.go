@@ -321,16 +321,8 @@ func (db *DB) RetryProtection(ctx context.Context, tenant, id, actor string, pla
 				return fmt.Errorf("error decoding job error: %w", err)
 			}
 		}
-		rows, err := tx.Query(ctx, `SELECT s.name, s.state FROM steps s JOIN protections p ON s.operation_id = p.operation_id WHERE p.id = $1 ORDER BY s.position`, id)
-		if err != nil {
-			return fmt.Errorf("error reading steps for retry: %w", err)
-		}
-		cur.Steps, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (StepRow, error) {
-			var s StepRow
-			return s, row.Scan(&s.Name, &s.State)
-		})
-		if err != nil {
-			return fmt.Errorf("error reading steps for retry: %w", err)
+		if cur.Steps, err = latestOperationSteps(ctx, tx, id); err != nil {
+			return err
 		}
 		p, err := plan(cur)
 		if err != nil {

@@ -168,9 +168,12 @@ func newRetryCommand(e *env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "retry ID [-f corrections.json]",
 		Short: "Re-queue a failed or cancelled protection at its failed step",
-		Long: `Re-queue a failed or cancelled protection at its failed step. A corrections
-file may replace credentials, target, environment, instance or policies, e.g.
-{"target": {"name": "flex-sandbox"}}; steps before the failed one are not redone.`,
+		Long: `Re-queue a failed or cancelled protection. A corrections file may replace
+credentials, source, target, environment, instance or policies, e.g.
+{"target": {"name": "flex-sandbox", "gatewayVersion": "1.13.1"}}: the job resumes
+at the earliest step that reads a corrected field (or at the failed step), and
+every later step runs again, reconciling what earlier attempts made. The answer
+lists the steps that will run again.`,
 		Args: exactlyOneID,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			body := []byte("{}")
@@ -180,18 +183,7 @@ file may replace credentials, target, environment, instance or policies, e.g.
 					return err
 				}
 			}
-			c, err := e.client()
-			if err != nil {
-				return err
-			}
-			data, err := c.do(cmd.Context(), http.MethodPost, "/protections/"+url.PathEscape(args[0])+"/retry", nil, body, nil)
-			if err != nil {
-				return err
-			}
-			if watch {
-				return watchProtection(cmd.Context(), e, c, args[0])
-			}
-			return printChanged(e, data)
+			return change(cmd, e, http.MethodPost, args[0], "/retry", body, nil, watch)
 		},
 	}
 	cmd.Flags().StringVarP(&file, "file", "f", "", "corrections: a JSON file, or - for stdin")
@@ -205,15 +197,7 @@ func newCancelCommand(e *env) *cobra.Command {
 		Short: "Cancel a queued protection, or stop a running one at its current step",
 		Args:  exactlyOneID,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := e.client()
-			if err != nil {
-				return err
-			}
-			data, err := c.do(cmd.Context(), http.MethodPost, "/protections/"+url.PathEscape(args[0])+"/cancel", nil, nil, nil)
-			if err != nil {
-				return err
-			}
-			return printChanged(e, data)
+			return change(cmd, e, http.MethodPost, args[0], "/cancel", nil, nil, false)
 		},
 	}
 }
@@ -302,4 +286,22 @@ func writeRaw(e *env, data []byte) error {
 	}
 	_, err := e.stdout.Write(data)
 	return err
+}
+
+// change sends one request that changes protection id (retry, cancel,
+// update, remove), then follows the operation it started when watch is set,
+// or prints the answer.
+func change(cmd *cobra.Command, e *env, method, id, suffix string, body []byte, header http.Header, watch bool) error {
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	data, err := c.do(cmd.Context(), method, "/protections/"+url.PathEscape(id)+suffix, nil, body, header)
+	if err != nil {
+		return err
+	}
+	if watch {
+		return watchProtection(cmd.Context(), e, c, id)
+	}
+	return printChanged(e, data)
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -379,6 +380,61 @@ func TestErrorsAndUsage(t *testing.T) {
 		}
 		if strings.Contains(stderr.String(), apiKey) {
 			t.Errorf("%s: the API key reached stderr", c.name)
+		}
+	}
+}
+
+// TestUpdateThenRemove follows the README's lifecycle with the CLI:
+// `update -f examples/lifecycle/raise-rate-limit.json --watch` raises the
+// rate limit on the simulator's instance, and `remove -f
+// examples/lifecycle/credentials.json --watch` leaves no instance carrying
+// the protection's label.
+func TestUpdateThenRemove(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	r := s.ctl(t, "protect", "-f", "../../examples/protect-spec.json", "--watch", "-o", "json")
+	if r.code != 0 {
+		t.Fatalf("protect: exit %d: %s", r.code, r.stderr)
+	}
+	var p mcpguard.Protection
+	if err := json.Unmarshal([]byte(r.stdout), &p); err != nil || p.State != mcpguard.StateSucceeded {
+		t.Fatalf("protect printed %q (%v)", r.stdout, err)
+	}
+	instance := apiID(t, p)
+	maxRequests := func() any {
+		for _, pol := range s.sim.State().PoliciesOf(instance) {
+			if pol.AssetID == "rate-limiting" {
+				limits, _ := pol.ConfigurationData["rateLimits"].([]any)
+				if len(limits) == 1 {
+					return limits[0].(map[string]any)["maximumRequests"]
+				}
+			}
+		}
+		return nil
+	}
+	if got := fmt.Sprint(maxRequests()); got != "100" {
+		t.Fatalf("rate limit after protect = %s, want 100", got)
+	}
+
+	r = s.ctl(t, "update", p.ID, "-f", "../../examples/lifecycle/raise-rate-limit.json", "--watch", "-o", "json")
+	if r.code != 0 {
+		t.Fatalf("update: exit %d: %s", r.code, r.stderr)
+	}
+	if got := fmt.Sprint(maxRequests()); got != "1000" {
+		t.Fatalf("rate limit after update = %s, want 1000", got)
+	}
+
+	r = s.ctl(t, "remove", p.ID, "-f", "../../examples/lifecycle/credentials.json", "--watch", "-o", "json")
+	if r.code != 0 {
+		t.Fatalf("remove: exit %d: %s", r.code, r.stderr)
+	}
+	if left := s.sim.State().InstancesWithLabel("mcpguard-" + p.ID); len(left) != 0 {
+		t.Fatalf("instances left after remove: %+v", left)
+	}
+	r = s.ctl(t, "operations", p.ID)
+	for _, kind := range []string{"protect", "update", "unprotect"} {
+		if !strings.Contains(r.stdout, kind) {
+			t.Errorf("operations does not list %s:\n%s", kind, r.stdout)
 		}
 	}
 }

@@ -30,22 +30,11 @@ reconciles from there. A patch that changes nothing answers at once.`,
 			if err != nil {
 				return err
 			}
-			c, err := e.client()
-			if err != nil {
-				return err
-			}
 			header := http.Header{"Content-Type": {"application/merge-patch+json"}}
 			if key != "" {
 				header.Set("Idempotency-Key", key)
 			}
-			data, err := c.do(cmd.Context(), http.MethodPatch, "/protections/"+url.PathEscape(args[0]), nil, body, header)
-			if err != nil {
-				return err
-			}
-			if watch {
-				return watchProtection(cmd.Context(), e, c, args[0])
-			}
-			return printChanged(e, data)
+			return change(cmd, e, http.MethodPatch, args[0], "", body, header, watch)
 		},
 	}
 	cmd.Flags().StringVarP(&file, "file", "f", "", "the merge patch: a JSON file, or - for stdin")
@@ -73,18 +62,7 @@ started from is kept with only its policies removed. The optional file is
 					return err
 				}
 			}
-			c, err := e.client()
-			if err != nil {
-				return err
-			}
-			data, err := c.do(cmd.Context(), http.MethodDelete, "/protections/"+url.PathEscape(args[0]), nil, body, nil)
-			if err != nil {
-				return err
-			}
-			if watch {
-				return watchProtection(cmd.Context(), e, c, args[0])
-			}
-			return printChanged(e, data)
+			return change(cmd, e, http.MethodDelete, args[0], "", body, nil, watch)
 		},
 	}
 	cmd.Flags().StringVarP(&file, "file", "f", "", `{"credentials": {...}}: a JSON file, or - for stdin`)

@@ -167,7 +167,7 @@ func newRetryCommand(e *env) *cobra.Command {
 	var watch bool
 	cmd := &cobra.Command{
 		Use:   "retry ID [-f corrections.json]",
-		Short: "Re-queue a failed or cancelled protection at its failed step",
+		Short: "Re-queue a failed or cancelled protection, rewinding to what its corrections change",
 		Long: `Re-queue a failed or cancelled protection. A corrections file may replace
 credentials, source, target, environment, instance or policies, e.g.
 {"target": {"name": "flex-sandbox", "gatewayVersion": "1.13.1"}}: the job resumes

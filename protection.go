@@ -295,7 +295,10 @@ type ProtectionFilter struct {
 // a few hundred bytes plus the job's error, whatever the request held.
 // FindProtection gives the rest.
 type ProtectionSummary struct {
-	ID          string     `json:"id"`
+	ID string `json:"id"`
+	// Operation is the kind of the latest operation; State, CurrentStep
+	// and Error are that operation's.
+	Operation   string     `json:"operation"`
 	State       State      `json:"state"`
 	CurrentStep string     `json:"currentStep"`
 	CreatedAt   time.Time  `json:"createdAt"`

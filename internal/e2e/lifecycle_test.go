@@ -212,16 +212,17 @@ func TestUnprotectFromInstance(t *testing.T) {
 	}
 }
 
-// TestUnprotectHalfDone: a protection that failed at its policies with
-// onFailure keep (instance and deployment left, a policy or none applied)
-// is cleaned up by DELETE.
+// TestUnprotectHalfDone: a protection from a spec that failed at its
+// policies with onFailure keep (instance and deployment left, mcp-support
+// applied and not recorded) is cleaned up by DELETE: no instance,
+// deployment or policy remains.
 func TestUnprotectHalfDone(t *testing.T) {
 	t.Parallel()
 	s := newStack(t)
 	req := specRequest("half-mcp")
 	req["onFailure"] = "keep"
-	// Every policy POST fails for good: none is applied.
-	s.sim.SetFault(sim.RouteCreatePolicy, sim.Fault{Status: http.StatusBadRequest})
+	// mcp-support is applied, then every policy POST fails for good.
+	s.sim.SetFault(sim.RouteCreatePolicy, sim.Fault{Skip: 1, Status: http.StatusBadRequest})
 	p := s.run(req, "failed")
 	if p.Error.Step != "policies" {
 		t.Fatalf("failed at %s, want policies", p.Error.Step)
@@ -230,6 +231,9 @@ func TestUnprotectHalfDone(t *testing.T) {
 	in := state.InstancesWithLabel("mcpguard-" + p.ID)
 	if len(in) != 1 || len(state.DeploymentsOf(in[0].ID)) != 1 || state.DeploymentsOf(in[0].ID)[0].Status == "undeployed" {
 		t.Fatalf("onFailure keep: want the instance deployed as it was, got %+v / %+v", in, state.Deployments)
+	}
+	if got := assets(state.PoliciesOf(in[0].ID)); !slices.Equal(got, []string{"mcp-support"}) {
+		t.Fatalf("policies the failed protect left = %v, want mcp-support", got)
 	}
 	s.sim.ClearFaults()
 	done := s.unprotect(p.ID, nil) // the failed job keeps its credentials

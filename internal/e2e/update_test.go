@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
@@ -12,27 +13,41 @@ import (
 	"time"
 
 	"github.com/mcpguard/mcpguard/internal/anypoint/sim"
+	"github.com/mcpguard/mcpguard/internal/api/apispec"
 	"github.com/mcpguard/mcpguard/internal/testdb"
 )
 
 // patch sends a JSON merge patch (RFC 7396) and returns the answer's status
-// and protection.
+// and protection. Request and answer are validated against openapi.yaml.
 func (s *stack) patch(id string, doc any, key string) (int, *protection) {
+	s.t.Helper()
+	return s.patchChecked(id, doc, key, apispec.RequestMatches)
+}
+
+// patchChecked is patch with what openapi.yaml must say of the request:
+// apispec.RequestViolates for a patch the contract refuses too.
+func (s *stack) patchChecked(id string, doc any, key string, check apispec.Check) (int, *protection) {
 	s.t.Helper()
 	b, err := json.Marshal(doc)
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	req, err := http.NewRequest(http.MethodPatch, s.apiURL+"/protections/"+id, bytes.NewReader(b))
+	req, err := http.NewRequestWithContext(apispec.WithCheck(context.Background(), check), http.MethodPatch, s.apiURL+"/protections/"+id, bytes.NewReader(b))
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	req.Header.Set("Authorization", "Bearer "+apiKey)
+	auth := s.key
+	if auth == "" {
+		auth = apiKey
+	}
+	req.Header.Set("Authorization", "Bearer "+auth)
 	req.Header.Set("Content-Type", "application/merge-patch+json")
 	if key != "" {
 		req.Header.Set("Idempotency-Key", key)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	// The request and its answer are checked against openapi.yaml, as do's are.
+	client := &http.Client{Transport: &apispec.Transport{T: s.t, Next: http.DefaultTransport}}
+	resp, err := client.Do(req)
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -114,7 +129,7 @@ func TestUpdatePolicies(t *testing.T) {
 	if code, _ := s.patch(p.ID, doc, ""); code != http.StatusOK {
 		t.Errorf("a no-op patch answered %d, want 200", code)
 	}
-	if code, _ := s.patch(p.ID, map[string]any{"source": map[string]any{"asset": map[string]any{"name": "x"}}}, ""); code != http.StatusUnprocessableEntity {
+	if code, _ := s.patchChecked(p.ID, map[string]any{"source": map[string]any{"asset": map[string]any{"name": "x"}}}, "", apispec.RequestViolates); code != http.StatusUnprocessableEntity {
 		t.Errorf("a source change answered %d, want 422", code)
 	}
 	if n := len(s.operations(p.ID)); n != 2 {

@@ -196,7 +196,7 @@ func (db *DB) ListProtections(ctx context.Context, tenant string, state mcpguard
 	list, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*mcpguard.ProtectionSummary, error) {
 		var p mcpguard.ProtectionSummary
 		var jobErr []byte
-		if err := row.Scan(&p.ID, &p.State, &p.CurrentStep, &jobErr, &p.CreatedAt, &p.UpdatedAt, &p.FinishedAt); err != nil {
+		if err := row.Scan(&p.ID, &p.Operation, &p.State, &p.CurrentStep, &jobErr, &p.CreatedAt, &p.UpdatedAt, &p.FinishedAt); err != nil {
 			return nil, err
 		}
 		if jobErr != nil {
@@ -510,7 +510,7 @@ func (db *DB) EventActors(ctx context.Context, id string) ([]string, error) {
 
 // summaryColumns are what a list item shows (ProtectionSummary), in the
 // order ListProtections scans them.
-const summaryColumns = `id::text, state, current_step, error, created_at, updated_at, finished_at`
+const summaryColumns = `id::text, operation, state, current_step, error, created_at, updated_at, finished_at`
 
 const protectionColumns = `id::text, tenant, operation, state, current_step, request, variables, error, created_at, updated_at, finished_at`
 

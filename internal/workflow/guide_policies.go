@@ -66,10 +66,13 @@ func (g *Guide) policies(ctx context.Context, run *Run) (out *Outcome, err error
 	}
 
 	// Ours: applied by this protection on this instance (captured by an
-	// earlier run), or anything on an instance this protection created.
+	// earlier run, or carrying its marker label: a run that failed, was
+	// cancelled or crashed after a POST captured nothing), or anything on an
+	// instance this protection created.
 	applied := appliedPolicies(run)
 	ownedInstance := ownsInstance(run, api)
-	ours := func(p anypoint.Policy) bool { return applied[p.ID] || ownedInstance }
+	marker := policyMarker(run)
+	ours := func(p anypoint.Policy) bool { return applied[p.ID] || p.Label == marker || ownedInstance }
 
 	wanted := run.Request.Policies
 	isMCP := instance.Endpoint != nil && instance.Endpoint.Type == "mcp"
@@ -121,7 +124,7 @@ func (g *Guide) policies(ctx context.Context, run *Run) (out *Outcome, err error
 		if used[e.ID] {
 			continue
 		}
-		if !applied[e.ID] {
+		if !applied[e.ID] && e.Label != marker {
 			foreign = append(foreign, map[string]any{"policyId": e.ID, "policyAssetId": e.AssetID})
 			continue
 		}
@@ -150,6 +153,17 @@ func (g *Guide) policies(ctx context.Context, run *Run) (out *Outcome, err error
 	}
 	return done(map[string]any{"policies": captured, "foreignPolicies": foreign})
 }
+
+// policyMarker is the label every policy this protection creates carries
+// (the policy body's label field, docs/architecture.md, "Anypoint:
+// instances, deployments and policies"). Captured variables are committed
+// only when the policies step succeeds, so a run that fails on its second
+// POST, is cancelled, or dies after a POST whose answer never came leaves
+// policies no variable names; the marker lets the next run, an update or
+// an unprotect recognise them as this protection's and never take another's
+// for its own. The reconfiguring and reordering PATCHes set it too, on
+// policies applied before policies carried it.
+func policyMarker(run *Run) string { return "mcpguard-" + run.ProtectionID }
 
 // appliedPolicies reads which policies of instance api this protection
 // applied, from the policies an earlier run captured.
@@ -279,6 +293,7 @@ func findTemplate(templates []anypoint.PolicyTemplate, in mcpguard.PolicyInput) 
 // a conflict unless the request allows a duplicate.
 func (g *Guide) applyPolicy(ctx context.Context, s *anypoint.Session, run *Run, org, env string, api int64,
 	p plannedPolicy, existing []anypoint.Policy, used map[int64]bool, ours func(anypoint.Policy) bool, first bool) (policy *anypoint.Policy, owned bool, err error) {
+	marker := policyMarker(run)
 	identical := func(list []anypoint.Policy) (same, mine, other *anypoint.Policy) {
 		for i, e := range list {
 			if e.AssetID != p.template.AssetID || e.GroupID != p.template.GroupID || used[e.ID] {
@@ -298,7 +313,7 @@ func (g *Guide) applyPolicy(ctx context.Context, s *anypoint.Session, run *Run, 
 	same, mine, other := identical(existing)
 	if same != nil && p.input.Order != nil && *p.input.Order != same.Order && ours(*same) {
 		// An explicit order wins, also over where an earlier attempt put it.
-		moved, err := s.UpdatePolicy(ctx, org, env, api, same.ID, anypoint.PolicyPatch{Order: p.input.Order})
+		moved, err := s.UpdatePolicy(ctx, org, env, api, same.ID, anypoint.PolicyPatch{Order: p.input.Order, Label: &marker})
 		if err != nil {
 			return nil, false, fail(fmt.Sprintf("moving policy %d (%s) to order %d", same.ID, p.template.AssetID, *p.input.Order), err, "")
 		}
@@ -311,7 +326,7 @@ func (g *Guide) applyPolicy(ctx context.Context, s *anypoint.Session, run *Run, 
 		// Ours, configured otherwise (or disabled): reconfigure it in place.
 		enabled := false
 		patched, err := s.UpdatePolicy(ctx, org, env, api, mine.ID, anypoint.PolicyPatch{
-			ConfigurationData: p.config, AssetVersion: &p.template.Version, Order: p.input.Order, Disabled: &enabled,
+			ConfigurationData: p.config, AssetVersion: &p.template.Version, Order: p.input.Order, Disabled: &enabled, Label: &marker,
 		})
 		if err != nil {
 			return nil, false, fail(fmt.Sprintf("reconfiguring policy %d (%s)", mine.ID, p.template.AssetID), err, "")
@@ -331,7 +346,7 @@ func (g *Guide) applyPolicy(ctx context.Context, s *anypoint.Session, run *Run, 
 	}
 	created, err := s.CreatePolicy(ctx, org, env, api, anypoint.PolicyInput{
 		GroupID: p.template.GroupID, AssetID: p.template.AssetID, AssetVersion: p.template.Version,
-		ConfigurationData: p.config, Order: order,
+		ConfigurationData: p.config, Order: order, Label: marker,
 	}, p.input.AllowDuplicate)
 	if err == nil {
 		return created, true, nil

@@ -40,8 +40,10 @@ func (g *Guide) removePolicies(ctx context.Context, run *Run) (*Outcome, error) 
 	}
 	org, env := varString(run, "organizationId"), varString(run, "environmentId")
 	// Ours as the policies step counts them: captured as applied by this
-	// protection, or anything on an instance it created (which goes next).
-	applied, owned := appliedPolicies(run), ownsInstance(run, api)
+	// protection, carrying its marker (applied by a run that stopped before
+	// it could capture them), or anything on an instance it created (which
+	// goes next).
+	applied, owned, marker := appliedPolicies(run), ownsInstance(run, api), policyMarker(run)
 	existing, err := s.ListPolicies(ctx, org, env, api)
 	if isClass(err, anypoint.ClassNotFound) {
 		return done(map[string]any{"removedPolicies": []any{}})
@@ -50,7 +52,7 @@ func (g *Guide) removePolicies(ctx context.Context, run *Run) (*Outcome, error) 
 	}
 	removed, foreign := []any{}, []any{}
 	for _, p := range existing {
-		if !applied[p.ID] && !owned {
+		if !applied[p.ID] && !owned && p.Label != marker {
 			foreign = append(foreign, map[string]any{"policyId": p.ID, "policyAssetId": p.AssetID})
 			continue
 		}

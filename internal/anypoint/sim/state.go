@@ -226,6 +226,8 @@ type PolicyState struct {
 	Order             int            `json:"order"`
 	Disabled          bool           `json:"disabled"`
 	ConfigurationData map[string]any `json:"configurationData"`
+	// Label is the policy's label, "" when it has none.
+	Label string `json:"label,omitempty"`
 }
 
 // InstancesWithLabel returns the instances labelled label.
@@ -294,9 +296,13 @@ func (s *Server) State() Snapshot {
 			GatewayVersion: d.gatewayVersion, Status: st})
 	}
 	for _, p := range s.state.policies {
+		var label string
+		if p.label != nil {
+			label = *p.label
+		}
 		snap.Policies = append(snap.Policies, PolicyState{ID: p.id, APIID: p.apiID, OrganizationID: p.orgID,
 			EnvironmentID: p.envID, GroupID: p.groupID, AssetID: p.assetID, AssetVersion: p.assetVersion,
-			Order: p.order, Disabled: p.disabled, ConfigurationData: cloneMap(p.config)})
+			Order: p.order, Disabled: p.disabled, ConfigurationData: cloneMap(p.config), Label: label})
 	}
 	sort.Slice(snap.Assets, func(i, j int) bool {
 		a, b := snap.Assets[i], snap.Assets[j]

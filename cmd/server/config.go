@@ -41,6 +41,10 @@ type Config struct {
 	APIDatabaseTimeout   time.Duration `envconfig:"MCPGUARD_API_DATABASE_TIMEOUT" default:"5s" desc:"how long an API request may wait for the database (a row lock, a free connection) before it answers 503"`
 	Retention            time.Duration `envconfig:"MCPGUARD_RETENTION" default:"2160h" desc:"how long the steps and events of a finished protection are kept (2160h is 90 days); the protection itself stays"`
 	CredentialsTTL       time.Duration `envconfig:"MCPGUARD_CREDENTIALS_TTL" default:"168h" desc:"how long the stored credentials of a failed or cancelled job are kept for a retry (168h is 7 days)"`
+	WebhookAllowHosts    string        `envconfig:"MCPGUARD_WEBHOOK_ALLOW_HOSTS" desc:"hosts, separated by commas, that webhook URLs may name over http or that may resolve to loopback or private addresses (e.g. 127.0.0.1 for a local receiver); every other webhook URL must be https to a public address"`
+	WebhookTimeout       time.Duration `envconfig:"MCPGUARD_WEBHOOK_TIMEOUT" default:"10s" desc:"how long one webhook delivery attempt may take, connection to the end of the answer"`
+	WebhookRetryFor      time.Duration `envconfig:"MCPGUARD_WEBHOOK_RETRY_FOR" default:"24h" desc:"how long after an event its webhook delivery is retried (exponential backoff from 5s to 1h) before it fails"`
+	WebhookDisableAfter  time.Duration `envconfig:"MCPGUARD_WEBHOOK_DISABLE_AFTER" default:"72h" desc:"a webhook whose deliveries all failed for this long is disabled (webhook.disabled goes to the tenant's other webhooks)"`
 }
 
 // loadConfig reads the MCPGUARD_* variables with envconfig, the same
@@ -68,6 +72,7 @@ func loadConfig() (Config, error) {
 	for name, d := range map[string]time.Duration{
 		"LEASE_DURATION": cfg.LeaseDuration, "SHUTDOWN_GRACE": cfg.ShutdownGrace, "VERIFY_TIMEOUT": cfg.VerifyTimeout,
 		"RETENTION": cfg.Retention, "CREDENTIALS_TTL": cfg.CredentialsTTL, "API_DATABASE_TIMEOUT": cfg.APIDatabaseTimeout,
+		"WEBHOOK_TIMEOUT": cfg.WebhookTimeout, "WEBHOOK_RETRY_FOR": cfg.WebhookRetryFor, "WEBHOOK_DISABLE_AFTER": cfg.WebhookDisableAfter,
 	} {
 		if d <= 0 {
 			problems = append(problems, fmt.Sprintf("%s_%s must be a positive duration such as 30s or 5m; %s is not", envPrefix, name, d))
@@ -87,10 +92,26 @@ func loadConfig() (Config, error) {
 	if (cfg.AnypointClientID == "") != (cfg.AnypointClientSecret == "") {
 		problems = append(problems, envPrefix+"_ANYPOINT_CLIENT_ID and "+envPrefix+"_ANYPOINT_CLIENT_SECRET must be set together")
 	}
+	for i, h := range webhookAllowHosts(cfg.WebhookAllowHosts) {
+		if strings.ContainsAny(h, "/:@ ") && !strings.HasPrefix(h, "[") {
+			problems = append(problems, fmt.Sprintf("%s_WEBHOOK_ALLOW_HOSTS entry %d must be a host name or IP address, without scheme, port or path", envPrefix, i+1))
+		}
+	}
 	if len(problems) > 0 {
 		return cfg, errors.New("invalid configuration: " + strings.Join(problems, "; "))
 	}
 	return cfg, nil
+}
+
+// webhookAllowHosts splits MCPGUARD_WEBHOOK_ALLOW_HOSTS.
+func webhookAllowHosts(raw string) []string {
+	var hosts []string
+	for _, h := range strings.Split(raw, ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			hosts = append(hosts, h)
+		}
+	}
+	return hosts
 }
 
 // envconfigProblem says which variable envconfig could not read, and why,

@@ -66,6 +66,8 @@ func TestMetricsAndLogsAfterARun(t *testing.T) {
 		"MCPGUARD_CREDENTIALS_KEY": credentialsKey(t),
 		"MCPGUARD_SHUTDOWN_GRACE":  "2s",
 		"MCPGUARD_LOG_LEVEL":       "debug",
+		// The webhook receiver below listens on loopback.
+		"MCPGUARD_WEBHOOK_ALLOW_HOSTS": "127.0.0.1",
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -98,6 +100,16 @@ func TestMetricsAndLogsAfterARun(t *testing.T) {
 		}
 		return b
 	}
+	// A webhook receiver: the server wires the deliverer, which sends the
+	// protection's state changes to it.
+	received := make(chan string, 16)
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		received <- r.Header.Get("webhook-id")
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(receiver.Close)
+	call("POST", "/webhooks", `{"url": "`+receiver.URL+`", "events": ["operation.succeeded"]}`)
+
 	var p struct{ ID, State string }
 	if err := json.Unmarshal(call("POST", "/protections", body), &p); err != nil {
 		t.Fatal(err)
@@ -112,13 +124,26 @@ func TestMetricsAndLogsAfterARun(t *testing.T) {
 		}
 	}
 
-	resp, err := http.Get(base + "/metrics")
-	if err != nil {
-		t.Fatal(err)
+	select {
+	case <-received:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the webhook receiver got no operation.succeeded")
 	}
-	raw, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	metrics := string(raw)
+	// The attempt is recorded (and counted) after the receiver answered.
+	var metrics string
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		resp, err := http.Get(base + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		metrics = string(raw)
+		if strings.Contains(metrics, `mcpguard_webhook_attempts_total{outcome="succeeded"} 1`) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	for _, name := range documentedMetrics(t) {
 		if !strings.Contains(metrics, "# HELP "+name+" ") {
 			t.Errorf("/metrics lacks the documented %s", name)
@@ -134,6 +159,7 @@ func TestMetricsAndLogsAfterARun(t *testing.T) {
 		`mcpguard_protections{state="succeeded"} 1`,
 		`mcpguard_jobs_due 0`,
 		`mcpguard_maintenance_runs_total{result="led"}`,
+		`mcpguard_webhook_attempts_total{outcome="succeeded"} 1`,
 	} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %s", want)

@@ -17,6 +17,7 @@ import (
 	"github.com/mcpguard/mcpguard/internal/api"
 	"github.com/mcpguard/mcpguard/internal/maintenance"
 	"github.com/mcpguard/mcpguard/internal/store"
+	"github.com/mcpguard/mcpguard/internal/webhook"
 	"github.com/mcpguard/mcpguard/internal/workflow"
 )
 
@@ -63,10 +64,16 @@ func serve(ctx context.Context, cfg Config, secrets serveSecrets, logger zerolog
 		Logger:   logger.With().Str("component", "api").Logger(),
 		// Each request's database work; past it the answer is 503.
 		DatabaseTimeout: cfg.APIDatabaseTimeout,
+		Webhooks:        webhook.NewService(db, webhookAllowHosts(cfg.WebhookAllowHosts)),
 	})
 	if err != nil {
 		return fmt.Errorf("error building the API: %w", err)
 	}
+
+	deliverer := webhook.NewDeliverer(db, webhook.Config{
+		Owner: engine.Owner(), AllowHosts: webhookAllowHosts(cfg.WebhookAllowHosts), Timeout: cfg.WebhookTimeout,
+		RetryFor: cfg.WebhookRetryFor, DisableAfter: cfg.WebhookDisableAfter, Logger: logger, Registerer: registry,
+	})
 
 	maint := maintenance.New(db, maintenance.Config{
 		Retention: cfg.Retention, CredentialsTTL: cfg.CredentialsTTL,
@@ -97,6 +104,11 @@ func serve(ctx context.Context, cfg Config, secrets serveSecrets, logger zerolog
 		err := engine.Run(ctx)
 		cancel()
 		engineDone <- err
+	}()
+	webhooksDone := make(chan struct{})
+	go func() {
+		defer close(webhooksDone)
+		_ = deliverer.Run(ctx)
 	}()
 	maintDone := make(chan struct{})
 	go func() {
@@ -130,6 +142,7 @@ func serve(ctx context.Context, cfg Config, secrets serveSecrets, logger zerolog
 		errs = append(errs, fmt.Errorf("error running the engine: %w", err))
 	}
 	<-maintDone
+	<-webhooksDone
 	if len(errs) == 0 {
 		logger.Info().Msg("mcpguard stopped")
 	}

@@ -32,6 +32,7 @@ func (s *Server) routes() *chi.Mux {
 		r.Get("/protections/{id}/operations", s.handleListOperations)
 		r.Delete("/protections/{id}", s.handleUnprotect)
 		r.Patch("/protections/{id}", s.handleUpdate)
+		s.webhookRoutes(r)
 	})
 	return r
 }

@@ -41,6 +41,8 @@ type Config struct {
 	// DatabaseTimeout bounds the service call of each request (its database
 	// work); past it the answer is 503. Zero means DefaultDatabaseTimeout.
 	DatabaseTimeout time.Duration
+	// Webhooks serves /webhooks; nil leaves those routes out.
+	Webhooks mcpguard.WebhookService
 }
 
 // Server is the HTTP handler of the whole API.
@@ -54,6 +56,7 @@ type Server struct {
 	router   *chi.Mux
 	// dbTimeout bounds each request's service call (withDatabaseTimeout).
 	dbTimeout time.Duration
+	webhooks  mcpguard.WebhookService
 }
 
 // NewServer builds the router. It fails on a configuration that would let a
@@ -81,6 +84,7 @@ func NewServer(cfg Config) (*Server, error) {
 		registry: reg,
 		metrics:  m,
 		logger:   cfg.Logger,
+		webhooks: cfg.Webhooks,
 	}
 	s.dbTimeout = cfg.DatabaseTimeout
 	if s.dbTimeout <= 0 {

@@ -28,6 +28,7 @@ import (
 	"github.com/mcpguard/mcpguard/internal/api"
 	"github.com/mcpguard/mcpguard/internal/store"
 	"github.com/mcpguard/mcpguard/internal/testdb"
+	"github.com/mcpguard/mcpguard/internal/webhook"
 	"github.com/mcpguard/mcpguard/internal/workflow"
 )
 
@@ -68,6 +69,8 @@ type stack struct {
 	// key is the API key do sends (the default tenant's when empty); as
 	// returns a copy with another.
 	key string
+	// stopDeliverer stops each replica's webhook deliverer (withWebhooks).
+	stopDeliverer []func()
 }
 
 // as returns the stack seen by another tenant's API key.
@@ -93,6 +96,9 @@ type stackOptions struct {
 	// pollInterval and pollMax are the guide's poll delays; zero means the
 	// guide's defaults.
 	pollInterval, pollMax time.Duration
+	// webhooks, when set, runs a webhook deliverer beside each replica's
+	// engine (the API serves /webhooks in every stack).
+	webhooks *webhook.Config
 }
 
 type option func(*stackOptions)
@@ -122,6 +128,15 @@ func withRate(rate float64, window time.Duration) option {
 // for benchmarks.
 func withServerDefaults() option {
 	return func(o *stackOptions) { o.workers, o.pollInterval, o.pollMax = 0, 0, 0 }
+}
+
+// webhookTestHosts is MCPGUARD_WEBHOOK_ALLOW_HOSTS in tests: receivers are
+// httptest servers on loopback.
+var webhookTestHosts = []string{"127.0.0.1"}
+
+// withWebhooks runs a webhook deliverer with cfg beside each replica.
+func withWebhooks(cfg webhook.Config) option {
+	return func(o *stackOptions) { o.webhooks = &cfg }
 }
 
 // withDefaultApp configures the server's connected app, the default tenant
@@ -237,10 +252,28 @@ func newStack(t testing.TB, opts ...option) *stack {
 		t.Cleanup(stop)
 		st.owners = append(st.owners, owner)
 		st.stopReplica = append(st.stopReplica, stop)
+		if o.webhooks != nil {
+			cfg := *o.webhooks
+			cfg.Owner, cfg.Logger = owner, logger.With().Str("replica", owner).Logger()
+			if cfg.AllowHosts == nil {
+				cfg.AllowHosts = webhookTestHosts
+			}
+			d := webhook.NewDeliverer(db, cfg)
+			dctx, stopD := context.WithCancel(ctx)
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				_ = d.Run(dctx)
+			}()
+			var once sync.Once
+			stop := func() { once.Do(func() { stopD(); <-done }) }
+			t.Cleanup(stop)
+			st.stopDeliverer = append(st.stopDeliverer, stop)
+		}
 	}
 	handler, err := api.NewServer(api.Config{
 		Service: workflow.NewService(st.db, cat), Keys: map[string]string{tenant: apiKey, tenantB: apiKeyB, tenantNoScope: apiKeyNoScope},
-		Ready: st.db.Ready, Logger: logger,
+		Ready: st.db.Ready, Logger: logger, Webhooks: webhook.NewService(st.db, webhookTestHosts),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -463,10 +463,12 @@ type Listener struct {
 	OnConnect func()
 	// OnError (optional) is told why the connection was lost before Listen reconnects.
 	OnError func(error)
+	// Channels to listen on; JobsChannel and CancelChannel when empty.
+	Channels []string
 }
 
-// Listen holds one connection listening on JobsChannel and CancelChannel
-// until ctx is done, reconnecting with backoff after errors.
+// Listen holds one connection listening on l.Channels (JobsChannel and
+// CancelChannel by default) until ctx is done, reconnecting with backoff after errors.
 func (db *DB) Listen(ctx context.Context, l Listener) {
 	delay := 100 * time.Millisecond
 	for {
@@ -492,7 +494,11 @@ func (db *DB) listenOnce(ctx context.Context, l Listener) error {
 		return fmt.Errorf("error connecting listener: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	for _, ch := range []string{JobsChannel, CancelChannel} {
+	channels := l.Channels
+	if len(channels) == 0 {
+		channels = []string{JobsChannel, CancelChannel}
+	}
+	for _, ch := range channels {
 		if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{ch}.Sanitize()); err != nil {
 			return fmt.Errorf("error listening on %s: %w", ch, err)
 		}

@@ -1,0 +1,209 @@
+package store_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/mcpguard/mcpguard"
+	"github.com/mcpguard/mcpguard/internal/store"
+	"github.com/mcpguard/mcpguard/internal/transition"
+)
+
+func openSealed(t *testing.T) *store.DB {
+	t.Helper()
+	ctx := context.Background()
+	if err := store.Migrate(ctx, testURL); err != nil {
+		t.Fatal(err)
+	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		t.Fatal(err)
+	}
+	sealer, err := store.NewSealer(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := store.Open(ctx, testURL, store.WithSealer(sealer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close)
+	return db
+}
+
+// deliveryTypes lists the event types of a webhook's deliveries, oldest first.
+func deliveryTypes(t *testing.T, db *store.DB, tenant, webhookID string) []string {
+	t.Helper()
+	list, _, err := db.ListDeliveries(context.Background(), tenant, webhookID, 100, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var types []string
+	for i := len(list) - 1; i >= 0; i-- {
+		types = append(types, list[i].EventType)
+	}
+	return types
+}
+
+// TestWebhookOutboxFollowsTheTransaction: a state change writes its
+// deliveries in its own transaction (a rollback leaves none), only for the
+// protection's tenant's enabled endpoints that subscribed to the type; the
+// secret is stored sealed.
+func TestWebhookOutboxFollowsTheTransaction(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := openSealed(t)
+	const tenant = "outbox-tenant"
+	events := []string{mcpguard.WebhookOperationQueued, mcpguard.WebhookOperationCancelled}
+	hook, err := db.CreateWebhook(ctx, store.NewWebhookRow{Tenant: tenant, URL: "https://example.com/a", Events: events, Secret: "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := db.CreateWebhook(ctx, store.NewWebhookRow{Tenant: "outbox-other", URL: "https://example.com/b", Events: events, Secret: "whsec_b3RoZXI="})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := uuid.NewString()
+	if _, _, err := db.CreateProtection(ctx, store.NewProtection{ID: id, Tenant: tenant, Actor: tenant, Steps: []store.NewStep{{Name: "auth"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := deliveryTypes(t, db, tenant, hook.ID); len(got) != 1 || got[0] != mcpguard.WebhookOperationQueued {
+		t.Fatalf("after the create: deliveries %v, want [operation.queued]", got)
+	}
+
+	raw, err := pgx.Connect(ctx, testURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close(ctx)
+	change := func(commit bool) {
+		tx, err := raw.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO events (protection_id, operation_id, kind, actor, detail)
+			SELECT id, operation_id, 'state_changed', 'test', '{"from": "queued", "to": "cancelled"}' FROM protections WHERE id = $1`, id); err != nil {
+			t.Fatal(err)
+		}
+		if commit {
+			err = tx.Commit(ctx)
+		} else {
+			err = tx.Rollback(ctx)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	change(false)
+	if got := deliveryTypes(t, db, tenant, hook.ID); len(got) != 1 {
+		t.Fatalf("a rolled back change left deliveries %v", got)
+	}
+	change(true)
+	if got := deliveryTypes(t, db, tenant, hook.ID); len(got) != 2 || got[1] != mcpguard.WebhookOperationCancelled {
+		t.Fatalf("after a committed change: deliveries %v", got)
+	}
+	list, _, err := db.ListDeliveries(ctx, tenant, hook.ID, 1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var payload struct {
+		Type string         `json:"type"`
+		Data map[string]any `json:"data"`
+	}
+	if err := json.Unmarshal(list[0].Payload, &payload); err != nil || payload.Type != mcpguard.WebhookOperationCancelled ||
+		payload.Data["protectionId"] != id || payload.Data["state"] != "cancelled" || payload.Data["from"] != "queued" {
+		t.Fatalf("payload %s (%v)", list[0].Payload, err)
+	}
+	if got := deliveryTypes(t, db, "outbox-other", other.ID); len(got) != 0 {
+		t.Fatalf("another tenant's endpoint got %v", got)
+	}
+	// The secret is sealed: the column does not hold it.
+	var sealed []byte
+	if err := raw.QueryRow(ctx, `SELECT secret FROM webhooks WHERE id = $1`, hook.ID).Scan(&sealed); err != nil {
+		t.Fatal(err)
+	}
+	if string(sealed) == "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0" || len(sealed) < 40 {
+		t.Fatal("the webhook secret is stored in plaintext")
+	}
+	// A disabled endpoint gets no new deliveries.
+	off := false
+	if _, err := db.UpdateWebhook(ctx, tenant, hook.ID, mcpguard.WebhookPatch{Enabled: &off}); err != nil {
+		t.Fatal(err)
+	}
+	change(true)
+	if got := deliveryTypes(t, db, tenant, hook.ID); len(got) != 2 {
+		t.Fatalf("a disabled endpoint got deliveries %v", got)
+	}
+}
+
+// TestDeliveriesInOrderAndTakenOverAfterTheLease: a protection's second
+// delivery is not claimable while its first is pending; a claim whose
+// lease expired is taken over by another sender, and the first sender's
+// late record writes nothing.
+func TestDeliveriesInOrderAndTakenOverAfterTheLease(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := openSealed(t)
+	const tenant = "order-tenant"
+	secret := "whsec_b3JkZXItb3JkZXItb3JkZXItb3JkZXI="
+	hook, err := db.CreateWebhook(ctx, store.NewWebhookRow{Tenant: tenant, URL: "https://example.com/o", Events: mcpguard.DefaultWebhookEvents, Secret: secret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := uuid.NewString()
+	if _, _, err := db.CreateProtection(ctx, store.NewProtection{ID: id, Tenant: tenant, Actor: tenant, Steps: []store.NewStep{{Name: "auth"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.CancelProtection(ctx, tenant, id, tenant, transition.Rules{}); err != nil {
+		t.Fatal(err)
+	}
+	mine := func(list []store.ClaimedDelivery) []store.ClaimedDelivery {
+		var out []store.ClaimedDelivery
+		for _, c := range list {
+			if c.WebhookID == hook.ID {
+				out = append(out, c)
+			}
+		}
+		return out
+	}
+	a, err := db.ClaimDeliveries(ctx, "sender-a", 300*time.Millisecond, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a = mine(a)
+	if len(a) != 1 || a[0].EventType != mcpguard.WebhookOperationQueued || a[0].Attempt != 1 || a[0].Secret != secret {
+		t.Fatalf("first claim: %+v, want only operation.queued, attempt 1, with its secret", a)
+	}
+	if b, err := db.ClaimDeliveries(ctx, "sender-b", time.Minute, 10); err != nil || len(mine(b)) != 0 {
+		t.Fatalf("while A holds the first delivery B claimed %+v (%v)", mine(b), err)
+	}
+	time.Sleep(400 * time.Millisecond) // A's lease expires: A "died"
+	b, err := db.ClaimDeliveries(ctx, "sender-b", time.Minute, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b = mine(b)
+	if len(b) != 1 || b[0].ID != a[0].ID || b[0].Attempt != 2 {
+		t.Fatalf("after A's lease: B claimed %+v, want A's delivery, attempt 2", b)
+	}
+	attempt := store.DeliveryAttempt{Status: 204, Succeeded: true, RetryFor: time.Hour, DisableAfter: time.Hour}
+	if out, err := db.RecordDelivery(ctx, a[0], "sender-a", attempt); err != nil || !out.Lost {
+		t.Fatalf("A's late record: %+v %v, want lost", out, err)
+	}
+	if out, err := db.RecordDelivery(ctx, b[0], "sender-b", attempt); err != nil || out.State != mcpguard.DeliverySucceeded {
+		t.Fatalf("B's record: %+v %v", out, err)
+	}
+	next, err := db.ClaimDeliveries(ctx, "sender-b", time.Minute, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next = mine(next); len(next) != 1 || next[0].EventType != mcpguard.WebhookOperationCancelled || next[0].MsgID == a[0].MsgID {
+		t.Fatalf("after the first succeeded: claimed %+v, want operation.cancelled", next)
+	}
+}

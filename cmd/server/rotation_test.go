@@ -68,6 +68,21 @@ func sealedCredentials(t *testing.T, dbURL, id string) []byte {
 	return b
 }
 
+// sealedWebhookSecret reads a webhook's sealed signing secret.
+func sealedWebhookSecret(t *testing.T, dbURL, id string) []byte {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var b []byte
+	if err := conn.QueryRow(context.Background(), `SELECT secret FROM webhooks WHERE id = $1`, id).Scan(&b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // TestKeyRotation: jobs sealed under key A survive a restart with "B,A"
 // (one runs to success), reseal moves what is stored to B, and then "B"
 // alone opens everything; a blob no key opens makes reseal fail naming it.
@@ -97,6 +112,13 @@ func TestKeyRotation(t *testing.T) { // not parallel: it sets the process enviro
 		}
 		return id
 	}
+	// A webhook's signing secret is sealed too (".invalid" never resolves:
+	// the replicas below fail its deliveries quickly).
+	hook, err := dbA.CreateWebhook(ctx, store.NewWebhookRow{Tenant: "acme", URL: "https://hooks.invalid/x",
+		Events: []string{mcpguard.WebhookOperationSucceeded}, Secret: "whsec_cm90YXRlZC13ZWJob29rLXNlY3JldA=="})
+	if err != nil {
+		t.Fatal(err)
+	}
 	// In flight under A: one queued, one cancelled (kept with its credentials).
 	queued, parked := newJob(), newJob()
 	if _, err := dbA.CancelProtection(ctx, "acme", parked, "acme", transition.Rules{}); err != nil {
@@ -121,10 +143,12 @@ func TestKeyRotation(t *testing.T) { // not parallel: it sets the process enviro
 		t.Fatalf("reseal: %v", err)
 	}
 	// The parked job's credentials and its sealed policy values; the
-	// finished job's credentials are gone, its policy values stay.
-	if !strings.Contains(logs.String(), `"resealed":3`) {
-		t.Fatalf("reseal reported %s, want three resealed", logs.String())
+	// finished job's credentials are gone, its policy values stay; the
+	// webhook's secret.
+	if !strings.Contains(logs.String(), `"resealed":4`) {
+		t.Fatalf("reseal reported %s, want four resealed", logs.String())
 	}
+	hookSecret := sealedWebhookSecret(t, dbURL, hook.ID)
 	after := sealedCredentials(t, dbURL, parked)
 	sealerB, _ := store.ParseSealerKey(keyB)
 	if string(after) == string(before) {
@@ -135,6 +159,9 @@ func TestKeyRotation(t *testing.T) { // not parallel: it sets the process enviro
 	}
 	if _, err := sealerA.Open(parked, after); err == nil {
 		t.Fatal("A still opens the resealed credentials")
+	}
+	if plain, err := sealerB.Open("webhook:"+hook.ID, hookSecret); err != nil || string(plain) != "whsec_cm90YXRlZC13ZWJob29rLXNlY3JldA==" {
+		t.Fatalf("B alone does not open the resealed webhook secret: %v", err)
 	}
 	dbB, err := store.Open(ctx, dbURL, store.WithSealer(sealerB))
 	if err != nil {
@@ -154,7 +181,7 @@ func TestKeyRotation(t *testing.T) { // not parallel: it sets the process enviro
 	// retried, opens its credentials and completes.
 	logs = &testlog.Buffer{}
 	setEnv(t, env(keyB))
-	if err := run(ctx, []string{"server", "reseal"}, logs); err != nil || !strings.Contains(logs.String(), `"current":3`) {
+	if err := run(ctx, []string{"server", "reseal"}, logs); err != nil || !strings.Contains(logs.String(), `"current":4`) {
 		t.Fatalf("second reseal: %v %s", err, logs.String())
 	}
 	base, stop := startServer(t, env(keyB))

@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,6 +17,7 @@ import (
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
 	"github.com/mcpguard/mcpguard/internal/anypoint/sim"
+	"github.com/mcpguard/mcpguard/internal/testdb"
 	"github.com/mcpguard/mcpguard/internal/webhook"
 )
 
@@ -296,5 +299,356 @@ func TestWebhooksEveryStateChangeOnceInOrder(t *testing.T) {
 		if !states[st] {
 			t.Errorf("no %s event arrived", st)
 		}
+	}
+}
+
+// TestWebhookDeliveredAfterReplicaKilled is the done-when's crash: replica A
+// (a real server process) claims the protection's first delivery and is
+// SIGKILLed while the receiver holds that request unanswered; replica B,
+// started on the same database, takes over the job and, once A's lease on
+// the delivery expired, sends it again: every state change arrives once,
+// in order, signed.
+func TestWebhookDeliveredAfterReplicaKilled(t *testing.T) {
+	serverBin, _ := buildBinaries(t)
+	simulator := sim.New(sim.WithDeploymentDelay(150*time.Millisecond), sim.WithPublicationDelay(100*time.Millisecond))
+	simSrv := httptest.NewServer(simulator)
+	t.Cleanup(simSrv.Close)
+	t.Cleanup(simulator.Close)
+	dbURL := testdb.New(t, "e2e_hookkill")
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		t.Fatal(err)
+	}
+	env := append(serverEnv(dbURL, simSrv.URL, base64.StdEncoding.EncodeToString(key)),
+		"MCPGUARD_WEBHOOK_ALLOW_HOSTS=127.0.0.1", "MCPGUARD_WEBHOOK_TIMEOUT=3s")
+
+	rc := newReceiver(t)
+	held := make(chan struct{})
+	var holds sync.Once
+	rc.answer = func(w http.ResponseWriter, r *http.Request) bool {
+		first := false
+		holds.Do(func() { first = true })
+		if !first {
+			return true
+		}
+		close(held)
+		<-r.Context().Done() // until A dies and the connection closes
+		return false
+	}
+
+	replicaA := start(t, "replica A", serverBin, env)
+	addrA, _ := replicaA.serving(t)
+	a := &stack{t: t, apiURL: "http://" + addrA}
+	hook := a.register(rc, nil)
+	id := a.submit(specRequest("hook-kill"))
+	select {
+	case <-held:
+	case <-time.After(30 * time.Second):
+		t.Fatal("replica A never sent the first delivery")
+	}
+	replicaA.kill(t)
+
+	replicaB := start(t, "replica B", serverBin, env)
+	addrB, _ := replicaB.serving(t)
+	b := &stack{t: t, apiURL: "http://" + addrB}
+	if p := b.wait(id); p.State != "succeeded" {
+		t.Fatalf("protection ended %s: %+v", p.State, p.Error)
+	}
+	waitReceived(t, b, rc, id)
+	list := b.deliveries(hook.ID)
+	first := list[len(list)-1]
+	if first.EventType != "operation.queued" || first.State != "succeeded" || first.Attempts < 2 {
+		t.Errorf("the delivery A held: %s %s after %d attempts, want operation.queued succeeded after at least 2", first.EventType, first.State, first.Attempts)
+	}
+	if !strings.Contains(replicaB.out.String(), `"msg_id":"`+first.MessageID+`"`) {
+		t.Errorf("replica B's log does not show it sending %s", first.MessageID)
+	}
+}
+
+// TestWebhookURLsRefused: registration refuses URLs that are not https to a
+// public address (unless allowed), or that carry user information; a
+// deliverer whose allow-list lacks the receiver's host refuses to send to
+// it at delivery time too, and the receiver gets nothing.
+func TestWebhookURLsRefused(t *testing.T) {
+	cfg := fastWebhooks()
+	cfg.AllowHosts = []string{} // the API allows 127.0.0.1; this deliverer does not
+	s := newStack(t, withWebhooks(cfg))
+	for _, u := range []string{
+		"http://hooks.example.com/x",    // not https, not allowed
+		"https://10.1.2.3/x",            // private address
+		"https://[::1]:8443/x",          // loopback
+		"https://localhost/x",           // this machine
+		"https://user:pw@example.com/x", // user information
+		"ftp://example.com/x",
+		"/relative",
+	} {
+		var problem struct {
+			Errors []struct{ Field, Message string } `json:"errors"`
+		}
+		s.do(http.MethodPost, "/webhooks", map[string]any{"url": u}, http.StatusBadRequest, &problem)
+		if len(problem.Errors) != 1 || problem.Errors[0].Field != "url" {
+			t.Errorf("%s: errors %+v, want one on url", u, problem.Errors)
+		}
+	}
+	if list := s.webhookList(); len(list) != 0 {
+		t.Fatalf("refused registrations stored %d webhooks", len(list))
+	}
+
+	rc := newReceiver(t)
+	hook := s.register(rc, []string{"operation.queued"})
+	s.submit(specRequest("hook-refused"))
+	var d delivery
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		if list := s.deliveries(hook.ID); len(list) > 0 && list[0].Attempts >= 2 {
+			d = list[0]
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the delivery was never attempted twice")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if d.State != "pending" || d.LastError == nil || !strings.Contains(*d.LastError, "not sent") || d.LastStatus != nil {
+		t.Errorf("delivery to a host outside the deliverer's allow-list: %+v", d)
+	}
+	if _, requests, _ := rc.snapshot(); requests != 0 {
+		t.Errorf("the receiver got %d requests from a deliverer that does not allow it", requests)
+	}
+}
+
+func (s *stack) webhookList() []registered {
+	s.t.Helper()
+	var out struct {
+		Items []registered `json:"items"`
+	}
+	s.do(http.MethodGet, "/webhooks", nil, http.StatusOK, &out)
+	return out.Items
+}
+
+// TestWebhookRedirectsAndAnswersBounded: a 302 is a failed attempt and its
+// target gets nothing; an answer streamed without end is read up to 64 KiB
+// and the 200 counts; an answer slower than the timeout fails the attempt.
+func TestWebhookRedirectsAndAnswersBounded(t *testing.T) {
+	cfg := fastWebhooks()
+	cfg.Timeout = 500 * time.Millisecond
+	s := newStack(t, withWebhooks(cfg))
+	target := newReceiver(t)
+	redirecting := newReceiver(t)
+	redirecting.answer = func(w http.ResponseWriter, r *http.Request) bool {
+		http.Redirect(w, r, target.url(), http.StatusFound)
+		return false
+	}
+	streaming := newReceiver(t)
+	streaming.answer = func(w http.ResponseWriter, r *http.Request) bool {
+		w.WriteHeader(http.StatusOK)
+		chunk := []byte(strings.Repeat("x", 32<<10))
+		for r.Context().Err() == nil {
+			if _, err := w.Write(chunk); err != nil {
+				break
+			}
+		}
+		return true
+	}
+	slow := newReceiver(t)
+	slow.answer = func(w http.ResponseWriter, r *http.Request) bool {
+		select {
+		case <-r.Context().Done():
+		case <-time.After(5 * time.Second):
+		}
+		return false
+	}
+	only := []string{"operation.queued"}
+	hooks := map[string]registered{}
+	for name, rc := range map[string]*receiver{"redirect": redirecting, "stream": streaming, "slow": slow} {
+		hooks[name] = s.register(rc, only)
+	}
+	target.setSecret(hooks["redirect"].Secret)
+	s.submit(specRequest("hook-bounded"))
+
+	waitDelivery := func(name string, done func(delivery) bool) delivery {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); ; {
+			if list := s.deliveries(hooks[name].ID); len(list) == 1 && done(list[0]) {
+				return list[0]
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: delivery never reached the expected state: %+v", name, s.deliveries(hooks[name].ID))
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	d := waitDelivery("redirect", func(d delivery) bool { return d.Attempts >= 2 && d.LastStatus != nil })
+	if *d.LastStatus != http.StatusFound || d.State != "pending" || !strings.Contains(*d.LastError, "redirects are not followed") {
+		t.Errorf("redirected delivery: %+v", d)
+	}
+	if _, requests, _ := target.snapshot(); requests != 0 {
+		t.Errorf("the redirect's target got %d requests", requests)
+	}
+	d = waitDelivery("stream", func(d delivery) bool { return d.State != "pending" })
+	if d.State != "succeeded" || d.Attempts != 1 || *d.LastStatus != http.StatusOK {
+		t.Errorf("endless answer: %+v, want succeeded at the first attempt", d)
+	}
+	d = waitDelivery("slow", func(d delivery) bool { return d.Attempts >= 2 && d.LastError != nil })
+	if d.State != "pending" || !strings.Contains(*d.LastError, "no answer within 500ms") {
+		t.Errorf("slow answer: %+v", d)
+	}
+}
+
+// TestWebhookSecretShownOnceAndTenantsIsolated: the secret is in the
+// registration's answer only (not in GET, the list, the deliveries or the
+// logs); another tenant sees none of the endpoints (404 on each route) and
+// its protections' events do not reach them.
+func TestWebhookSecretShownOnceAndTenantsIsolated(t *testing.T) {
+	s := newStack(t, withWebhooks(fastWebhooks()))
+	rc := newReceiver(t)
+	hook := s.register(rc, nil)
+	mine := s.run(specRequest("hook-tenant-a"), "succeeded")
+	waitReceived(t, s, rc, mine.ID)
+
+	for _, path := range []string{"/webhooks", "/webhooks/" + hook.ID, "/webhooks/" + hook.ID + "/deliveries"} {
+		if body := s.do(http.MethodGet, path, nil, http.StatusOK, nil); strings.Contains(string(body), hook.Secret) ||
+			strings.Contains(string(body), strings.TrimPrefix(hook.Secret, "whsec_")) {
+			t.Errorf("GET %s shows the secret", path)
+		}
+	}
+	deliveryID := s.deliveries(hook.ID)[0].ID
+
+	b := s.as(apiKeyB)
+	if list := b.webhookList(); len(list) != 0 {
+		t.Errorf("tenant B lists %d webhooks", len(list))
+	}
+	b.do(http.MethodGet, "/webhooks/"+hook.ID, nil, http.StatusNotFound, nil)
+	b.do(http.MethodPatch, "/webhooks/"+hook.ID, map[string]any{"enabled": false}, http.StatusNotFound, nil)
+	b.do(http.MethodGet, "/webhooks/"+hook.ID+"/deliveries", nil, http.StatusNotFound, nil)
+	b.do(http.MethodPost, "/webhooks/"+hook.ID+"/deliveries/"+deliveryID+"/redeliver", nil, http.StatusNotFound, nil)
+	b.do(http.MethodDelete, "/webhooks/"+hook.ID, nil, http.StatusNotFound, nil)
+	s.do(http.MethodGet, "/webhooks/"+hook.ID, nil, http.StatusOK, nil) // still there
+
+	theirs := b.run(specRequest("hook-tenant-b"), "succeeded")
+	// B's protection finished after A's deliveries; give the deliverer as
+	// long to send anything of B's as A's took.
+	mineAgain := s.run(specRequest("hook-tenant-a2"), "succeeded")
+	waitReceived(t, s, rc, mine.ID, mineAgain.ID)
+	acked, _, _ := rc.snapshot()
+	for _, ev := range acked {
+		if ev.Data["protectionId"] == theirs.ID {
+			t.Fatalf("tenant B's %s reached tenant A's endpoint", ev.Type)
+		}
+	}
+	if strings.Contains(s.logs.String(), strings.TrimPrefix(hook.Secret, "whsec_")) {
+		t.Error("the logs contain the webhook secret")
+	}
+	s.do(http.MethodDelete, "/webhooks/"+hook.ID, nil, http.StatusNoContent, nil)
+	s.do(http.MethodGet, "/webhooks/"+hook.ID, nil, http.StatusNotFound, nil)
+}
+
+// TestWebhookDisabledAfterFailingThenRedelivered: an endpoint that answers
+// 500 for longer than DisableAfter is disabled with its reason, its
+// pending deliveries end failed and the tenant's other endpoint receives
+// webhook.disabled; redelivery waits for PATCH enabled, then sends the
+// same payload under the same webhook-id. A delivery older than RetryFor
+// fails for good.
+func TestWebhookDisabledAfterFailingThenRedelivered(t *testing.T) {
+	cfg := fastWebhooks()
+	cfg.DisableAfter = 500 * time.Millisecond
+	s := newStack(t, withWebhooks(cfg))
+	failing, healthy := newReceiver(t), newReceiver(t)
+	failing.failFirst = 1 << 30
+	bad := s.register(failing, nil)
+	s.register(healthy, nil)
+	p := s.run(specRequest("hook-disabled"), "succeeded")
+
+	var w registered
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		s.do(http.MethodGet, "/webhooks/"+bad.ID, nil, http.StatusOK, &w)
+		if !w.Enabled {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the failing webhook was never disabled")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if w.DisabledReason == nil || !strings.Contains(*w.DisabledReason, "HTTP 500") {
+		t.Errorf("disabledReason %v", w.DisabledReason)
+	}
+	list := s.deliveries(bad.ID)
+	for _, d := range list {
+		if d.State != "failed" {
+			t.Errorf("delivery %s of the disabled webhook is %s", d.EventType, d.State)
+		}
+	}
+	var disabledEvent bool
+	for deadline := time.Now().Add(30 * time.Second); !disabledEvent && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		acked, _, _ := healthy.snapshot()
+		for _, ev := range acked {
+			disabledEvent = disabledEvent || (ev.Type == "webhook.disabled" && ev.Data["webhookId"] == bad.ID)
+		}
+	}
+	if !disabledEvent {
+		t.Error("the tenant's other endpoint got no webhook.disabled")
+	}
+	waitReceived(t, s, healthy, p.ID)
+
+	first := list[len(list)-1]
+	s.do(http.MethodPost, "/webhooks/"+bad.ID+"/deliveries/"+first.ID+"/redeliver", nil, http.StatusConflict, nil)
+	s.do(http.MethodPatch, "/webhooks/"+bad.ID, map[string]any{"enabled": true}, http.StatusOK, &w)
+	if !w.Enabled || w.DisabledReason != nil {
+		t.Fatalf("after PATCH enabled: %+v", w)
+	}
+	failing.mu.Lock()
+	failing.failFirst = 0
+	failing.mu.Unlock()
+	var again delivery
+	s.do(http.MethodPost, "/webhooks/"+bad.ID+"/deliveries/"+first.ID+"/redeliver", nil, http.StatusAccepted, &again)
+	if again.MessageID != first.MessageID || again.RedeliveryOf == nil || *again.RedeliveryOf != first.ID || again.State != "pending" {
+		t.Fatalf("redelivery %+v of %+v", again, first)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		acked, _, _ := failing.snapshot()
+		if len(acked) == 1 && acked[0].MsgID == first.MessageID && acked[0].Type == first.EventType {
+			break
+		}
+		if time.Now().After(deadline) || len(acked) > 1 {
+			t.Fatalf("after the redelivery the receiver acknowledged %+v, want only %s", acked, first.MessageID)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// Once recorded as succeeded, the redelivery can itself be redelivered.
+	for deadline := time.Now().Add(30 * time.Second); s.deliveries(bad.ID)[0].State != "succeeded"; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the redelivery was never recorded as succeeded: %+v", s.deliveries(bad.ID)[0])
+		}
+	}
+	s.do(http.MethodPost, "/webhooks/"+bad.ID+"/deliveries/"+again.ID+"/redeliver", nil, http.StatusAccepted, nil)
+}
+
+// TestWebhookGivesUpAfterRetryFor: a delivery still failing when older than
+// RetryFor ends failed, with its attempts' statuses in its history.
+func TestWebhookGivesUpAfterRetryFor(t *testing.T) {
+	cfg := fastWebhooks()
+	cfg.RetryFor = 400 * time.Millisecond
+	s := newStack(t, withWebhooks(cfg))
+	rc := newReceiver(t)
+	rc.failFirst = 1 << 30
+	hook := s.register(rc, []string{"operation.queued"})
+	s.submit(specRequest("hook-give-up"))
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		if list := s.deliveries(hook.ID); len(list) == 1 && list[0].State != "pending" {
+			d := list[0]
+			if d.State != "failed" || d.Attempts < 2 || len(d.History) != min(d.Attempts, 10) || *d.History[0].Status != 500 {
+				t.Fatalf("given-up delivery: %+v", d)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the delivery was never given up")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	var w registered
+	s.do(http.MethodGet, "/webhooks/"+hook.ID, nil, http.StatusOK, &w)
+	if !w.Enabled {
+		t.Error("a webhook failing for less than DisableAfter was disabled")
 	}
 }

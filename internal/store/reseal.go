@@ -7,18 +7,20 @@ import (
 	"strings"
 )
 
-// sealedColumn is a column of protections holding a blob sealed with the
-// credentials key; ad gives the associated data it was sealed with.
+// sealedColumn is a column holding a blob sealed with the credentials
+// key; ad gives the associated data it was sealed with.
 type sealedColumn struct {
-	name string
-	ad   func(id string) string
+	table string
+	name  string
+	ad    func(id string) string
 }
 
 // sealedColumns lists every sealed column, so that a re-seal after a key
 // rotation misses none.
 var sealedColumns = []sealedColumn{
-	{name: "credentials", ad: func(id string) string { return id }},
-	{name: "sensitive", ad: sensitiveAD},
+	{table: "protections", name: "credentials", ad: func(id string) string { return id }},
+	{table: "protections", name: "sensitive", ad: sensitiveAD},
+	{table: "webhooks", name: "secret", ad: webhookAD},
 }
 
 // ResealReport counts what Reseal did, per sealed column.
@@ -31,7 +33,7 @@ type ResealReport struct {
 	// (a retry with fresh credentials, a job finishing); whoever wrote them
 	// sealed them with its own first key.
 	Changed int
-	// Unreadable lists the protections with a blob no configured key opens.
+	// Unreadable lists the protections (and webhooks) with a blob no configured key opens.
 	Unreadable []string
 }
 
@@ -51,7 +53,7 @@ func (db *DB) Reseal(ctx context.Context) (ResealReport, error) {
 	for _, col := range sealedColumns {
 		last := "00000000-0000-0000-0000-000000000000"
 		for {
-			rows, err := db.pool.Query(ctx, `SELECT id::text, `+col.name+` FROM protections
+			rows, err := db.pool.Query(ctx, `SELECT id::text, `+col.name+` FROM `+col.table+`
 				WHERE `+col.name+` IS NOT NULL AND id > $1::uuid ORDER BY id LIMIT $2`, last, resealBatch)
 			if err != nil {
 				return r, fmt.Errorf("error reading sealed %s: %w", col.name, err)
@@ -87,9 +89,9 @@ func (db *DB) Reseal(ctx context.Context) (ResealReport, error) {
 				if err != nil {
 					return r, err
 				}
-				tag, err := db.pool.Exec(ctx, `UPDATE protections SET `+col.name+` = $2 WHERE id = $1 AND `+col.name+` = $3`, x.id, fresh, x.sealed)
+				tag, err := db.pool.Exec(ctx, `UPDATE `+col.table+` SET `+col.name+` = $2 WHERE id = $1 AND `+col.name+` = $3`, x.id, fresh, x.sealed)
 				if err != nil {
-					return r, fmt.Errorf("error re-sealing %s of protection %s: %w", col.name, x.id, err)
+					return r, fmt.Errorf("error re-sealing %s of %s %s: %w", col.name, col.table, x.id, err)
 				}
 				if tag.RowsAffected() == 1 {
 					r.Resealed++
@@ -104,7 +106,7 @@ func (db *DB) Reseal(ctx context.Context) (ResealReport, error) {
 		}
 	}
 	if len(r.Unreadable) > 0 {
-		return r, fmt.Errorf("%d protections hold sealed values that no configured key opens (add the key that sealed them): %s",
+		return r, fmt.Errorf("%d protections or webhooks hold sealed values that no configured key opens (add the key that sealed them): %s",
 			len(r.Unreadable), strings.Join(r.Unreadable, ", "))
 	}
 	return r, nil

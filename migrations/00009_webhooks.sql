@@ -68,6 +68,8 @@ CREATE INDEX webhook_deliveries_due_idx ON webhook_deliveries (next_attempt_at) 
 CREATE INDEX webhook_deliveries_sequence_idx ON webhook_deliveries (webhook_id, protection_id, seq) WHERE state = 'pending';
 -- The list: an endpoint's deliveries, newest first.
 CREATE INDEX webhook_deliveries_webhook_idx ON webhook_deliveries (webhook_id, seq DESC);
+-- Maintenance: finished deliveries by age (removed after MCPGUARD_RETENTION).
+CREATE INDEX webhook_deliveries_finished_idx ON webhook_deliveries (finished_at) WHERE state <> 'pending';
 
 -- +goose StatementBegin
 -- webhook_outbox turns an appended event into one delivery per enabled

@@ -39,7 +39,7 @@ type Config struct {
 	ShutdownGrace        time.Duration `envconfig:"MCPGUARD_SHUTDOWN_GRACE" default:"20s" desc:"how long running steps and HTTP requests may finish after SIGTERM"`
 	VerifyTimeout        time.Duration `envconfig:"MCPGUARD_VERIFY_TIMEOUT" default:"20m" desc:"how long the verify step waits for the deployment and instance to be live"`
 	APIDatabaseTimeout   time.Duration `envconfig:"MCPGUARD_API_DATABASE_TIMEOUT" default:"5s" desc:"how long an API request may wait for the database (a row lock, a free connection) before it answers 503"`
-	Retention            time.Duration `envconfig:"MCPGUARD_RETENTION" default:"2160h" desc:"how long the steps and events of a finished protection are kept (2160h is 90 days); the protection itself stays"`
+	Retention            time.Duration `envconfig:"MCPGUARD_RETENTION" default:"2160h" desc:"how long the steps and events of a finished protection, and finished webhook deliveries, are kept (2160h is 90 days); the protection itself stays"`
 	CredentialsTTL       time.Duration `envconfig:"MCPGUARD_CREDENTIALS_TTL" default:"168h" desc:"how long the stored credentials of a failed or cancelled job are kept for a retry (168h is 7 days)"`
 	WebhookAllowHosts    string        `envconfig:"MCPGUARD_WEBHOOK_ALLOW_HOSTS" desc:"hosts, separated by commas, that webhook URLs may name over http or that may resolve to loopback or private addresses (e.g. 127.0.0.1 for a local receiver); every other webhook URL must be https to a public address"`
 	WebhookTimeout       time.Duration `envconfig:"MCPGUARD_WEBHOOK_TIMEOUT" default:"10s" desc:"how long one webhook delivery attempt may take, connection to the end of the answer"`

@@ -500,10 +500,32 @@ func TestWebhookRedirectsAndAnswersBounded(t *testing.T) {
 // its protections' events do not reach them.
 func TestWebhookSecretShownOnceAndTenantsIsolated(t *testing.T) {
 	s := newStack(t, withWebhooks(fastWebhooks()))
-	rc := newReceiver(t)
+	rc, steps := newReceiver(t), newReceiver(t)
 	hook := s.register(rc, nil)
+	s.register(steps, []string{"step.started", "step.succeeded", "step.skipped"})
 	mine := s.run(specRequest("hook-tenant-a"), "succeeded")
 	waitReceived(t, s, rc, mine.ID)
+
+	// The endpoint that asked for step events gets those, in the trail's order.
+	var want []string
+	for _, e := range s.events(mine.ID) {
+		if k, _ := e["kind"].(string); k == "step_started" || k == "step_succeeded" || k == "step_skipped" {
+			want = append(want, "step."+strings.TrimPrefix(k, "step_")+"/"+e["step"].(string))
+		}
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		acked, _, _ := steps.snapshot()
+		var got []string
+		for _, ev := range acked {
+			got = append(got, ev.Type+"/"+fmt.Sprint(ev.Data["step"]))
+		}
+		if slices.Equal(got, want) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("step events acknowledged:\n  %v\nwant:\n  %v", got, want)
+		}
+	}
 
 	for _, path := range []string{"/webhooks", "/webhooks/" + hook.ID, "/webhooks/" + hook.ID + "/deliveries"} {
 		if body := s.do(http.MethodGet, path, nil, http.StatusOK, nil); strings.Contains(string(body), hook.Secret) ||
@@ -587,6 +609,9 @@ func TestWebhookDisabledAfterFailingThenRedelivered(t *testing.T) {
 	}
 	if !disabledEvent {
 		t.Error("the tenant's other endpoint got no webhook.disabled")
+	}
+	if !strings.Contains(s.logs.String(), `"webhook_id":"`+bad.ID+`"`) || !strings.Contains(s.logs.String(), `"message":"webhook disabled"`) {
+		t.Error("no warning was logged about the disabled webhook")
 	}
 	waitReceived(t, s, healthy, p.ID)
 

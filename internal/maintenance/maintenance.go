@@ -68,14 +68,14 @@ func New(db *store.DB, cfg Config) *Runner {
 			Help: "Maintenance passes on this replica: led (it held the lock and worked), skipped (another replica held it) or error."},
 			[]string{"result"}),
 		removed: f.NewCounterVec(prometheus.CounterOpts{Name: "mcpguard_maintenance_removed_total",
-			Help: "What this replica's maintenance removed: credentials (jobs whose stored credentials expired), histories (protections whose history expired), steps and events (rows of those histories)."},
+			Help: "What this replica's maintenance removed: credentials (jobs whose stored credentials expired), histories (protections whose history expired), steps and events (rows of those histories), deliveries (webhook deliveries finished longer ago than MCPGUARD_RETENTION)."},
 			[]string{"what"}),
 	}
 	// Every series exists from the start, so dashboards see zeros, not gaps.
 	for _, result := range []string{"led", "skipped", "error"} {
 		r.runs.WithLabelValues(result)
 	}
-	for _, what := range []string{"credentials", "histories", "steps", "events"} {
+	for _, what := range []string{"credentials", "histories", "steps", "events", "deliveries"} {
 		r.removed.WithLabelValues(what)
 	}
 	return r
@@ -102,6 +102,7 @@ func (r *Runner) RunOnce(ctx context.Context) (store.MaintenanceResult, error) {
 	r.removed.WithLabelValues("histories").Add(float64(res.Histories))
 	r.removed.WithLabelValues("steps").Add(float64(res.Steps))
 	r.removed.WithLabelValues("events").Add(float64(res.Events))
+	r.removed.WithLabelValues("deliveries").Add(float64(res.Deliveries))
 	switch {
 	case err != nil:
 		r.runs.WithLabelValues("error").Inc()
@@ -112,9 +113,9 @@ func (r *Runner) RunOnce(ctx context.Context) (store.MaintenanceResult, error) {
 		r.runs.WithLabelValues("skipped").Inc()
 	default:
 		r.runs.WithLabelValues("led").Inc()
-		if res.Credentials+res.Histories > 0 {
+		if res.Credentials+res.Histories+res.Deliveries > 0 {
 			r.log.Info().Int64("credentials_removed", res.Credentials).Int64("histories_removed", res.Histories).
-				Int64("steps_removed", res.Steps).Int64("events_removed", res.Events).Msg("maintenance removed expired data")
+				Int64("steps_removed", res.Steps).Int64("events_removed", res.Events).Int64("deliveries_removed", res.Deliveries).Msg("maintenance removed expired data")
 		}
 	}
 	return res, err

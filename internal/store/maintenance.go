@@ -43,6 +43,9 @@ type MaintenanceResult struct {
 	Histories int64
 	// Steps and Events are the rows removed with those histories.
 	Steps, Events int64
+	// Deliveries is how many webhook deliveries, finished longer ago than
+	// the retention, were removed.
+	Deliveries int64
 }
 
 // Maintain runs one maintenance pass if no other replica is running one: it
@@ -83,6 +86,22 @@ func (db *DB) Maintain(ctx context.Context, p MaintenancePolicy) (MaintenanceRes
 				return res, err
 			}
 			if n < maintenanceBatch {
+				break
+			}
+		}
+	}
+	if p.Retention > 0 {
+		for {
+			tag, err := conn.Exec(ctx, `
+				DELETE FROM webhook_deliveries WHERE id IN (
+					SELECT id FROM webhook_deliveries
+					WHERE state <> 'pending' AND finished_at < now() - $1 * interval '1 microsecond'
+					ORDER BY finished_at LIMIT $2)`, p.Retention.Microseconds(), maintenanceBatch)
+			if err != nil {
+				return res, fmt.Errorf("error removing old webhook deliveries: %w", err)
+			}
+			res.Deliveries += tag.RowsAffected()
+			if tag.RowsAffected() < maintenanceBatch {
 				break
 			}
 		}

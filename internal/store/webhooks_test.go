@@ -207,3 +207,49 @@ func TestDeliveriesInOrderAndTakenOverAfterTheLease(t *testing.T) {
 		t.Fatalf("after the first succeeded: claimed %+v, want operation.cancelled", next)
 	}
 }
+
+// TestMaintenanceRemovesOldDeliveries: deliveries finished longer ago than
+// the retention are removed; pending ones and recent ones stay.
+func TestMaintenanceRemovesOldDeliveries(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := openSealed(t)
+	const tenant = "retention-tenant"
+	hook, err := db.CreateWebhook(ctx, store.NewWebhookRow{Tenant: tenant, URL: "https://example.com/r",
+		Events: []string{mcpguard.WebhookOperationQueued}, Secret: "whsec_cmV0ZW50aW9u"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if _, _, err := db.CreateProtection(ctx, store.NewProtection{ID: uuid.NewString(), Tenant: tenant, Actor: tenant, Steps: []store.NewStep{{Name: "auth"}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	raw, err := pgx.Connect(ctx, testURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close(ctx)
+	// One finished two days ago, one finished now, one pending.
+	if _, err := raw.Exec(ctx, `
+		WITH d AS (SELECT id, row_number() OVER (ORDER BY seq) AS n FROM webhook_deliveries WHERE webhook_id = $1)
+		UPDATE webhook_deliveries w SET state = 'succeeded',
+			finished_at = CASE WHEN d.n = 1 THEN now() - interval '2 days' ELSE now() END
+		FROM d WHERE w.id = d.id AND d.n <= 2`, hook.ID); err != nil {
+		t.Fatal(err)
+	}
+	res, err := db.Maintain(ctx, store.MaintenancePolicy{Retention: 24 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Led {
+		t.Fatal("maintenance did not run: no other test of this package holds its lock")
+	}
+	list, _, err := db.ListDeliveries(ctx, tenant, hook.ID, 10, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 2 || res.Deliveries < 1 {
+		t.Fatalf("after maintenance: %d deliveries left (want 2), %d removed", len(list), res.Deliveries)
+	}
+}

@@ -342,7 +342,8 @@ func hostOf(raw string) string {
 // backoff is the delay after the attempt-th failed attempt: base doubling
 // up to ceiling, with equal jitter so endpoints that failed together do not
 // retry together. With the defaults (5s to 1h) the first ten attempts span
-// about an hour and a half, then one an hour: 24h is about 33 attempts.
+// one to one and a half hours, then one every 30 to 60 minutes: 24h holds
+// 30 to 50 attempts.
 func backoff(base, ceiling time.Duration, attempt int) time.Duration {
 	d := base
 	for i := 1; i < attempt && d < ceiling; i++ {

@@ -85,3 +85,55 @@ func TestReceiverSampleVerifiesDeliveries(t *testing.T) {
 		t.Fatal(statuses)
 	}
 }
+
+// TestDialerRefusesPrivateAddressesOutsideTheAllowList: the check runs on
+// the address dialled, so a name that resolves to loopback is refused like
+// the address itself, unless the host is allowed; nothing reaches the
+// receiver.
+func TestDialerRefusesPrivateAddressesOutsideTheAllowList(t *testing.T) {
+	hits := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits++
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer srv.Close()
+	secret, _ := NewSecret()
+	port := strings.TrimPrefix(srv.URL, "http://127.0.0.1")
+	for _, u := range []string{srv.URL, "http://localhost" + port} {
+		d := NewDeliverer(nil, Config{AllowHosts: []string{"hooks.example.com"}, Timeout: 5 * time.Second})
+		status, problem := d.post(context.Background(), store.ClaimedDelivery{MsgID: "msg_1", URL: u, Secret: secret, Payload: []byte(`{}`)})
+		if status != 0 || !strings.Contains(problem, "loopback, private or link-local") {
+			t.Errorf("%s outside the allow-list: status %d, problem %q", u, status, problem)
+		}
+	}
+	if hits != 0 {
+		t.Fatalf("the receiver got %d requests", hits)
+	}
+	d := NewDeliverer(nil, Config{AllowHosts: []string{"localhost"}, Timeout: 5 * time.Second})
+	if status, problem := d.post(context.Background(), store.ClaimedDelivery{MsgID: "msg_1", URL: "http://localhost" + port, Secret: secret, Payload: []byte(`{}`)}); status != http.StatusNoContent {
+		t.Fatalf("allowed host: status %d, problem %q", status, problem)
+	}
+}
+
+// TestBackoffDoublesToTheCeilingWithJitter: 5s doubling to 1h, each delay
+// between half and all of its step; with those delays, the attempts made
+// within MCPGUARD_WEBHOOK_RETRY_FOR's 24h are about 30 or more.
+func TestBackoffDoublesToTheCeilingWithJitter(t *testing.T) {
+	base, ceiling := 5*time.Second, time.Hour
+	for attempt, step := range map[int]time.Duration{1: 5 * time.Second, 2: 10 * time.Second, 5: 80 * time.Second, 10: 2560 * time.Second, 11: time.Hour, 40: time.Hour} {
+		for range 50 {
+			if d := backoff(base, ceiling, attempt); d < step/2 || d > step {
+				t.Fatalf("attempt %d: %s, want between %s and %s", attempt, d, step/2, step)
+			}
+		}
+	}
+	var elapsed time.Duration
+	attempts := 0
+	for elapsed < 24*time.Hour {
+		attempts++
+		elapsed += backoff(base, ceiling, attempts)
+	}
+	if attempts < 30 {
+		t.Fatalf("only %d attempts within 24h", attempts)
+	}
+}

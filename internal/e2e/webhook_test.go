@@ -414,6 +414,14 @@ func TestWebhookURLsRefused(t *testing.T) {
 	if _, requests, _ := rc.snapshot(); requests != 0 {
 		t.Errorf("the receiver got %d requests from a deliverer that does not allow it", requests)
 	}
+	// A pending delivery cannot be redelivered.
+	s.do(http.MethodPost, "/webhooks/"+hook.ID+"/deliveries/"+d.ID+"/redeliver", nil, http.StatusConflict, nil)
+	// At most 20 endpoints per tenant.
+	for i := len(s.webhookList()); i < 20; i++ {
+		s.do(http.MethodPost, "/webhooks", map[string]any{"url": rc.url()}, http.StatusCreated, nil)
+	}
+	s.do(http.MethodPost, "/webhooks", map[string]any{"url": rc.url()}, http.StatusUnprocessableEntity, nil)
+	s.as(apiKeyB).do(http.MethodPost, "/webhooks", map[string]any{"url": rc.url()}, http.StatusCreated, nil)
 }
 
 func (s *stack) webhookList() []registered {
@@ -604,7 +612,12 @@ func TestWebhookDisabledAfterFailingThenRedelivered(t *testing.T) {
 	for deadline := time.Now().Add(30 * time.Second); !disabledEvent && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		acked, _, _ := healthy.snapshot()
 		for _, ev := range acked {
-			disabledEvent = disabledEvent || (ev.Type == "webhook.disabled" && ev.Data["webhookId"] == bad.ID)
+			if ev.Type == "webhook.disabled" && ev.Data["webhookId"] == bad.ID {
+				disabledEvent = true
+				if u, _ := ev.Data["url"].(string); !strings.HasPrefix(failing.url(), u) || strings.Contains(u, "?") {
+					t.Errorf("webhook.disabled names url %q, want %s without its query", u, failing.url())
+				}
+			}
 		}
 	}
 	if !disabledEvent {

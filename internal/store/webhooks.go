@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	neturl "net/url"
 	"time"
 
 	"github.com/google/uuid"
@@ -399,6 +400,14 @@ func (db *DB) RecordDelivery(ctx context.Context, c ClaimedDelivery, owner strin
 		errText = a.Error
 	}
 	err = db.inTx(ctx, func(tx pgx.Tx) error {
+		// The endpoint's row first, as UpdateWebhook and disabling take it
+		// before its deliveries: records of one endpoint never deadlock.
+		if err := tx.QueryRow(ctx, `SELECT true FROM webhooks WHERE id = $1 FOR NO KEY UPDATE`, c.WebhookID).Scan(new(bool)); errors.Is(err, pgx.ErrNoRows) {
+			out.Lost = true // deleted, with its deliveries
+			return nil
+		} else if err != nil {
+			return fmt.Errorf("error locking the delivery's webhook: %w", err)
+		}
 		err := tx.QueryRow(ctx, `
 			UPDATE webhook_deliveries SET
 				state = CASE WHEN $4 THEN 'succeeded' WHEN now() - created_at >= $6 * interval '1 microsecond' THEN 'failed' ELSE 'pending' END,
@@ -453,11 +462,11 @@ func (db *DB) RecordDelivery(ctx context.Context, c ClaimedDelivery, owner strin
 // webhook.disabled event goes to the tenant's other enabled endpoints that
 // subscribed to it.
 func disableWebhook(ctx context.Context, tx pgx.Tx, id, reason string) error {
-	var tenant, url string
+	var tenant, rawURL string
 	var at time.Time
 	if err := tx.QueryRow(ctx, `
 		UPDATE webhooks SET enabled = false, disabled_at = now(), disabled_reason = $2 WHERE id = $1
-		RETURNING tenant, url, disabled_at`, id, reason).Scan(&tenant, &url, &at); err != nil {
+		RETURNING tenant, url, disabled_at`, id, reason).Scan(&tenant, &rawURL, &at); err != nil {
 		return fmt.Errorf("error disabling webhook: %w", err)
 	}
 	if _, err := tx.Exec(ctx, `
@@ -466,8 +475,14 @@ func disableWebhook(ctx context.Context, tx pgx.Tx, id, reason string) error {
 		WHERE webhook_id = $1 AND state = 'pending'`, id); err != nil {
 		return fmt.Errorf("error ending the disabled webhook's deliveries: %w", err)
 	}
+	// The URL without its query: a receiver's own token there is not for
+	// the tenant's other endpoints.
+	if u, err := neturl.Parse(rawURL); err == nil {
+		u.RawQuery, u.Fragment = "", ""
+		rawURL = u.String()
+	}
 	body, err := json.Marshal(map[string]any{"type": mcpguard.WebhookDisabled, "timestamp": at.UTC().Format("2006-01-02T15:04:05.000000Z"),
-		"data": map[string]any{"webhookId": id, "url": url, "reason": reason}})
+		"data": map[string]any{"webhookId": id, "url": rawURL, "reason": reason}})
 	if err != nil {
 		return fmt.Errorf("error encoding webhook.disabled: %w", err)
 	}

@@ -345,4 +345,11 @@ type ProtectionService interface {
 	// Idempotency-Key; ECONFLICT while an operation runs or after removal;
 	// EUNPROCESSABLE for a source change).
 	UpdateProtection(ctx context.Context, tenant, id string, in UpdateInput, idempotencyKey string) (p *Protection, started, replayed bool, err error)
+	// PlanProtection, PlanUpdate and PlanUnprotect are the dry runs of
+	// CreateProtection, UpdateProtection and UnprotectProtection: the same
+	// checks, then a plan from read-only Anypoint calls; nothing is stored.
+	// A dry run Anypoint throttles is *Unavailable.
+	PlanProtection(ctx context.Context, tenant string, in NewProtection) (*Plan, error)
+	PlanUpdate(ctx context.Context, tenant, id string, in UpdateInput) (*Plan, error)
+	PlanUnprotect(ctx context.Context, tenant, id string, in UnprotectInput) (*Plan, error)
 }

@@ -38,6 +38,7 @@ type Config struct {
 	LeaseDuration        time.Duration `envconfig:"MCPGUARD_LEASE_DURATION" default:"30s" desc:"how long a replica holds a job between heartbeats; a crashed replica's job is taken over after it expires"`
 	ShutdownGrace        time.Duration `envconfig:"MCPGUARD_SHUTDOWN_GRACE" default:"20s" desc:"how long running steps and HTTP requests may finish after SIGTERM"`
 	VerifyTimeout        time.Duration `envconfig:"MCPGUARD_VERIFY_TIMEOUT" default:"20m" desc:"how long the verify step waits for the deployment and instance to be live"`
+	DryRunTimeout        time.Duration `envconfig:"MCPGUARD_DRY_RUN_TIMEOUT" default:"20s" desc:"how long a dry run (?dryRun=true) may look things up in Anypoint before it answers its plan with a timeout problem"`
 	APIDatabaseTimeout   time.Duration `envconfig:"MCPGUARD_API_DATABASE_TIMEOUT" default:"5s" desc:"how long an API request may wait for the database (a row lock, a free connection) before it answers 503"`
 	Retention            time.Duration `envconfig:"MCPGUARD_RETENTION" default:"2160h" desc:"how long the steps and events of a finished protection, and finished webhook deliveries, are kept (2160h is 90 days); the protection itself stays"`
 	CredentialsTTL       time.Duration `envconfig:"MCPGUARD_CREDENTIALS_TTL" default:"168h" desc:"how long the stored credentials of a failed or cancelled job are kept for a retry (168h is 7 days)"`
@@ -73,6 +74,7 @@ func loadConfig() (Config, error) {
 		"LEASE_DURATION": cfg.LeaseDuration, "SHUTDOWN_GRACE": cfg.ShutdownGrace, "VERIFY_TIMEOUT": cfg.VerifyTimeout,
 		"RETENTION": cfg.Retention, "CREDENTIALS_TTL": cfg.CredentialsTTL, "API_DATABASE_TIMEOUT": cfg.APIDatabaseTimeout,
 		"WEBHOOK_TIMEOUT": cfg.WebhookTimeout, "WEBHOOK_RETRY_FOR": cfg.WebhookRetryFor, "WEBHOOK_DISABLE_AFTER": cfg.WebhookDisableAfter,
+		"DRY_RUN_TIMEOUT": cfg.DryRunTimeout,
 	} {
 		if d <= 0 {
 			problems = append(problems, fmt.Sprintf("%s_%s must be a positive duration such as 30s or 5m; %s is not", envPrefix, name, d))

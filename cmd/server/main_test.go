@@ -333,7 +333,7 @@ func TestHelpListsEveryVariable(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, name := range []string{"DATABASE_URL", "HTTP_ADDR", "ANYPOINT_URL", "ANYPOINT_CLIENT_ID", "ANYPOINT_CLIENT_SECRET", "API_KEYS", "CREDENTIALS_KEY", "ANYPOINT_RATE", "WORKERS", "LOG_LEVEL", "SHUTDOWN_GRACE", "VERIFY_TIMEOUT", "TENANT_SCOPES", "API_DATABASE_TIMEOUT",
-		"WEBHOOK_ALLOW_HOSTS", "WEBHOOK_TIMEOUT", "WEBHOOK_RETRY_FOR", "WEBHOOK_DISABLE_AFTER"} {
+		"WEBHOOK_ALLOW_HOSTS", "WEBHOOK_TIMEOUT", "WEBHOOK_RETRY_FOR", "WEBHOOK_DISABLE_AFTER", "DRY_RUN_TIMEOUT"} {
 		if !strings.Contains(out.String(), fmt.Sprintf("MCPGUARD_%s ", name)) {
 			t.Fatalf("help lacks MCPGUARD_%s:\n%s", name, out.String())
 		}

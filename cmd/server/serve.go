@@ -57,7 +57,7 @@ func serve(ctx context.Context, cfg Config, secrets serveSecrets, logger zerolog
 		Registerer:    registry,
 	})
 	handler, err := api.NewServer(api.Config{
-		Service:  workflow.NewService(db, cat),
+		Service:  workflow.NewService(db, cat).WithDryRunTimeout(cfg.DryRunTimeout),
 		Keys:     secrets.keys,
 		Ready:    db.Ready,
 		Registry: registry,

@@ -51,9 +51,20 @@ func (s *Server) handleCreateProtection(w http.ResponseWriter, r *http.Request) 
 		s.fail(w, r, err)
 		return
 	}
+	dry, err := dryRun(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	var in mcpguard.NewProtection
 	if err := decode(w, r, &in, false); err != nil {
 		s.fail(w, r, err)
+		return
+	}
+	if dry {
+		// Idempotency-Key is checked above and otherwise unused: nothing is stored.
+		plan, err := s.service.PlanProtection(r.Context(), tenantFrom(r.Context()), in)
+		s.plan(w, r, plan, err)
 		return
 	}
 	var p *mcpguard.Protection
@@ -376,9 +387,19 @@ func (s *Server) handleUnprotect(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	dry, err := dryRun(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	var in mcpguard.UnprotectInput
 	if err := decode(w, r, &in, true); err != nil {
 		s.fail(w, r, err)
+		return
+	}
+	if dry {
+		plan, err := s.service.PlanUnprotect(r.Context(), tenantFrom(r.Context()), id, in)
+		s.plan(w, r, plan, err)
 		return
 	}
 	p, err := s.service.UnprotectProtection(r.Context(), tenantFrom(r.Context()), id, in)

@@ -28,9 +28,19 @@ func (s *Server) handleUpdate(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	dry, err := dryRun(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	in, err := decodeMergePatch(w, r)
 	if err != nil {
 		s.fail(w, r, err)
+		return
+	}
+	if dry {
+		plan, err := s.service.PlanUpdate(r.Context(), tenantFrom(r.Context()), id, in)
+		s.plan(w, r, plan, err)
 		return
 	}
 	p, started, replayed, err := s.service.UpdateProtection(r.Context(), tenantFrom(r.Context()), id, in, key)

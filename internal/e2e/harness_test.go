@@ -99,6 +99,8 @@ type stackOptions struct {
 	// webhooks, when set, runs a webhook deliverer beside each replica's
 	// engine (the API serves /webhooks in every stack).
 	webhooks *webhook.Config
+	// dryRunTimeout bounds dry runs (MCPGUARD_DRY_RUN_TIMEOUT; zero: the default).
+	dryRunTimeout time.Duration
 }
 
 type option func(*stackOptions)
@@ -272,7 +274,7 @@ func newStack(t testing.TB, opts ...option) *stack {
 		}
 	}
 	handler, err := api.NewServer(api.Config{
-		Service: workflow.NewService(st.db, cat), Keys: map[string]string{tenant: apiKey, tenantB: apiKeyB, tenantNoScope: apiKeyNoScope},
+		Service: workflow.NewService(st.db, cat).WithDryRunTimeout(o.dryRunTimeout), Keys: map[string]string{tenant: apiKey, tenantB: apiKeyB, tenantNoScope: apiKeyNoScope},
 		Ready: st.db.Ready, Logger: logger, Webhooks: webhook.NewService(st.db, webhookTestHosts),
 	})
 	if err != nil {

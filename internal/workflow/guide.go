@@ -142,8 +142,17 @@ func GuideCatalogue(cfg GuideConfig) Catalogue {
 			Reads:  []string{"organizationId", "environmentId", "environmentApiId", "createdInstances"},
 			Writes: []string{"removedInstances"}}},
 	}
+	observers := map[string]observeFunc{
+		StepAuth: g.observeAuth(), StepPublish: g.observePublish, StepSearch: g.observeSearch(), StepEnv: g.observeEnv(),
+		StepTarget: g.observeTarget(), StepCreate: g.observeCreate, StepDeploy: g.observeDeploy, StepInstance: g.observeInstance(),
+		StepPolicies: g.observePolicies, StepVerify: g.observeVerify,
+		StepRemovePolicies: g.observeRemovePolicies, StepRemoveDeployment: g.observeRemoveDeployment, StepRemoveInstance: g.observeRemoveInstance,
+	}
 	for i := range steps {
 		steps[i].Run = g.scoped(steps[i].Name, steps[i].Run)
+		if o := observers[steps[i].Name]; o != nil {
+			steps[i].Observe = g.scopedObserve(steps[i].Name, o)
+		}
 	}
 	return steps
 }

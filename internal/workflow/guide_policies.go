@@ -232,32 +232,53 @@ func (g *Guide) checkPolicies(ctx context.Context, s *anypoint.Session, run *Run
 // planPolicies resolves each policy's template and checks its configuration.
 // It reports every problem at once so the caller fixes them in one retry.
 func planPolicies(wanted []mcpguard.PolicyInput, templates []anypoint.PolicyTemplate) ([]plannedPolicy, error) {
-	var problems []string
-	var plan []plannedPolicy
-	for _, in := range wanted {
-		tpl, ok := findTemplate(templates, in)
-		if !ok {
-			problems = append(problems, fmt.Sprintf("policy %s: not in the policy catalogue for this instance", describePolicy(in)))
-			continue
-		}
-		cfg, issues, err := policyschema.Check(tpl.Configuration, in.Configuration)
-		if err != nil {
-			problems = append(problems, fmt.Sprintf("policy %s: the template's configuration cannot be read: %v", describePolicy(in), err))
-			continue
-		}
-		for _, issue := range issues {
-			problems = append(problems, fmt.Sprintf("policy %s: %s", describePolicy(in), issue.Message))
-		}
-		plan = append(plan, plannedPolicy{input: in, template: tpl, config: cfg})
-	}
-	if len(problems) > 0 {
+	plan, found := resolvePolicies(wanted, templates)
+	if len(found) > 0 {
+		var problems []string
 		hint := HintWrongPropertyNames
-		if strings.Contains(strings.Join(problems, " "), "not in the policy catalogue") {
-			hint = HintPolicyNotInCatalogue
+		for _, p := range found {
+			problems = append(problems, p.message)
+			if p.notInCatalogue {
+				hint = HintPolicyNotInCatalogue
+			}
 		}
 		return nil, Permanent(0, "invalid policies: "+strings.Join(problems, "; "), hint)
 	}
 	return plan, nil
+}
+
+// policyProblem is one problem resolvePolicies found with a policy.
+type policyProblem struct {
+	input          mcpguard.PolicyInput
+	notInCatalogue bool
+	message        string
+}
+
+// resolvePolicies resolves each policy's template and checks its
+// configuration, returning the policies it could resolve and every problem.
+// planPolicies (the steps) and the dry run share it.
+func resolvePolicies(wanted []mcpguard.PolicyInput, templates []anypoint.PolicyTemplate) ([]plannedPolicy, []policyProblem) {
+	var problems []policyProblem
+	var plan []plannedPolicy
+	for _, in := range wanted {
+		tpl, ok := findTemplate(templates, in)
+		if !ok {
+			problems = append(problems, policyProblem{input: in, notInCatalogue: true,
+				message: fmt.Sprintf("policy %s: not in the policy catalogue for this instance", describePolicy(in))})
+			continue
+		}
+		cfg, issues, err := policyschema.Check(tpl.Configuration, in.Configuration)
+		if err != nil {
+			problems = append(problems, policyProblem{input: in,
+				message: fmt.Sprintf("policy %s: the template's configuration cannot be read: %v", describePolicy(in), err)})
+			continue
+		}
+		for _, issue := range issues {
+			problems = append(problems, policyProblem{input: in, message: fmt.Sprintf("policy %s: %s", describePolicy(in), issue.Message)})
+		}
+		plan = append(plan, plannedPolicy{input: in, template: tpl, config: cfg})
+	}
+	return plan, problems
 }
 
 func describePolicy(p mcpguard.PolicyInput) string {
@@ -295,20 +316,7 @@ func (g *Guide) applyPolicy(ctx context.Context, s *anypoint.Session, run *Run, 
 	p plannedPolicy, existing []anypoint.Policy, used map[int64]bool, ours func(anypoint.Policy) bool, first bool) (policy *anypoint.Policy, owned bool, err error) {
 	marker := policyMarker(run)
 	identical := func(list []anypoint.Policy) (same, mine, other *anypoint.Policy) {
-		for i, e := range list {
-			if e.AssetID != p.template.AssetID || e.GroupID != p.template.GroupID || used[e.ID] {
-				continue
-			}
-			switch {
-			case sameConfiguration(p.config, e.ConfigurationData) && (!e.Disabled || !ours(e)):
-				return &list[i], nil, nil
-			case ours(e) && mine == nil:
-				mine = &list[i]
-			case other == nil:
-				other = &list[i]
-			}
-		}
-		return nil, mine, other
+		return matchPolicy(p, list, used, ours)
 	}
 	same, mine, other := identical(existing)
 	if same != nil && p.input.Order != nil && *p.input.Order != same.Order && ours(*same) {
@@ -367,6 +375,28 @@ func (g *Guide) applyPolicy(ctx context.Context, s *anypoint.Session, run *Run, 
 		hint = HintManagePolicies
 	}
 	return nil, false, fail(fmt.Sprintf("applying policy %s", p.template.AssetID), err, hint)
+}
+
+// matchPolicy finds what a planned policy meets on the instance: an
+// identical policy (same asset and configuration, enabled unless foreign),
+// else one of ours of the same asset to reconfigure, else another one of the
+// same asset (a conflict unless duplicates are allowed). used policies are
+// taken by earlier entries. The policies step and the dry run share it.
+func matchPolicy(p plannedPolicy, list []anypoint.Policy, used map[int64]bool, ours func(anypoint.Policy) bool) (same, mine, other *anypoint.Policy) {
+	for i, e := range list {
+		if e.AssetID != p.template.AssetID || e.GroupID != p.template.GroupID || used[e.ID] {
+			continue
+		}
+		switch {
+		case sameConfiguration(p.config, e.ConfigurationData) && (!e.Disabled || !ours(e)):
+			return &list[i], nil, nil
+		case ours(e) && mine == nil:
+			mine = &list[i]
+		case other == nil:
+			other = &list[i]
+		}
+	}
+	return nil, mine, other
 }
 
 // sameConfiguration compares what we would send with what is applied. The

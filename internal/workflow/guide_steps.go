@@ -340,18 +340,7 @@ func (g *Guide) create(ctx context.Context, run *Run) (*Outcome, error) {
 	}
 	// find lists the instances with this protection's label and asset, oldest (lowest id) first.
 	find := func() ([]anypoint.APIInstance, error) {
-		list, err := s.ListAPIInstances(ctx, org, env, anypoint.InstanceQuery{GroupID: group, AssetID: asset, InstanceLabel: label})
-		if err != nil {
-			return nil, err
-		}
-		var mine []anypoint.APIInstance
-		for _, in := range list {
-			if in.InstanceLabel == label && in.AssetID == asset && in.GroupID == group {
-				mine = append(mine, in)
-			}
-		}
-		sort.Slice(mine, func(i, j int) bool { return mine[i].ID < mine[j].ID })
-		return mine, nil
+		return findLabelledInstances(ctx, s, org, env, label, group, asset)
 	}
 	// settle keeps the oldest of this protection's instances and removes the
 	// others: a replica paused past its lease (SIGSTOP, GC, partition) can
@@ -448,6 +437,23 @@ func (g *Guide) create(ctx context.Context, run *Run) (*Outcome, error) {
 	})
 }
 
+// findLabelledInstances lists the instances with a label and asset, oldest
+// (lowest id) first: what create adopts, and what the dry run looks for.
+func findLabelledInstances(ctx context.Context, s *anypoint.Session, org, env, label, group, asset string) ([]anypoint.APIInstance, error) {
+	list, err := s.ListAPIInstances(ctx, org, env, anypoint.InstanceQuery{GroupID: group, AssetID: asset, InstanceLabel: label})
+	if err != nil {
+		return nil, err
+	}
+	var mine []anypoint.APIInstance
+	for _, in := range list {
+		if in.InstanceLabel == label && in.AssetID == asset && in.GroupID == group {
+			mine = append(mine, in)
+		}
+	}
+	sort.Slice(mine, func(i, j int) bool { return mine[i].ID < mine[j].ID })
+	return mine, nil
+}
+
 // instanceConfig is the part of an instance a deployment carries to the gateway.
 func instanceConfig(version, upstream, proxy string) map[string]any {
 	return map[string]any{"assetVersion": version, "upstreamUri": upstream, "proxyUri": proxy}
@@ -460,6 +466,21 @@ func (g *Guide) reconcileInstance(ctx context.Context, run *Run, s *anypoint.Ses
 	if err != nil {
 		return fail("reading the API instance made by an earlier attempt", err, "")
 	}
+	patch, changed := instanceChanges(in, version, upstream, proxy)
+	if len(changed) == 0 {
+		return nil
+	}
+	if _, err := s.UpdateAPIInstance(ctx, org, env, id, patch); err != nil {
+		return fail("updating the API instance to the corrected request", err, "")
+	}
+	run.Warn(ctx, fmt.Sprintf("updated API instance %d to the corrected request (%s)", id, strings.Join(changed, ", ")),
+		map[string]any{"environmentApiId": id, "changed": changed})
+	return nil
+}
+
+// instanceChanges is the patch that brings an instance to the request, and
+// the names of the fields it changes.
+func instanceChanges(in *anypoint.APIInstance, version, upstream, proxy string) (anypoint.APIInstancePatch, []string) {
 	var patch anypoint.APIInstancePatch
 	var changed []string
 	if in.AssetVersion != version {
@@ -478,15 +499,7 @@ func (g *Guide) reconcileInstance(ctx context.Context, run *Run, s *anypoint.Ses
 		patch.ProxyURI = proxy
 		changed = append(changed, "proxyUri")
 	}
-	if len(changed) == 0 {
-		return nil
-	}
-	if _, err := s.UpdateAPIInstance(ctx, org, env, id, patch); err != nil {
-		return fail("updating the API instance to the corrected request", err, "")
-	}
-	run.Warn(ctx, fmt.Sprintf("updated API instance %d to the corrected request (%s)", id, strings.Join(changed, ", ")),
-		map[string]any{"environmentApiId": id, "changed": changed})
-	return nil
+	return patch, changed
 }
 
 // madeInstance is an API instance this protection created (or adopted by its

@@ -31,6 +31,8 @@ const (
 type Service struct {
 	db  *store.DB
 	cat Catalogue
+	// dryRunTimeout bounds a dry run (DefaultDryRunTimeout when zero).
+	dryRunTimeout time.Duration
 }
 
 var _ mcpguard.ProtectionService = (*Service)(nil)

@@ -26,6 +26,9 @@ type Step struct {
 	// Run does the work. It must return promptly when ctx is cancelled: that is
 	// how cancel and lease loss abandon an in-flight call.
 	Run func(ctx context.Context, run *Run) (*Outcome, error)
+	// Observe says what Run would do, with read-only Anypoint calls only
+	// (a dry run, Catalogue.DryRun). nil means the step cannot be planned.
+	Observe func(ctx context.Context, run *Run) (*Observation, error)
 	// MaxAttempts bounds how many times a transient failure is retried before
 	// the job fails. Zero means the engine's default.
 	MaxAttempts int
@@ -122,6 +125,8 @@ type Run struct {
 	// secrets are sensitive configuration values this run sends: every
 	// Anypoint error and every failure of the run is redacted of them.
 	secrets []string
+	// plan is a dry run's state; nil in a real run.
+	plan *planState
 }
 
 // Outcome is a step's successful result.

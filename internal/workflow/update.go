@@ -31,7 +31,6 @@ func (s *Service) UpdateProtection(ctx context.Context, tenant, id string, in mc
 		}
 		hash, older = s.digest(canonical)
 	}
-	var values sensitive.Values
 	plan, err := s.db.StartOperation(ctx, tenant, id, tenant, idempotencyKey, func(cur store.OperationCurrent) (*store.OperationPlan, error) {
 		if idempotencyKey != "" && cur.IdempotencyKeyHash != nil {
 			same := string(cur.IdempotencyKeyHash) == string(hash)
@@ -43,56 +42,14 @@ func (s *Service) UpdateProtection(ctx context.Context, tenant, id string, in mc
 			}
 			return &store.OperationPlan{Replayed: true}, nil
 		}
-		if cur.Operation == mcpguard.OperationUnprotect {
-			return nil, mcpguard.Errorf(mcpguard.ECONFLICT, "The protection was removed (its unprotect operation is %s); create a new protection.", cur.State)
-		}
-		if !cur.State.Finished() {
-			return nil, mcpguard.Errorf(mcpguard.ECONFLICT, "The protection's %s operation is %s; wait for it or cancel it first.", cur.Operation, cur.State)
-		}
-		req, v, err := mergeRequest(cur.Request, in.Patch)
+		op, _, err := s.updatePlan(cur, in.Patch)
 		if err != nil {
 			return nil, err
 		}
-		values = v
-		var changed []string
-		if len(values) > 0 {
-			changed = append(changed, "policies")
+		if op.Start {
+			op.IdempotencyKey, op.RequestHash = idempotencyKey, hash
 		}
-		same := req
-		same.OnFailure = cur.Request.OnFailure
-		if len(changed) == 0 && jsonEqual(same, cur.Request) {
-			// Nothing for Anypoint: store what changed (onFailure), if anything.
-			return &store.OperationPlan{StoreRequest: req.OnFailure != cur.Request.OnFailure, Request: req}, nil
-		}
-		// What the update rewinds from: the guide's steps as the latest
-		// operation left them (an earlier update skipped the steps before its
-		// rewind; they are done all the same).
-		base := s.cat.Plan(mcpguard.OperationProtect, &cur.Request)
-		var steps []store.StepRow
-		for _, st := range base {
-			row := store.StepRow{Name: st.Name, State: mcpguard.StepSucceeded}
-			if st.Skipped {
-				row.State = mcpguard.StepSkipped
-			} else if cur.State != mcpguard.StateSucceeded {
-				for _, c := range cur.Steps {
-					if c.Name == st.Name && c.State != mcpguard.StepSkipped {
-						row.State = c.State
-					}
-				}
-			}
-			steps = append(steps, row)
-		}
-		rp, err := s.cat.PlanRewind(store.RetryCurrent{State: cur.State, CurrentStep: cur.CurrentStep, Request: cur.Request,
-			Error: cur.Error, Steps: steps}, req, changed...)
-		if err != nil {
-			return nil, err
-		}
-		var planned []store.NewStep
-		for _, st := range base {
-			planned = append(planned, store.NewStep{Name: st.Name, Skipped: st.Skipped || !slices.Contains(rp.Rerun, st.Name)})
-		}
-		return &store.OperationPlan{Start: true, Kind: mcpguard.OperationUpdate, Request: rp.Request, Changes: rp.Corrected,
-			Steps: planned, ClearVariables: rp.ClearVariables, IdempotencyKey: idempotencyKey, RequestHash: hash, Sensitive: values}, nil
+		return op, nil
 	}, in.Credentials)
 	if err != nil {
 		return nil, false, false, err
@@ -102,6 +59,63 @@ func (s *Service) UpdateProtection(ctx context.Context, tenant, id string, in mc
 		return nil, false, false, err
 	}
 	return p, plan.Start, plan.Replayed, nil
+}
+
+// updatePlan decides what an update does from the protection's current
+// state (UpdateProtection, and its dry run PlanUpdate): ECONFLICT while an
+// operation runs or after removal, a plan that starts nothing for a patch
+// that changes nothing Anypoint holds, else the update's steps from
+// PlanRewind. values are the patch's secret values, masked in the request.
+func (s *Service) updatePlan(cur store.OperationCurrent, patch map[string]json.RawMessage) (*store.OperationPlan, sensitive.Values, error) {
+	if cur.Operation == mcpguard.OperationUnprotect {
+		return nil, nil, mcpguard.Errorf(mcpguard.ECONFLICT, "The protection was removed (its unprotect operation is %s); create a new protection.", cur.State)
+	}
+	if !cur.State.Finished() {
+		return nil, nil, mcpguard.Errorf(mcpguard.ECONFLICT, "The protection's %s operation is %s; wait for it or cancel it first.", cur.Operation, cur.State)
+	}
+	req, values, err := mergeRequest(cur.Request, patch)
+	if err != nil {
+		return nil, nil, err
+	}
+	var changed []string
+	if len(values) > 0 {
+		changed = append(changed, "policies")
+	}
+	same := req
+	same.OnFailure = cur.Request.OnFailure
+	if len(changed) == 0 && jsonEqual(same, cur.Request) {
+		// Nothing for Anypoint: store what changed (onFailure), if anything.
+		return &store.OperationPlan{StoreRequest: req.OnFailure != cur.Request.OnFailure, Request: req}, values, nil
+	}
+	// What the update rewinds from: the guide's steps as the latest
+	// operation left them (an earlier update skipped the steps before its
+	// rewind; they are done all the same).
+	base := s.cat.Plan(mcpguard.OperationProtect, &cur.Request)
+	var steps []store.StepRow
+	for _, st := range base {
+		row := store.StepRow{Name: st.Name, State: mcpguard.StepSucceeded}
+		if st.Skipped {
+			row.State = mcpguard.StepSkipped
+		} else if cur.State != mcpguard.StateSucceeded {
+			for _, c := range cur.Steps {
+				if c.Name == st.Name && c.State != mcpguard.StepSkipped {
+					row.State = c.State
+				}
+			}
+		}
+		steps = append(steps, row)
+	}
+	rp, err := s.cat.PlanRewind(store.RetryCurrent{State: cur.State, CurrentStep: cur.CurrentStep, Request: cur.Request,
+		Error: cur.Error, Steps: steps}, req, changed...)
+	if err != nil {
+		return nil, nil, err
+	}
+	var planned []store.NewStep
+	for _, st := range base {
+		planned = append(planned, store.NewStep{Name: st.Name, Skipped: st.Skipped || !slices.Contains(rp.Rerun, st.Name)})
+	}
+	return &store.OperationPlan{Start: true, Kind: mcpguard.OperationUpdate, Request: rp.Request, Changes: rp.Corrected,
+		Steps: planned, ClearVariables: rp.ClearVariables, Sensitive: values}, values, nil
 }
 
 // patchable are the request members a PATCH may change.

@@ -51,7 +51,7 @@ func (s *Server) endpoint(route string, p product, scope string, auth bool, h ha
 			s.log.Info().Str("method", r.Method).Str("path", r.URL.Path).Str("route", route).
 				Int("status", sw.status).Dur("duration", time.Since(start)).Msg("request")
 		}()
-		f := s.takeFault(route)
+		f := s.takeFault(r, route)
 		serve := func(w http.ResponseWriter) { s.serveAuthed(w, r, p, scope, auth, h) }
 
 		if !f.CommitFirst && !f.DropAfterCommit {

@@ -169,19 +169,43 @@ func (s *Server) AllCalls() map[string]int {
 	return out
 }
 
-// ResetCalls sets every call count back to zero.
+// ResetCalls sets every call count back to zero and empties the call log.
 func (s *Server) ResetCalls() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.calls = map[string]int{}
+	s.callLog = nil
 }
 
-// takeFault counts the call and returns the fault for this call, consuming
-// one of its Times.
-func (s *Server) takeFault(route string) Fault {
+// Call is one request the simulator received: its method, route name and path.
+type Call struct {
+	Method string `json:"method"`
+	Route  string `json:"route"`
+	Path   string `json:"path"`
+}
+
+// maxCallLog bounds the call log; counts (Calls) go on past it.
+const maxCallLog = 100000
+
+// CallLog returns the requests received since the last reset, oldest
+// first (at most the first 100,000), faulted or not: a test proves a dry
+// run wrote nothing by finding no method but GET in it (and the token
+// requests, which create nothing).
+func (s *Server) CallLog() []Call {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Call(nil), s.callLog...)
+}
+
+// takeFault counts and logs the call and returns the fault for this call,
+// consuming one of its Times.
+func (s *Server) takeFault(r *http.Request, route string) Fault {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.calls[route]++
+	if len(s.callLog) < maxCallLog {
+		s.callLog = append(s.callLog, Call{Method: r.Method, Route: route, Path: r.URL.Path})
+	}
 	fs := s.faults[route]
 	if fs == nil {
 		return Fault{}

@@ -80,38 +80,48 @@ func templateJSON(t *template, withConfig bool) map[string]any {
 }
 
 // listTemplates serves the api-portal xapi exchange-policy-templates as a bare
-// array. Without apiInstanceId and environmentId the list is empty: the
-// guide's "Empty list" issue.
+// array. Without environmentId the list is empty: the guide's "Empty list"
+// issue. With it and without apiInstanceId it is the organization's whole
+// catalogue, not narrowed to any gateway (the spec: "all policy templates
+// ... optionally filter by environment, API instance"); with apiInstanceId,
+// the templates that fit that instance.
 func (s *Server) listTemplates(w http.ResponseWriter, r *http.Request, _ *caller) {
 	q := r.URL.Query()
 	out := []map[string]any{}
-	if q.Get("apiInstanceId") == "" || q.Get("environmentId") == "" {
+	if q.Get("environmentId") == "" {
 		writeJSON(w, http.StatusOK, out)
-		return
-	}
-	apiID, err := strconv.ParseInt(q.Get("apiInstanceId"), 10, 64)
-	if err != nil {
-		writeValidation(w, validationError{"/query/apiInstanceId", "must be integer", "type.openapi.validation"})
 		return
 	}
 	withConfig := q.Get("includeConfiguration") != "false"
 	latest := q.Get("latest") == "true"
 	org, env := chi.URLParam(r, "org"), q.Get("environmentId")
-
-	s.mu.Lock()
-	in := s.state.instances[apiID]
-	if in == nil || in.orgID != org || in.envID != env {
-		s.mu.Unlock()
-		writeAPINotFound(w, productAPIManager)
-		return
-	}
 	var fit []*template
-	for _, t := range s.templates {
-		if t.fits(in) {
-			fit = append(fit, t)
+	if q.Get("apiInstanceId") == "" {
+		if !s.envExists(org, env) {
+			writeError(w, productAPIManager, http.StatusNotFound, "", "Environment not found")
+			return
 		}
+		fit = append(fit, s.templates...)
+	} else {
+		apiID, err := strconv.ParseInt(q.Get("apiInstanceId"), 10, 64)
+		if err != nil {
+			writeValidation(w, validationError{"/query/apiInstanceId", "must be integer", "type.openapi.validation"})
+			return
+		}
+		s.mu.Lock()
+		in := s.state.instances[apiID]
+		if in == nil || in.orgID != org || in.envID != env {
+			s.mu.Unlock()
+			writeAPINotFound(w, productAPIManager)
+			return
+		}
+		for _, t := range s.templates {
+			if t.fits(in) {
+				fit = append(fit, t)
+			}
+		}
+		s.mu.Unlock()
 	}
-	s.mu.Unlock()
 
 	if latest {
 		newest := map[string]*template{}

@@ -30,11 +30,23 @@ func templatesByAsset(t *testing.T, r resp) map[string][]map[string]any {
 func TestPolicyTemplatesFiltering(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	// The guide's "Empty list": without apiInstanceId and environmentId.
-	for _, p := range []string{templatesPath(0, "", ""), templatesPath(ExistingInstanceID, "", ""), templatesPath(0, SandboxEnvID, "")} {
+	// The guide's "Empty list": without environmentId.
+	for _, p := range []string{templatesPath(0, "", ""), templatesPath(ExistingInstanceID, "", "")} {
 		if got := e.call("GET", p, nil); len(got.arr(t)) != 0 {
 			t.Fatalf("%s returned %d templates, want none", p, len(got.arr(t)))
 		}
+	}
+	// The environment without an instance: the whole catalogue, for every
+	// gateway (mule4-only templates too), as the dry run reads it before an
+	// instance exists.
+	whole := templatesByAsset(t, e.call("GET", templatesPath(0, SandboxEnvID, ""), nil))
+	for _, want := range []string{"mcp-support", "rate-limiting", "xml-threat-protection"} {
+		if len(whole[want]) != 1 {
+			t.Fatalf("the environment's catalogue: %s appears %d times", want, len(whole[want]))
+		}
+	}
+	if got := e.call("GET", templatesPath(0, "no-such-env", ""), nil); got.status != 404 {
+		t.Fatalf("an unknown environment's catalogue answered %d", got.status)
 	}
 	mcp := templatesByAsset(t, e.call("GET", templatesPath(ExistingInstanceID, SandboxEnvID, ""), nil))
 	for _, want := range []string{"mcp-support", "mcp-access-control", "mcp-schema-validation", "mcp-global-access-policy", "client-id-enforcement", "rate-limiting"} {

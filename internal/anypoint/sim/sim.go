@@ -47,7 +47,9 @@ type Server struct {
 	tokens map[string]*token
 	faults map[string]*faultState
 	calls  map[string]int
-	window map[string]*rateWindow
+	// callLog lists the calls in order (CallLog).
+	callLog []Call
+	window  map[string]*rateWindow
 	// orgWindows, orgPeak and throttled belong to the limiters (ratelimit.go).
 	orgWindows map[string]*rateWindow
 	orgPeak    int
@@ -135,6 +137,7 @@ func (s *Server) Reset() {
 	s.tokens = map[string]*token{}
 	s.faults = map[string]*faultState{}
 	s.calls = map[string]int{}
+	s.callLog = nil
 	s.window = map[string]*rateWindow{}
 	s.orgWindows, s.orgPeak, s.throttled = nil, 0, 0
 	s.publicationFailure = ""

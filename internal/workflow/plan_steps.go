@@ -372,7 +372,10 @@ func (g *Guide) observePolicies(ctx context.Context, run *Run) (*Observation, er
 	}
 	applied := appliedPolicies(run)
 	ownedInstance := api == 0 || ownsInstance(run, api)
-	ours := func(p anypoint.Policy) bool { return applied[p.ID] || ownedInstance }
+	marker := policyMarker(run)
+	// applied by this protection: captured, or carrying its marker label
+	appliedHere := func(p anypoint.Policy) bool { return applied[p.ID] || (run.ProtectionID != "" && p.Label == marker) }
+	ours := func(p anypoint.Policy) bool { return appliedHere(p) || ownedInstance }
 	foreignMCPSupport := false
 	for _, p := range existing {
 		if p.AssetID == MCPSupportAssetID && !ours(p) {
@@ -404,10 +407,10 @@ func (g *Guide) observePolicies(ctx context.Context, run *Run) (*Observation, er
 		res *mcpguard.PlanResource
 	}
 	var chain []link
-	byID := map[int64]int{}
+	byID := map[int64]*mcpguard.PlanResource{}
 	for _, e := range sorted {
 		r := &mcpguard.PlanResource{Kind: "policy", ID: e.ID, Name: e.AssetID, GroupID: e.GroupID, Version: e.AssetVersion}
-		byID[e.ID] = len(chain)
+		byID[e.ID] = r
 		chain = append(chain, link{res: r})
 	}
 	move := func(r *mcpguard.PlanResource, order *int) {
@@ -433,7 +436,7 @@ func (g *Guide) observePolicies(ctx context.Context, run *Run) (*Observation, er
 		switch {
 		case same != nil:
 			used[same.ID] = true
-			r := chain[byID[same.ID]].res
+			r := byID[same.ID]
 			r.Action, r.Detail = mcpguard.ActionAdopt, "applied as requested"
 			if !ours(*same) {
 				r.Detail = "an identical policy someone else applied: used as it is, never changed or deleted by this protection"
@@ -444,7 +447,7 @@ func (g *Guide) observePolicies(ctx context.Context, run *Run) (*Observation, er
 			}
 		case mine != nil:
 			used[mine.ID] = true
-			r := chain[byID[mine.ID]].res
+			r := byID[mine.ID]
 			r.Action, r.Version = mcpguard.ActionUpdate, p.template.Version
 			r.Changes = configChanges(p.config, mine.ConfigurationData)
 			if mine.AssetVersion != p.template.Version {
@@ -479,8 +482,8 @@ func (g *Guide) observePolicies(ctx context.Context, run *Run) (*Observation, er
 		if used[e.ID] {
 			continue
 		}
-		r := chain[byID[e.ID]].res
-		if applied[e.ID] {
+		r := byID[e.ID]
+		if appliedHere(e) {
 			r.Action, r.Detail = mcpguard.ActionDelete, "applied by this protection and no longer requested"
 			for i, l := range chain {
 				if l.res == r {
@@ -564,7 +567,7 @@ func (g *Guide) observeRemovePolicies(ctx context.Context, run *Run) (*Observati
 		return nil, err
 	}
 	org, env := varString(run, "organizationId"), varString(run, "environmentId")
-	applied, owned := appliedPolicies(run), ownsInstance(run, api)
+	applied, owned, marker := appliedPolicies(run), ownsInstance(run, api), policyMarker(run)
 	existing, err := s.ListPolicies(ctx, org, env, api)
 	if isClass(err, anypoint.ClassNotFound) {
 		return &Observation{Action: mcpguard.ActionSkip, Detail: fmt.Sprintf("API instance %d is gone: nothing to remove", api)}, nil
@@ -574,7 +577,7 @@ func (g *Guide) observeRemovePolicies(ctx context.Context, run *Run) (*Observati
 	obs := &Observation{Detail: fmt.Sprintf("removes this protection's policies from API instance %d", api), Resources: []mcpguard.PlanResource{}}
 	for _, p := range existing {
 		r := mcpguard.PlanResource{Kind: "policy", ID: p.ID, Name: p.AssetID, GroupID: p.GroupID, Version: p.AssetVersion, Order: p.Order}
-		if applied[p.ID] || owned {
+		if applied[p.ID] || owned || p.Label == marker {
 			r.Action = mcpguard.ActionDelete
 		} else {
 			r.Action, r.Detail = mcpguard.ActionSkip, "not applied by this protection: left as it is"

@@ -201,7 +201,7 @@ func waitReceived(t *testing.T, s *stack, rc *receiver, ids ...string) {
 	want := map[string][]string{}
 	for _, id := range ids {
 		want[id] = s.stateChanges(id)
-		if len(want[id]) < 3 {
+		if len(want[id]) < 2 {
 			t.Fatalf("protection %s has only %v state changes", id, want[id])
 		}
 	}

@@ -36,7 +36,7 @@ func readRequestFile(e *env, path string) ([]byte, error) {
 
 func newProtectCommand(e *env) *cobra.Command {
 	var file, idempotencyKey string
-	var watch bool
+	var watch, dry bool
 	cmd := &cobra.Command{
 		Use:   "protect -f request.json",
 		Short: "Queue a protection from a request file (examples/ has some)",
@@ -48,6 +48,12 @@ func newProtectCommand(e *env) *cobra.Command {
 			body, err := readRequestFile(e, file)
 			if err != nil {
 				return err
+			}
+			if dry && watch {
+				return usageError{fmt.Errorf("--dry-run starts nothing to watch")}
+			}
+			if dry {
+				return dryRun(cmd, e, http.MethodPost, "/protections", body, nil)
 			}
 			c, err := e.client()
 			if err != nil {
@@ -79,6 +85,7 @@ func newProtectCommand(e *env) *cobra.Command {
 	cmd.Flags().StringVarP(&file, "file", "f", "", "the request body: a JSON file, or - for stdin")
 	cmd.Flags().StringVar(&idempotencyKey, "idempotency-key", "", "send as Idempotency-Key: repeating the command returns the first protection")
 	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "then follow the steps until the protection ends (as watch does)")
+	cmd.Flags().BoolVar(&dry, "dry-run", false, dryRunFlag)
 	return cmd
 }
 

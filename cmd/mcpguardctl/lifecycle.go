@@ -13,7 +13,7 @@ import (
 
 func newUpdateCommand(e *env) *cobra.Command {
 	var file, key string
-	var watch bool
+	var watch, dry bool
 	cmd := &cobra.Command{
 		Use:   "update ID -f patch.json",
 		Short: "Change a protection with a JSON merge patch (environment, target, instance, policies, onFailure)",
@@ -31,6 +31,12 @@ reconciles from there. A patch that changes nothing answers at once.`,
 				return err
 			}
 			header := http.Header{"Content-Type": {"application/merge-patch+json"}}
+			if dry && watch {
+				return usageError{fmt.Errorf("--dry-run starts nothing to watch")}
+			}
+			if dry {
+				return dryRun(cmd, e, http.MethodPatch, "/protections/"+url.PathEscape(args[0]), body, header)
+			}
 			if key != "" {
 				header.Set("Idempotency-Key", key)
 			}
@@ -40,12 +46,13 @@ reconciles from there. A patch that changes nothing answers at once.`,
 	cmd.Flags().StringVarP(&file, "file", "f", "", "the merge patch: a JSON file, or - for stdin")
 	cmd.Flags().StringVar(&key, "idempotency-key", "", "send this Idempotency-Key (a repeat starts nothing new)")
 	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "then follow the steps until the operation ends (as watch does)")
+	cmd.Flags().BoolVar(&dry, "dry-run", false, dryRunFlag)
 	return cmd
 }
 
 func newRemoveCommand(e *env) *cobra.Command {
 	var file string
-	var watch bool
+	var watch, dry bool
 	cmd := &cobra.Command{
 		Use:   "remove ID [-f credentials.json]",
 		Short: "Remove a protection: its policies, its deployment and the instance it created",
@@ -62,11 +69,18 @@ started from is kept with only its policies removed. The optional file is
 					return err
 				}
 			}
+			if dry && watch {
+				return usageError{fmt.Errorf("--dry-run starts nothing to watch")}
+			}
+			if dry {
+				return dryRun(cmd, e, http.MethodDelete, "/protections/"+url.PathEscape(args[0]), body, nil)
+			}
 			return change(cmd, e, http.MethodDelete, args[0], "", body, nil, watch)
 		},
 	}
 	cmd.Flags().StringVarP(&file, "file", "f", "", `{"credentials": {...}}: a JSON file, or - for stdin`)
 	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "then follow the steps until the operation ends (as watch does)")
+	cmd.Flags().BoolVar(&dry, "dry-run", false, dryRunFlag)
 	return cmd
 }
 

@@ -48,6 +48,9 @@ type Config struct {
 	WebhookDisableAfter  time.Duration `envconfig:"MCPGUARD_WEBHOOK_DISABLE_AFTER" default:"72h" desc:"a webhook whose deliveries all failed for this long is disabled (webhook.disabled goes to the tenant's other webhooks)"`
 }
 
+// httpWriteTimeout bounds writing an API answer; a dry run must end before it.
+const httpWriteTimeout = 60 * time.Second
+
 // loadConfig reads the MCPGUARD_* variables with envconfig, the same
 // reader whose tags print the help table, then checks what envconfig cannot
 // (URLs, log level, positive numbers), reporting those problems at once.
@@ -79,6 +82,11 @@ func loadConfig() (Config, error) {
 		if d <= 0 {
 			problems = append(problems, fmt.Sprintf("%s_%s must be a positive duration such as 30s or 5m; %s is not", envPrefix, name, d))
 		}
+	}
+	if cfg.DryRunTimeout >= httpWriteTimeout {
+		// The answer of a dry run is written after its look-ups: a longer
+		// bound would have the server cut it off.
+		problems = append(problems, fmt.Sprintf("%s_DRY_RUN_TIMEOUT must be shorter than the HTTP write timeout (%s); %s is not", envPrefix, httpWriteTimeout, cfg.DryRunTimeout))
 	}
 	if cfg.DatabaseURL != "" {
 		if u, err := url.Parse(cfg.DatabaseURL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {

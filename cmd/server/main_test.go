@@ -278,6 +278,7 @@ func TestConfigErrors(t *testing.T) {
 		{"bad Anypoint rate", nil, map[string]string{"MCPGUARD_ANYPOINT_RATE": "fast"}, `MCPGUARD_ANYPOINT_RATE must be a positive number; "fast"`, nil},
 		{"zero Anypoint rate", nil, map[string]string{"MCPGUARD_ANYPOINT_RATE": "0"}, "MCPGUARD_ANYPOINT_RATE must be a positive number", nil},
 		{"bad grace", nil, map[string]string{"MCPGUARD_SHUTDOWN_GRACE": "soon"}, "MCPGUARD_SHUTDOWN_GRACE must be a positive duration", nil},
+		{"dry run longer than an answer may take", nil, map[string]string{"MCPGUARD_DRY_RUN_TIMEOUT": "2m"}, "MCPGUARD_DRY_RUN_TIMEOUT must be shorter than the HTTP write timeout (1m0s)", nil},
 		{"bad log level", nil, map[string]string{"MCPGUARD_LOG_LEVEL": "loud"}, "MCPGUARD_LOG_LEVEL must be", nil},
 		{"half a connected app", nil, map[string]string{"MCPGUARD_ANYPOINT_CLIENT_ID": "app"}, "must be set together", nil},
 		{"bad anypoint URL", nil, map[string]string{"MCPGUARD_ANYPOINT_URL": "anypoint"}, "MCPGUARD_ANYPOINT_URL must be", nil},

@@ -91,7 +91,7 @@ func serve(ctx context.Context, cfg Config, secrets serveSecrets, logger zerolog
 		// the API answers problem+json for anything above its tighter limits.
 		MaxHeaderBytes: api.ServerMaxHeaderBytes,
 		ReadTimeout:    30 * time.Second,
-		WriteTimeout:   60 * time.Second,
+		WriteTimeout:   httpWriteTimeout,
 		IdleTimeout:    2 * time.Minute,
 		ErrorLog:       nil,
 	}

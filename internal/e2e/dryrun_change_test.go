@@ -121,16 +121,17 @@ func TestDryRunUpdate(t *testing.T) {
 
 	// Refusals answer as for real.
 	for _, c := range []struct {
-		query, body string
-		want        int
+		query, contentType, body string
+		want                     int
 	}{
-		{"?dryRun=true", `{"source": {"asset": {"name": "x"}}}`, http.StatusUnprocessableEntity},
-		{"?dryRun=maybe", `{"policies": []}`, http.StatusBadRequest},
-		{"?dryRun=true", `{"policies": [{"assetId": ""}]}`, http.StatusBadRequest},
+		{"?dryRun=true", mergePatch, `{"source": {"asset": {"name": "x"}}}`, http.StatusUnprocessableEntity},
+		{"?dryRun=maybe", mergePatch, `{"policies": []}`, http.StatusBadRequest},
+		{"?dryRun=true", mergePatch, `{"policies": [{"assetId": ""}]}`, http.StatusBadRequest},
+		{"?dryRun=true", "application/json", `{"policies": []}`, http.StatusUnsupportedMediaType},
 	} {
 		req, _ := http.NewRequest(http.MethodPatch, s.apiURL+path+c.query, strings.NewReader(c.body))
 		req.Header.Set("Authorization", "Bearer "+apiKey)
-		req.Header.Set("Content-Type", mergePatch)
+		req.Header.Set("Content-Type", c.contentType)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)

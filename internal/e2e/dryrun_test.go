@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -75,22 +76,29 @@ func (p *plan) codes() []string {
 	return out
 }
 
-// rowCounts counts what a request could store: protections, operations,
-// steps and events.
-func (s *stack) rowCounts() map[string]int {
+// rowCounts sums up what a request could store: the number of rows of
+// protections, operations, steps and events, and a digest of every row's
+// content (credentials, request, variables, times included), so a dry run
+// that changed a row, not only one that added one, is caught.
+func (s *stack) rowCounts() map[string]string {
 	s.t.Helper()
 	conn, err := pgx.Connect(context.Background(), s.dbURL)
 	if err != nil {
 		s.t.Fatal(err)
 	}
 	defer conn.Close(context.Background())
-	out := map[string]int{}
+	out := map[string]string{}
 	for _, table := range []string{"protections", "operations", "steps", "events"} {
 		var n int
-		if err := conn.QueryRow(context.Background(), "SELECT count(*) FROM "+table).Scan(&n); err != nil {
+		var digest *string
+		if err := conn.QueryRow(context.Background(),
+			"SELECT count(*), md5(string_agg(t::text, ',' ORDER BY t::text)) FROM "+table+" t").Scan(&n, &digest); err != nil {
 			s.t.Fatal(err)
 		}
-		out[table] = n
+		out[table] = strconv.Itoa(n)
+		if digest != nil {
+			out[table] += ":" + *digest
+		}
 	}
 	return out
 }
@@ -156,7 +164,7 @@ func (s *stack) noWrites() {
 	}
 }
 
-func equalCounts(a, b map[string]int) bool {
+func equalCounts(a, b map[string]string) bool {
 	for k, v := range a {
 		if b[k] != v {
 			return false

@@ -73,9 +73,9 @@ func (g *Guide) observeSearch() observeFunc {
 		if by := run.plan.creates["asset"]; by != "" {
 			// The search cannot find what is not published yet; the real
 			// step then uses publish's coordinates (the index can lag).
-			return &Observation{Action: mcpguard.ActionAdopt, Detail: "uses the asset " + by + " would publish (its coordinates stand while the search index catches up)",
+			return &Observation{Action: mcpguard.ActionAdopt, Detail: "uses the asset step " + by + " would publish (its coordinates stand while the search index catches up)",
 				Resources: []mcpguard.PlanResource{{Kind: "asset", Action: mcpguard.ActionAdopt, GroupID: varString(run, "groupId"),
-					Name: varString(run, "assetId"), Version: varString(run, "assetVersion"), Detail: "does not exist yet: " + by + " would publish it"}}}, nil
+					Name: varString(run, "assetId"), Version: varString(run, "assetVersion"), Detail: "does not exist yet: step " + by + " would publish it"}}}, nil
 		}
 		return found(ctx, run)
 	}
@@ -187,6 +187,7 @@ func (g *Guide) observeCreate(ctx context.Context, run *Run) (*Observation, erro
 			res.Action, res.Changes, res.Detail = mcpguard.ActionUpdate, changed, "adopted and patched to the request"
 		}
 		obs.Resources = append(obs.Resources, res)
+		obs.Detail = "adopts the API instance that carries the protection's label"
 		if label == generatedInstanceLabel(run) {
 			for _, extra := range mine[1:] {
 				obs.Resources = append(obs.Resources, mcpguard.PlanResource{Kind: "instance", Action: mcpguard.ActionDelete, ID: extra.ID, Name: label,
@@ -198,6 +199,7 @@ func (g *Guide) observeCreate(ctx context.Context, run *Run) (*Observation, erro
 	} else {
 		obs.Resources = append(obs.Resources, mcpguard.PlanResource{Kind: "instance", Action: mcpguard.ActionCreate, Name: shown, EnvironmentID: env,
 			Version: version, Detail: fmt.Sprintf("a flexGateway MCP instance of %s/%s/%s, upstream %s, listening on %s", group, asset, version, orNone(upstream), orNone(proxy))})
+		obs.Detail = "creates the API Manager instance"
 		obs.Pending = []string{"environmentApiId"}
 		run.plan.creates["instance"] = StepCreate
 	}
@@ -276,7 +278,7 @@ func (g *Guide) observeDeploy(ctx context.Context, run *Run) (*Observation, erro
 	}
 	res := mcpguard.PlanResource{Kind: "deployment", Name: targetName, GatewayVersion: version, EnvironmentID: env}
 	if api == 0 {
-		res.Action, res.Detail = mcpguard.ActionCreate, fmt.Sprintf("deploys the instance %s creates to target %s, gateway %s", run.plan.creates["instance"], targetName, version)
+		res.Action, res.Detail = mcpguard.ActionCreate, fmt.Sprintf("deploys the new instance (step %s) to target %s, gateway %s", run.plan.creates["instance"], targetName, version)
 		obs.Resources = []mcpguard.PlanResource{res}
 		obs.Detail = "checks every policy configuration, then deploys"
 		obs.Pending = []string{"deploymentId"}
@@ -509,7 +511,7 @@ func (g *Guide) observePolicies(ctx context.Context, run *Run) (*Observation, er
 		}
 	}
 	if api == 0 {
-		obs.Action, obs.Detail = mcpguard.ActionCreate, "applies every policy, in order, to the instance "+run.plan.creates["instance"]+" creates"
+		obs.Action, obs.Detail = mcpguard.ActionCreate, "applies every policy, in order, to the new instance (step "+run.plan.creates["instance"]+")"
 	} else {
 		obs.Detail = fmt.Sprintf("reconciles the policies of API instance %d", api)
 		obs.Action = derivedAction(withoutSkipped(obs.Resources))

@@ -160,6 +160,7 @@ func TestMetricsAndLogsAfterARun(t *testing.T) {
 		`mcpguard_jobs_due 0`,
 		`mcpguard_maintenance_runs_total{result="led"}`,
 		`mcpguard_webhook_attempts_total{outcome="succeeded"} 1`,
+		`mcpguard_webhook_deliveries_pending 0`,
 	} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %s", want)

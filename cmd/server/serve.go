@@ -47,7 +47,7 @@ func serve(ctx context.Context, cfg Config, secrets serveSecrets, logger zerolog
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	registry.MustRegister(store.NewQueueCollector(db))
+	registry.MustRegister(store.NewQueueCollector(db), store.NewWebhookCollector(db))
 	cat := newCatalogue(cfg, secrets, db, logger, registry)
 	engine := workflow.NewEngine(db, cat, workflow.EngineConfig{
 		Workers:       cfg.Workers,

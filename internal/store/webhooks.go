@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mcpguard/mcpguard"
 )
@@ -495,4 +496,46 @@ func disableWebhook(ctx context.Context, tx pgx.Tx, id, reason string) error {
 		return fmt.Errorf("error queuing webhook.disabled: %w", err)
 	}
 	return notify(ctx, tx, WebhooksChannel, "")
+}
+
+// WebhookCollector reports the webhook outbox as the database holds it,
+// read at each scrape: every replica reports the same values. A scrape
+// whose query fails lacks these series.
+type WebhookCollector struct {
+	db      *DB
+	pending *prometheus.Desc
+	oldest  *prometheus.Desc
+}
+
+// NewWebhookCollector returns the outbox's collector for db.
+func NewWebhookCollector(db *DB) *WebhookCollector {
+	return &WebhookCollector{
+		db: db,
+		pending: prometheus.NewDesc("mcpguard_webhook_deliveries_pending",
+			"Webhook deliveries not yet succeeded or failed, of enabled endpoints.", nil, nil),
+		oldest: prometheus.NewDesc("mcpguard_webhook_oldest_pending_age_seconds",
+			"Age of the oldest pending webhook delivery of an enabled endpoint (0 when none): growing means an endpoint keeps failing or the senders do not keep up.", nil, nil),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *WebhookCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.pending
+	ch <- c.oldest
+}
+
+// Collect implements prometheus.Collector.
+func (c *WebhookCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), collectTimeout)
+	defer cancel()
+	var pending int64
+	var oldest float64
+	if err := c.db.pool.QueryRow(ctx, `
+		SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(d.created_at)), 0)::float8
+		FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
+		WHERE d.state = 'pending' AND w.enabled`).Scan(&pending, &oldest); err != nil {
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(c.pending, prometheus.GaugeValue, float64(pending))
+	ch <- prometheus.MustNewConstMetric(c.oldest, prometheus.GaugeValue, max(oldest, 0))
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mcpguard/mcpguard"
 	"github.com/mcpguard/mcpguard/internal/store"
@@ -251,5 +252,34 @@ func TestMaintenanceRemovesOldDeliveries(t *testing.T) {
 	}
 	if len(list) != 2 || res.Deliveries < 1 {
 		t.Fatalf("after maintenance: %d deliveries left (want 2), %d removed", len(list), res.Deliveries)
+	}
+}
+
+// TestWebhookCollectorCountsPending: a pending delivery shows in
+// mcpguard_webhook_deliveries_pending with its age.
+func TestWebhookCollectorCountsPending(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := openSealed(t)
+	const tenant = "collector-tenant"
+	if _, err := db.CreateWebhook(ctx, store.NewWebhookRow{Tenant: tenant, URL: "https://example.com/c",
+		Events: []string{mcpguard.WebhookOperationQueued}, Secret: "whsec_Y29sbGVjdG9y"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := db.CreateProtection(ctx, store.NewProtection{ID: uuid.NewString(), Tenant: tenant, Actor: tenant, Steps: []store.NewStep{{Name: "auth"}}}); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(store.NewWebhookCollector(db))
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	values := map[string]float64{}
+	for _, f := range families {
+		values[f.GetName()] = f.GetMetric()[0].GetGauge().GetValue()
+	}
+	if len(values) != 2 || values["mcpguard_webhook_deliveries_pending"] < 1 || values["mcpguard_webhook_oldest_pending_age_seconds"] < 0 {
+		t.Fatalf("gathered %v, want at least this test's pending delivery", values)
 	}
 }

@@ -123,6 +123,7 @@ protection watched fails or is cancelled (error and hint on stderr);
 		newUpdateCommand(e),
 		newRemoveCommand(e),
 		newOperationsCommand(e),
+		newWebhooksCommand(e),
 	)
 	return root
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/mcpguard/mcpguard/internal/api"
 	"github.com/mcpguard/mcpguard/internal/store"
 	"github.com/mcpguard/mcpguard/internal/testdb"
+	"github.com/mcpguard/mcpguard/internal/webhook"
 	"github.com/mcpguard/mcpguard/internal/workflow"
 )
 
@@ -83,9 +84,19 @@ func newStack(t *testing.T, simOpts ...sim.Option) *stack {
 		_ = engine.Run(engineCtx)
 	}()
 	t.Cleanup(func() { stopEngine(); <-engineDone })
+	// Webhooks to loopback receivers, sent by a deliverer beside the engine.
+	deliverer := webhook.NewDeliverer(db, webhook.Config{AllowHosts: []string{"127.0.0.1"}, PollInterval: 50 * time.Millisecond,
+		BackoffBase: 20 * time.Millisecond, BackoffMax: 100 * time.Millisecond})
+	delivererCtx, stopDeliverer := context.WithCancel(ctx)
+	delivererDone := make(chan struct{})
+	go func() {
+		defer close(delivererDone)
+		_ = deliverer.Run(delivererCtx)
+	}()
+	t.Cleanup(func() { stopDeliverer(); <-delivererDone })
 	handler, err := api.NewServer(api.Config{
 		Service: workflow.NewService(db, cat), Keys: map[string]string{tenant: apiKey},
-		Ready: db.Ready, Logger: logger,
+		Ready: db.Ready, Logger: logger, Webhooks: webhook.NewService(db, []string{"127.0.0.1"}),
 	})
 	if err != nil {
 		t.Fatal(err)

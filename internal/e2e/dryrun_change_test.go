@@ -1,13 +1,18 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"io"
 	"net/http"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mcpguard/mcpguard/internal/anypoint/sim"
+	"github.com/mcpguard/mcpguard/internal/api/apispec"
 )
 
 const mergePatch = "application/merge-patch+json"
@@ -243,4 +248,60 @@ func stepOf(p *plan, name string) struct{ Action, Detail string } {
 		}
 	}
 	return struct{ Action, Detail string }{}
+}
+
+// TestDryRunWhileRunning: while a protection's operation runs, PATCH and
+// DELETE dry runs say the real requests would be refused with 409 and
+// start nothing; another tenant's protection is 404, as for real.
+func TestDryRunWhileRunning(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	s.sim.SetFault(sim.RouteListTargets, sim.Fault{Hang: true})
+	id := s.submit(specRequest("dry-running-mcp"))
+	for {
+		var p protection
+		s.do(http.MethodGet, "/protections/"+id, nil, http.StatusOK, &p)
+		if p.CurrentStep == "target" && p.State == "running" {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, c := range []struct {
+		method, contentType string
+		body                any
+	}{
+		{http.MethodPatch, mergePatch, map[string]any{"policies": []any{rateLimit(5)}}},
+		{http.MethodDelete, "application/json", map[string]any{"credentials": userCredentials()}},
+	} {
+		var pl plan
+		b, _ := json.Marshal(c.body)
+		req, _ := http.NewRequest(c.method, s.apiURL+"/protections/"+id+"?dryRun=true", bytes.NewReader(b))
+		req.Header.Set("Authorization", "Bearer "+apiKey)
+		req.Header.Set("Content-Type", c.contentType)
+		resp, err := (&http.Client{Transport: &apispec.Transport{T: t, Next: http.DefaultTransport}}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || json.Unmarshal(data, &pl) != nil {
+			t.Fatalf("%s dry run while running: %d %s", c.method, resp.StatusCode, data)
+		}
+		if got := pl.codes(); pl.Starts || len(got) != 1 || got[0] != ":conflict" || pl.Problems[0].Status != http.StatusConflict {
+			t.Errorf("%s dry run while running: %s", c.method, data)
+		}
+		// Another tenant does not see the protection at all.
+		req, _ = http.NewRequest(c.method, s.apiURL+"/protections/"+id+"?dryRun=true", bytes.NewReader(b))
+		req.Header.Set("Authorization", "Bearer "+apiKeyB)
+		req.Header.Set("Content-Type", c.contentType)
+		if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusNotFound {
+			t.Errorf("%s dry run by another tenant: %v %v", c.method, err, resp.StatusCode)
+		} else {
+			resp.Body.Close()
+		}
+	}
+	if ops := s.operations(id); len(ops) != 1 || ops[0].Kind != "protect" {
+		t.Errorf("operations after the dry runs: %v", kinds(ops))
+	}
+	s.sim.ClearFaults()
 }

@@ -280,6 +280,22 @@ func TestDryRunProblems(t *testing.T) {
 			if p.Problems[0].Hint == "" || p.Problems[0].Message == "" {
 				t.Errorf("problem without message or hint: %+v", p.Problems[0])
 			}
+			// A step that fails is unknown, and so is every later step that
+			// needs what it would have found (deploy needs the target and
+			// the instance); a step that would stop on a configuration still
+			// says what it would do, and that it would stop.
+			stopped, _, _ := strings.Cut(c.want, ":")
+			if c.want == "deploy:policy_not_in_catalogue" {
+				if st := stepOf(p, stopped); st.Action != "create" || !strings.Contains(st.Detail, "would stop here") {
+					t.Errorf("step %s: %s %q", stopped, st.Action, st.Detail)
+				}
+				return
+			}
+			for _, name := range []string{stopped, "deploy", "verify"} {
+				if a, _ := p.step(t, name); a != "unknown" {
+					t.Errorf("step %s after %s: %s, want unknown", name, c.want, a)
+				}
+			}
 		})
 	}
 

@@ -160,6 +160,9 @@ func (c Catalogue) DryRun(ctx context.Context, in DryRun) (*mcpguard.Plan, error
 				p.Step = ns.Name
 				plan.Problems = append(plan.Problems, p)
 			}
+			if len(obs.Problems) > 0 {
+				ps.Detail += "; the real operation would stop here (see problems)"
+			}
 		}
 		plan.Steps = append(plan.Steps, ps)
 	}

@@ -400,6 +400,9 @@ func (db *DB) RecordDelivery(ctx context.Context, c ClaimedDelivery, owner strin
 	if a.Error != "" {
 		errText = a.Error
 	}
+	var protectionID *string
+	var seq int64
+	var next time.Time
 	err = db.inTx(ctx, func(tx pgx.Tx) error {
 		// The endpoint's row first, as UpdateWebhook and disabling take it
 		// before its deliveries: records of one endpoint never deadlock.
@@ -417,13 +420,26 @@ func (db *DB) RecordDelivery(ctx context.Context, c ClaimedDelivery, owner strin
 				lease_owner = NULL, lease_expires_at = NULL, last_status = $7, last_error = $8,
 				history = jsonb_path_query_array(history || $9::jsonb, '$[last - `+fmt.Sprint(historyLength-1)+` to last]')
 			WHERE id = $1 AND lease_owner = $2 AND attempts = $3 AND state = 'pending'
-			RETURNING state`, c.ID, owner, c.Attempt, a.Succeeded, a.RetryAfter.Microseconds(), a.RetryFor.Microseconds(),
-			status, errText, entryJSON).Scan(&out.State)
+			RETURNING state, protection_id::text, seq, next_attempt_at`, c.ID, owner, c.Attempt, a.Succeeded, a.RetryAfter.Microseconds(), a.RetryFor.Microseconds(),
+			status, errText, entryJSON).Scan(&out.State, &protectionID, &seq, &next)
 		if errors.Is(err, pgx.ErrNoRows) {
 			out.Lost = true
 			return nil
 		} else if err != nil {
 			return fmt.Errorf("error recording delivery attempt: %w", err)
+		}
+		if out.State == mcpguard.DeliveryPending {
+			// The protection's later deliveries wait for this one anyway;
+			// moving their due time to its next attempt keeps them out of
+			// every claim's scan until then (the claim's order check is
+			// what guarantees the order; this only saves work).
+			if _, err := tx.Exec(ctx, `
+				UPDATE webhook_deliveries SET next_attempt_at = GREATEST(next_attempt_at, $4)
+				WHERE webhook_id = $1 AND state = 'pending' AND seq > $3
+				  AND (protection_id = $2 OR ($2::uuid IS NULL AND protection_id IS NULL))`,
+				c.WebhookID, protectionID, seq, next); err != nil {
+				return fmt.Errorf("error deferring the protection's later deliveries: %w", err)
+			}
 		}
 		if a.Succeeded {
 			if _, err := tx.Exec(ctx, `UPDATE webhooks SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL`, c.WebhookID); err != nil {

@@ -283,3 +283,51 @@ func TestWebhookCollectorCountsPending(t *testing.T) {
 		t.Fatalf("gathered %v, want at least this test's pending delivery", values)
 	}
 }
+
+// TestLaterDeliveriesWaitForTheRetriedOne: a failed attempt that will be
+// retried moves the due time of the protection's later deliveries to its
+// own next attempt (they could not be sent before it anyway).
+func TestLaterDeliveriesWaitForTheRetriedOne(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := openSealed(t)
+	const tenant = "defer-tenant"
+	hook, err := db.CreateWebhook(ctx, store.NewWebhookRow{Tenant: tenant, URL: "https://example.com/d", Events: mcpguard.DefaultWebhookEvents, Secret: "whsec_ZGVmZXI="})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := uuid.NewString()
+	if _, _, err := db.CreateProtection(ctx, store.NewProtection{ID: id, Tenant: tenant, Actor: tenant, Steps: []store.NewStep{{Name: "auth"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.CancelProtection(ctx, tenant, id, tenant, transition.Rules{}); err != nil {
+		t.Fatal(err)
+	}
+	var head *store.ClaimedDelivery
+	for head == nil {
+		claimed, err := db.ClaimDeliveries(ctx, "sender", time.Minute, 50)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(claimed) == 0 {
+			t.Fatal("this test's first delivery was never claimed")
+		}
+		for _, c := range claimed {
+			if c.WebhookID == hook.ID {
+				head = &c
+			}
+		}
+	}
+	out, err := db.RecordDelivery(ctx, *head, "sender", store.DeliveryAttempt{Status: 503, Error: "HTTP 503", RetryAfter: time.Hour, RetryFor: 24 * time.Hour, DisableAfter: 72 * time.Hour})
+	if err != nil || out.State != mcpguard.DeliveryPending {
+		t.Fatalf("record: %+v %v", out, err)
+	}
+	list, _, err := db.ListDeliveries(ctx, tenant, hook.ID, 10, 0)
+	if err != nil || len(list) != 2 {
+		t.Fatalf("deliveries %d (%v), want 2", len(list), err)
+	}
+	later, first := list[0], list[1]
+	if first.ID != head.ID || later.NextAttemptAt == nil || first.NextAttemptAt == nil || later.NextAttemptAt.Before(*first.NextAttemptAt) {
+		t.Fatalf("the later delivery is due %v, before the retried one's next attempt %v", later.NextAttemptAt, first.NextAttemptAt)
+	}
+}

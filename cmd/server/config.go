@@ -46,6 +46,9 @@ type Config struct {
 	WebhookTimeout       time.Duration `envconfig:"MCPGUARD_WEBHOOK_TIMEOUT" default:"10s" desc:"how long one webhook delivery attempt may take, connection to the end of the answer"`
 	WebhookRetryFor      time.Duration `envconfig:"MCPGUARD_WEBHOOK_RETRY_FOR" default:"24h" desc:"how long after an event its webhook delivery is retried (exponential backoff from 5s to 1h) before it fails"`
 	WebhookDisableAfter  time.Duration `envconfig:"MCPGUARD_WEBHOOK_DISABLE_AFTER" default:"72h" desc:"a webhook whose deliveries all failed for this long is disabled (webhook.disabled goes to the tenant's other webhooks)"`
+	SSEHeartbeat         time.Duration `envconfig:"MCPGUARD_SSE_HEARTBEAT" default:"15s" desc:"how often an idle live event stream (text/event-stream) sends a comment line"`
+	SSEMaxStreams        int           `envconfig:"MCPGUARD_SSE_MAX_STREAMS" default:"500" desc:"live event streams this replica serves at once; 503 beyond"`
+	SSEMaxDuration       time.Duration `envconfig:"MCPGUARD_SSE_MAX_DURATION" default:"1h" desc:"how long one live event stream lasts before the server closes it (the client resumes with Last-Event-ID)"`
 }
 
 // httpWriteTimeout bounds writing an API answer; a dry run must end before it.
@@ -73,11 +76,15 @@ func loadConfig() (Config, error) {
 	if cfg.Workers < 1 {
 		problems = append(problems, fmt.Sprintf("%s_WORKERS must be a positive integer; %d is not", envPrefix, cfg.Workers))
 	}
+	if cfg.SSEMaxStreams < 1 {
+		problems = append(problems, fmt.Sprintf("%s_SSE_MAX_STREAMS must be a positive integer; %d is not", envPrefix, cfg.SSEMaxStreams))
+	}
 	for name, d := range map[string]time.Duration{
 		"LEASE_DURATION": cfg.LeaseDuration, "SHUTDOWN_GRACE": cfg.ShutdownGrace, "VERIFY_TIMEOUT": cfg.VerifyTimeout,
 		"RETENTION": cfg.Retention, "CREDENTIALS_TTL": cfg.CredentialsTTL, "API_DATABASE_TIMEOUT": cfg.APIDatabaseTimeout,
 		"WEBHOOK_TIMEOUT": cfg.WebhookTimeout, "WEBHOOK_RETRY_FOR": cfg.WebhookRetryFor, "WEBHOOK_DISABLE_AFTER": cfg.WebhookDisableAfter,
 		"DRY_RUN_TIMEOUT": cfg.DryRunTimeout,
+		"SSE_HEARTBEAT":   cfg.SSEHeartbeat, "SSE_MAX_DURATION": cfg.SSEMaxDuration,
 	} {
 		if d <= 0 {
 			problems = append(problems, fmt.Sprintf("%s_%s must be a positive duration such as 30s or 5m; %s is not", envPrefix, name, d))

@@ -63,8 +63,11 @@ func serve(ctx context.Context, cfg Config, secrets serveSecrets, logger zerolog
 		Registry: registry,
 		Logger:   logger.With().Str("component", "api").Logger(),
 		// Each request's database work; past it the answer is 503.
-		DatabaseTimeout: cfg.APIDatabaseTimeout,
-		Webhooks:        webhook.NewService(db, webhookAllowHosts(cfg.WebhookAllowHosts)),
+		DatabaseTimeout:   cfg.APIDatabaseTimeout,
+		Webhooks:          webhook.NewService(db, webhookAllowHosts(cfg.WebhookAllowHosts)),
+		StreamHeartbeat:   cfg.SSEHeartbeat,
+		MaxStreams:        cfg.SSEMaxStreams,
+		MaxStreamDuration: cfg.SSEMaxDuration,
 	})
 	if err != nil {
 		return fmt.Errorf("error building the API: %w", err)
@@ -95,6 +98,9 @@ func serve(ctx context.Context, cfg Config, secrets serveSecrets, logger zerolog
 		IdleTimeout:    2 * time.Minute,
 		ErrorLog:       nil,
 	}
+	// Live event streams extend their own deadlines past ReadTimeout and
+	// WriteTimeout, and never go idle: Shutdown ends them.
+	httpServer.RegisterOnShutdown(handler.EndStreams)
 
 	// Either half failing stops the other.
 	ctx, cancel := context.WithCancel(ctx)

@@ -254,6 +254,10 @@ func (s *Server) handleListEvents(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	if s.events != nil && wantsEventStream(r.Header) {
+		s.streamEvents(w, r, id)
+		return
+	}
 	var fields []mcpguard.FieldError
 	q := r.URL.Query()
 	filter := mcpguard.EventFilter{Limit: pageLimit(q, DefaultEventLimit, MaxEventLimit, &fields), Cursor: pageCursor(q, &fields)}

@@ -7,6 +7,7 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -43,6 +44,15 @@ type Config struct {
 	DatabaseTimeout time.Duration
 	// Webhooks serves /webhooks; nil leaves those routes out.
 	Webhooks mcpguard.WebhookService
+	// StreamHeartbeat is how often an idle event stream sends a comment
+	// line; zero means DefaultStreamHeartbeat.
+	StreamHeartbeat time.Duration
+	// MaxStreams bounds the event streams this replica serves at once
+	// (503 beyond); zero means DefaultMaxStreams.
+	MaxStreams int
+	// MaxStreamDuration ends a stream after this long (the client resumes
+	// with Last-Event-ID); zero means DefaultMaxStreamDuration.
+	MaxStreamDuration time.Duration
 }
 
 // Server is the HTTP handler of the whole API.
@@ -57,6 +67,11 @@ type Server struct {
 	// dbTimeout bounds each request's service call (withDatabaseTimeout).
 	dbTimeout time.Duration
 	webhooks  mcpguard.WebhookService
+	// events serves text/event-stream when the service can (nil: JSON only).
+	events            mcpguard.EventFeed
+	streams           streams
+	streamHeartbeat   time.Duration
+	maxStreamDuration time.Duration
 }
 
 // NewServer builds the router. It fails on a configuration that would let a
@@ -90,6 +105,10 @@ func NewServer(cfg Config) (*Server, error) {
 	if s.dbTimeout <= 0 {
 		s.dbTimeout = DefaultDatabaseTimeout
 	}
+	s.events, _ = cfg.Service.(mcpguard.EventFeed)
+	s.streams = streams{max: cmp.Or(cfg.MaxStreams, DefaultMaxStreams), ended: make(chan struct{})}
+	s.streamHeartbeat = cmp.Or(cfg.StreamHeartbeat, DefaultStreamHeartbeat)
+	s.maxStreamDuration = cmp.Or(cfg.MaxStreamDuration, DefaultMaxStreamDuration)
 	s.router = s.routes()
 	return s, nil
 }

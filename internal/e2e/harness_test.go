@@ -55,7 +55,9 @@ type stack struct {
 	sim    *sim.Server
 	simURL string
 	apiURL string
-	dbURL  string
+	// apiURLs are every replica's API, apiURL the first.
+	apiURLs []string
+	dbURL   string
 	// db is the first replica's pool.
 	db *store.DB
 	// owners names each replica's engine; stopReplica ends one gracefully.
@@ -101,6 +103,10 @@ type stackOptions struct {
 	webhooks *webhook.Config
 	// dryRunTimeout bounds dry runs (MCPGUARD_DRY_RUN_TIMEOUT; zero: the default).
 	dryRunTimeout time.Duration
+	// streamHeartbeat and maxStreams configure the API's event streams
+	// (zero: the server's defaults).
+	streamHeartbeat time.Duration
+	maxStreams      int
 }
 
 type option func(*stackOptions)
@@ -272,22 +278,25 @@ func newStack(t testing.TB, opts ...option) *stack {
 			t.Cleanup(stop)
 			st.stopDeliverer = append(st.stopDeliverer, stop)
 		}
+		// Each replica serves the API on its own pool, as the server does.
+		handler, err := api.NewServer(api.Config{
+			Service: workflow.NewService(db, cat).WithDryRunTimeout(o.dryRunTimeout), Keys: map[string]string{tenant: apiKey, tenantB: apiKeyB, tenantNoScope: apiKeyNoScope},
+			Ready: db.Ready, Logger: logger, Webhooks: webhook.NewService(db, webhookTestHosts),
+			StreamHeartbeat: o.streamHeartbeat, MaxStreams: o.maxStreams,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		apiSrv := httptest.NewServer(handler)
+		t.Cleanup(apiSrv.Close)
+		st.apiURLs = append(st.apiURLs, apiSrv.URL)
 	}
-	handler, err := api.NewServer(api.Config{
-		Service: workflow.NewService(st.db, cat).WithDryRunTimeout(o.dryRunTimeout), Keys: map[string]string{tenant: apiKey, tenantB: apiKeyB, tenantNoScope: apiKeyNoScope},
-		Ready: st.db.Ready, Logger: logger, Webhooks: webhook.NewService(st.db, webhookTestHosts),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	apiSrv := httptest.NewServer(handler)
-	t.Cleanup(apiSrv.Close)
 	t.Cleanup(func() {
 		if t.Failed() && os.Getenv("E2E_LOGS") != "" {
 			t.Logf("logs:\n%s", logs.String())
 		}
 	})
-	st.apiURL = apiSrv.URL
+	st.apiURL = st.apiURLs[0]
 	return st
 }
 

@@ -463,12 +463,17 @@ type Listener struct {
 	OnConnect func()
 	// OnError (optional) is told why the connection was lost before Listen reconnects.
 	OnError func(error)
-	// Channels to listen on; JobsChannel and CancelChannel when empty.
+	// Channels are the channels to listen on; JobsChannel and CancelChannel
+	// (the engine's) when empty.
 	Channels []string
+	// ApplicationName (optional) names the connection in pg_stat_activity,
+	// so an operator (or a test) can tell the listeners apart.
+	ApplicationName string
 }
 
-// Listen holds one connection listening on l.Channels (JobsChannel and
-// CancelChannel by default) until ctx is done, reconnecting with backoff after errors.
+// Listen holds one connection listening on l.Channels (by default
+// JobsChannel and CancelChannel) until ctx is done, reconnecting with
+// backoff after errors.
 func (db *DB) Listen(ctx context.Context, l Listener) {
 	delay := 100 * time.Millisecond
 	for {
@@ -489,7 +494,14 @@ func (db *DB) Listen(ctx context.Context, l Listener) {
 }
 
 func (db *DB) listenOnce(ctx context.Context, l Listener) error {
-	conn, err := pgx.ConnectConfig(ctx, db.pool.Config().ConnConfig.Copy())
+	cfg := db.pool.Config().ConnConfig.Copy()
+	if l.ApplicationName != "" {
+		if cfg.RuntimeParams == nil {
+			cfg.RuntimeParams = map[string]string{}
+		}
+		cfg.RuntimeParams["application_name"] = l.ApplicationName
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("error connecting listener: %w", err)
 	}

@@ -46,6 +46,8 @@ type DB struct {
 	sealer   *Sealer
 	// schemaReady is set once Ready has seen the expected schema version.
 	schemaReady atomic.Bool
+	// hub fans events out to this process's streams (EventHub).
+	hub atomic.Pointer[EventHub]
 }
 
 // Option configures Open.
@@ -103,6 +105,9 @@ func Open(ctx context.Context, databaseURL string, opts ...Option) (*DB, error) 
 
 // Close closes every connection of the pool.
 func (db *DB) Close() {
+	if h := db.hub.Load(); h != nil {
+		h.close()
+	}
 	db.pool.Close()
 	db.leases.Close()
 }

@@ -317,3 +317,35 @@ func (s *Service) UnprotectProtection(ctx context.Context, tenant, id string, in
 	}
 	return s.db.FindProtection(ctx, tenant, id)
 }
+
+var _ mcpguard.EventFeed = (*Service)(nil)
+
+// ReadEventsAfter returns up to limit of the job's events after cursor, each
+// with its cursor, and the latest operation's state read with them
+// (store.ReadEventsAfter).
+func (s *Service) ReadEventsAfter(ctx context.Context, tenant, id, cursor string, limit int) (*mcpguard.EventTail, error) {
+	var after int64
+	if cursor != "" {
+		seq, err := decodeEventCursor(cursor)
+		if err != nil {
+			return nil, &mcpguard.Error{Code: mcpguard.EINVALID, Message: "Invalid cursor.",
+				Fields: []mcpguard.FieldError{{Field: "cursor", Message: "is not a cursor this server issued"}}}
+		}
+		after = seq
+	}
+	tail, err := s.db.ReadEventsAfter(ctx, tenant, id, after, limit)
+	if err != nil {
+		return nil, err
+	}
+	out := &mcpguard.EventTail{Operation: tail.Operation, State: tail.State, Events: make([]mcpguard.CursorEvent, len(tail.Events))}
+	for i, e := range tail.Events {
+		out.Events[i] = mcpguard.CursorEvent{Cursor: encodeEventCursor(e.Seq), Event: e.Event}
+	}
+	return out, nil
+}
+
+// WatchEvents subscribes to the job's events on this replica's one
+// listening connection (store.EventHub).
+func (s *Service) WatchEvents(id string) (<-chan struct{}, func()) {
+	return s.db.EventHub().Subscribe(id)
+}

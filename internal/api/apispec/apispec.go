@@ -206,3 +206,23 @@ func truncate(b []byte) string {
 	}
 	return strings.TrimSpace(s)
 }
+
+func init() {
+	// A text/event-stream answer (live events) is checked as a string here;
+	// the tests of the stream parse its events strictly and check each
+	// one's data with Schema.
+	openapi3filter.RegisterBodyDecoder("text/event-stream", openapi3filter.PlainBodyDecoder)
+}
+
+// Schema checks a decoded JSON value against a schema of openapi.yaml's
+// components (for example "Event"), for content the transport cannot see
+// whole, such as one event of a stream.
+func Schema(t testing.TB, name string, v any) error {
+	t.Helper()
+	doc, _ := loadSpec(t)
+	ref, ok := doc.Components.Schemas[name]
+	if !ok {
+		t.Fatalf("openapi.yaml has no schema %s", name)
+	}
+	return ref.Value.VisitJSON(v, openapi3.MultiErrors())
+}

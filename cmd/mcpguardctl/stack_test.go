@@ -30,6 +30,10 @@ const (
 func TestMain(m *testing.M) {
 	// Several polls per step, so the live view redraws while steps run.
 	watchInterval = 40 * time.Millisecond
+	// Following a stream, watch reads the protection only when an event
+	// says it changed: a watch that ends proves it followed the stream (or
+	// fell back to polling, which TestWatchFallsBackToPolling provokes).
+	streamRefresh = time.Hour
 	os.Exit(m.Run())
 }
 
@@ -41,6 +45,13 @@ type stack struct {
 }
 
 func newStack(t *testing.T, simOpts ...sim.Option) *stack {
+	t.Helper()
+	return newStackStreams(t, 0, simOpts...)
+}
+
+// newStackStreams is newStack whose API serves at most maxStreams live
+// event streams (0: the server's default).
+func newStackStreams(t *testing.T, maxStreams int, simOpts ...sim.Option) *stack {
 	t.Helper()
 	opts := append([]sim.Option{sim.WithDeploymentDelay(300 * time.Millisecond), sim.WithPublicationDelay(200 * time.Millisecond)}, simOpts...)
 	s := sim.New(opts...)
@@ -96,7 +107,7 @@ func newStack(t *testing.T, simOpts ...sim.Option) *stack {
 	t.Cleanup(func() { stopDeliverer(); <-delivererDone })
 	handler, err := api.NewServer(api.Config{
 		Service: workflow.NewService(db, cat), Keys: map[string]string{tenant: apiKey},
-		Ready: db.Ready, Logger: logger, Webhooks: webhook.NewService(db, []string{"127.0.0.1"}),
+		Ready: db.Ready, Logger: logger, Webhooks: webhook.NewService(db, []string{"127.0.0.1"}), MaxStreams: maxStreams,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -49,8 +49,10 @@ func (e operationError) Error() string {
 	return msg
 }
 
-// watchProtection polls the protection until it is finished and shows each
-// change: redrawn in place on a terminal, one line per change otherwise.
+// watchProtection reads the protection whenever its live event stream says
+// it changed (polling every watchInterval when the server offers no
+// stream) until it is finished, and shows each change: redrawn in place on
+// a terminal, one line per change otherwise.
 func watchProtection(ctx context.Context, e *env, c *client, id string) error {
 	var view watchView = &lineView{w: e.stdout, start: time.Now(), seen: map[string]string{}}
 	if e.json() {
@@ -58,7 +60,9 @@ func watchProtection(ctx context.Context, e *env, c *client, id string) error {
 	} else if width, ok := terminalWidth(e.stdout); ok {
 		view = &liveView{w: e.stdout, width: width}
 	}
-	ticker := time.NewTicker(watchInterval)
+	// Follow the live event stream; poll only when there is none.
+	wake := c.followEvents(ctx, id)
+	ticker := time.NewTicker(streamRefresh)
 	defer ticker.Stop()
 	for {
 		p, data, err := c.protection(ctx, id)
@@ -87,6 +91,11 @@ func watchProtection(ctx context.Context, e *env, c *client, id string) error {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("stopped watching; protection %s goes on (mcpguardctl watch %s)", id, id)
+		case _, ok := <-wake:
+			if !ok {
+				wake = nil // no stream (or it ended): poll
+				ticker.Reset(watchInterval)
+			}
 		case <-ticker.C:
 		}
 	}

@@ -129,6 +129,21 @@ func TestMetricsAndLogsAfterARun(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the webhook receiver got no operation.succeeded")
 	}
+	// The server as wired streams the finished protection's events, then
+	// the end, and closes the stream; the stream is not counted as latency.
+	req, _ := http.NewRequest("GET", base+"/protections/"+p.ID+"/events", nil)
+	req.Header.Set("Authorization", "Bearer "+apiKey)
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK || !strings.HasPrefix(string(stream), "id: ") ||
+		!strings.HasSuffix(string(stream), "\n\nevent: end\ndata: {\"operation\":\"protect\",\"state\":\"succeeded\"}\n\n") {
+		t.Fatalf("stream of the finished protection: %d %v\n%s", resp.StatusCode, err, stream)
+	}
 	// The attempt is recorded (and counted) after the receiver answered.
 	var metrics string
 	for deadline := time.Now().Add(10 * time.Second); ; {
@@ -158,6 +173,8 @@ func TestMetricsAndLogsAfterARun(t *testing.T) {
 		`mcpguard_engine_step_duration_seconds_count{step="verify"}`,
 		`mcpguard_protections{state="succeeded"} 1`,
 		`mcpguard_jobs_due 0`,
+		`mcpguard_event_streams 0`,
+		`mcpguard_http_requests_total{method="GET",route="/protections/{id}/events",status="200"} 1`,
 		`mcpguard_maintenance_runs_total{result="led"}`,
 		`mcpguard_webhook_attempts_total{outcome="succeeded"} 1`,
 		`mcpguard_webhook_deliveries_pending 0`,
@@ -165,6 +182,9 @@ func TestMetricsAndLogsAfterARun(t *testing.T) {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
+	}
+	if strings.Contains(metrics, `mcpguard_http_request_duration_seconds_count{method="GET",route="/protections/{id}/events"}`) {
+		t.Error("the event stream was counted as API latency")
 	}
 	for _, raw := range []string{p.ID, "metrics-mcp", sim.DefaultOrgID} {
 		if strings.Contains(metrics, raw) {

@@ -94,7 +94,11 @@ func (s *Server) observe(next http.Handler) http.Handler {
 		}
 		method := metricMethod(r.Method)
 		s.metrics.requests.WithLabelValues(route, method, strconv.Itoa(status)).Inc()
-		s.metrics.duration.WithLabelValues(route, method).Observe(elapsed.Seconds())
+		// A live event stream lasts as long as its operation: it is not
+		// latency, and would swamp the route's histogram.
+		if ww.Header().Get("Content-Type") != EventStreamType {
+			s.metrics.duration.WithLabelValues(route, method).Observe(elapsed.Seconds())
+		}
 
 		info := infoFrom(r.Context())
 		ev := s.logger.Info()
@@ -177,6 +181,8 @@ func bearerToken(header string) (string, bool) {
 type httpMetrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	// streams is the number of live event streams open on this replica.
+	streams prometheus.Gauge
 }
 
 func newHTTPMetrics(reg prometheus.Registerer) (*httpMetrics, error) {
@@ -192,8 +198,13 @@ func newHTTPMetrics(reg prometheus.Registerer) (*httpMetrics, error) {
 			Help:      "HTTP request latency, by route pattern and method.",
 			Buckets:   prometheus.DefBuckets,
 		}, []string{"route", "method"}),
+		streams: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "mcpguard",
+			Name:      "event_streams",
+			Help:      "Live event streams (text/event-stream) open on this replica.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.streams} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -118,6 +118,8 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, id string)
 		return
 	}
 	defer s.streams.release()
+	s.metrics.streams.Inc()
+	defer s.metrics.streams.Dec()
 
 	// Watch before the first read: whatever is written after the read is
 	// then announced to this stream.

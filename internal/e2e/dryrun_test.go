@@ -387,3 +387,39 @@ func TestDryRunThrottled(t *testing.T) {
 	}
 	s.noWrites()
 }
+
+// TestDryRunBudget: a dry run's calls count against the organization's
+// Anypoint call budget, as every call does; a dry run the budget cannot
+// serve now answers 503 with Retry-After instead of waiting.
+func TestDryRunBudget(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, withRate(4, time.Second))
+	budgetRows := func() int {
+		conn, err := pgx.Connect(context.Background(), s.dbURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(context.Background())
+		var n int
+		if err := conn.QueryRow(context.Background(), "SELECT coalesce(sum(cardinality(granted)), 0) FROM anypoint_budget").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	// 4 calls a second: a dry run's dozen look-ups outrun it.
+	b, _ := json.Marshal(specRequest("budget-mcp"))
+	req, _ := http.NewRequest(http.MethodPost, s.apiURL+"/protections?dryRun=true", bytes.NewReader(b))
+	req.Header.Set("Authorization", "Bearer "+apiKey)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := (&http.Client{Transport: &apispec.Transport{T: t, Next: http.DefaultTransport}}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("a dry run past the budget answered %d, Retry-After %q", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	if n := budgetRows(); n == 0 {
+		t.Fatalf("the dry run's calls were not counted in the budget")
+	}
+}

@@ -278,9 +278,10 @@ func newStack(t testing.TB, opts ...option) *stack {
 			t.Cleanup(stop)
 			st.stopDeliverer = append(st.stopDeliverer, stop)
 		}
-		// Each replica serves the API on its own pool, as the server does.
+		// Each replica serves the API on its own pool, as the server does;
+		// its dry runs' Anypoint calls are paced like its engine's.
 		handler, err := api.NewServer(api.Config{
-			Service: workflow.NewService(db, cat).WithDryRunTimeout(o.dryRunTimeout), Keys: map[string]string{tenant: apiKey, tenantB: apiKeyB, tenantNoScope: apiKeyNoScope},
+			Service: workflow.NewService(db, replicaCat).WithDryRunTimeout(o.dryRunTimeout), Keys: map[string]string{tenant: apiKey, tenantB: apiKeyB, tenantNoScope: apiKeyNoScope},
 			Ready: db.Ready, Logger: logger, Webhooks: webhook.NewService(db, webhookTestHosts),
 			StreamHeartbeat: o.streamHeartbeat, MaxStreams: o.maxStreams,
 		})

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"reflect"
@@ -462,4 +463,53 @@ func TestEventStreamRefusals(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// TestEventStreamsUnderConcurrentWriters tries to catch a gap: several
+// protections run at once on two replicas while their streams drop and
+// resume on the other replica, and half of them are cancelled mid-run, so
+// the API's writes (cancel) race the engines' (step commits, warnings).
+// Every stream, joined across its reconnection, must be its protection's
+// JSON list exactly.
+func TestEventStreamsUnderConcurrentWriters(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, withReplicas(2, 4, 5*time.Second))
+	t.Run("protections", func(t *testing.T) {
+		for i := range 6 {
+			t.Run(fmt.Sprint(i), func(t *testing.T) {
+				t.Parallel()
+				c := *s
+				c.t = t
+				id := c.submit(specRequest(fmt.Sprintf("sse-race-%d", i)))
+				first := c.openStream(c.apiURLs[i%2], id, "")
+				n := 0
+				got, _, end := readUntil(t, first, func(f apispec.Frame) bool {
+					if !f.Ping {
+						n++
+					}
+					return n == 4+i
+				})
+				first.Close()
+				if i%2 == 0 {
+					// Mid-run, or already finished (409): either is fine.
+					req, _ := http.NewRequest(http.MethodPost, c.apiURL+"/protections/"+id+"/cancel", nil)
+					req.Header.Set("Authorization", "Bearer "+c.key)
+					if resp, err := http.DefaultClient.Do(req); err != nil {
+						t.Fatal(err)
+					} else {
+						resp.Body.Close()
+					}
+				}
+				var rest []apispec.Frame
+				if end == nil {
+					second := c.openStream(c.apiURLs[(i+1)%2], id, got[len(got)-1].ID)
+					rest, _, end = readUntil(t, second, nil)
+				}
+				if end == nil {
+					t.Fatal("the stream closed without an end")
+				}
+				sameTrail(t, append(got, rest...), c.allEvents(id))
+			})
+		}
+	})
 }

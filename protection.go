@@ -106,9 +106,10 @@ type Request struct {
 	Target         *TargetRef     `json:"target,omitempty"`
 	Instance       *InstanceInput `json:"instance,omitempty"`
 	Policies       []PolicyInput  `json:"policies"`
-	// OnFailure is what a protect operation that stops after deploying and
-	// before its policies are applied does with its deployment:
-	// OnFailureUndeploy (the default, fail closed) or OnFailureKeep.
+	// OnFailure is what a protect operation, or an update that deployed,
+	// that stops after deploying and before its policies are applied does
+	// with its deployment: OnFailureUndeploy (the default, fail closed) or
+	// OnFailureKeep.
 	OnFailure string `json:"onFailure,omitempty"`
 }
 
@@ -277,7 +278,7 @@ const (
 	EventHistoryRemoved = "history_removed"
 	// EventOperationStarted: a PATCH or DELETE started an update or unprotect operation.
 	EventOperationStarted = "operation_started"
-	// EventExposurePrevented: a protect operation that stopped before its
+	// EventExposurePrevented: a protect or update operation that stopped before its
 	// policies were applied removed its deployment (fail closed).
 	EventExposurePrevented = "exposure_prevented"
 )

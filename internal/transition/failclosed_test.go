@@ -7,7 +7,7 @@ import (
 	"github.com/mcpguard/mcpguard/internal/transition"
 )
 
-var rule = transition.Rules{FailClosed: &transition.FailClosedRule{Deploy: "deploy", Policies: "policies", Cleanup: "withdraw"}}
+var rule = transition.Rules{FailClosed: &transition.FailClosedRule{Deploy: "deploy", Policies: "policies", Cleanup: "withdraw", Withdrawn: "withdrawnDeployments"}}
 
 // exposed is a protect operation whose deploy ran and whose policies did not
 // succeed, stopped at step.
@@ -45,9 +45,27 @@ func TestFailClosedDecides(t *testing.T) {
 		t.Fatalf("exposed cancel: %s %v", summary(cancelled), cancelled.Variables)
 	}
 
+	// An update whose deploy step ran (it moved or made the deployment) is
+	// exposed the same way.
+	update := exposed("policies")
+	update.Operation = mcpguard.OperationUpdate
+	if d := transition.Decide(update, permanent, rule); d.State != mcpguard.StateRunning || d.CurrentStep != "withdraw" {
+		t.Fatalf("exposed update: %s", summary(d))
+	}
+
 	for name, s := range map[string]transition.Snapshot{
-		"onFailure keep":   func() transition.Snapshot { s := exposed("policies"); s.KeepOnFailure = true; return s }(),
-		"update operation": func() transition.Snapshot { s := exposed("policies"); s.Operation = mcpguard.OperationUpdate; return s }(),
+		"onFailure keep": func() transition.Snapshot { s := exposed("policies"); s.KeepOnFailure = true; return s }(),
+		"update that did not deploy": func() transition.Snapshot {
+			s := exposed("policies")
+			s.Operation = mcpguard.OperationUpdate
+			s.Steps["deploy"] = transition.StepStatus{State: mcpguard.StepSkipped}
+			return s
+		}(),
+		"unprotect operation": func() transition.Snapshot {
+			s := exposed("policies")
+			s.Operation = mcpguard.OperationUnprotect
+			return s
+		}(),
 		"policies applied": func() transition.Snapshot {
 			s := exposed("verify")
 			s.Steps["policies"] = transition.StepStatus{State: mcpguard.StepSucceeded, Attempts: 1}
@@ -90,6 +108,22 @@ func TestFailClosedCleanupEnds(t *testing.T) {
 	}
 	if d.Variables[transition.PendingVariable] != nil {
 		t.Fatalf("the pending outcome is not cleared: %v", d.Variables)
+	}
+
+	// Nothing was served without its policies (an update that moved an
+	// instance carrying them): a warning, not exposure_prevented.
+	kept := transition.Decide(s, transition.Result{Kind: transition.Succeeded, Attempt: 1, Counted: true,
+		Captured: map[string]any{"withdrawnDeployments": []any{}}}, rule)
+	if kept.State != mcpguard.StateFailed || kept.Error == nil || kept.Error.RetryFrom != "deploy" {
+		t.Fatalf("nothing withdrawn: %s", summary(kept))
+	}
+	for _, e := range kept.Events {
+		if e.Kind == mcpguard.EventExposurePrevented {
+			t.Fatalf("nothing withdrawn, yet exposure_prevented: %s", summary(kept))
+		}
+	}
+	if kept.Events[len(kept.Events)-2].Kind != mcpguard.EventWarning {
+		t.Fatalf("nothing withdrawn: events %s, want a warning before the state change", summary(kept))
 	}
 
 	s.CancelRequested = true

@@ -83,7 +83,7 @@ type StepStatus struct {
 	Attempts int                `json:"attempts"`
 }
 
-// Pending is how a protect operation ends once fail-closed's cleanup step
+// Pending is how a protect or update operation ends once fail-closed's cleanup step
 // has taken its deployment off the gateway: its state (failed or
 // cancelled), the step it stopped at and its error.
 type Pending struct {
@@ -95,12 +95,18 @@ type Pending struct {
 // PendingVariable is the job variable holding Pending during the cleanup.
 const PendingVariable = "failClosed"
 
-// FailClosedRule names the steps fail-closed looks at: a protect operation
-// that stops (fails or is cancelled) after Deploy ran and before Policies
-// succeeded runs Cleanup, which takes the deployment off the gateway, and
-// only then ends (docs/architecture.md, "Never exposed unprotected").
+// FailClosedRule names the steps fail-closed looks at: a protect or update
+// operation that stops (fails or is cancelled) after Deploy ran in it and
+// before Policies succeeded runs Cleanup, which takes what would be served
+// without its policies off the gateway, and only then ends
+// (docs/architecture.md, "Never exposed unprotected").
 type FailClosedRule struct {
 	Deploy, Policies, Cleanup string
+	// Withdrawn names the list Cleanup captures of what it took off the
+	// gateway. Empty, nothing was exposed (an update that moved an instance
+	// carrying its policies): the job ends with a warning saying so instead
+	// of exposure_prevented.
+	Withdrawn string
 }
 
 // Result is how a step's run ended.
@@ -130,7 +136,7 @@ type Rules struct {
 	// Backoff returns the delay before retrying a step that failed
 	// transiently `failed` times, never earlier than retryAfter.
 	Backoff func(failed int, retryAfter time.Duration) time.Duration
-	// FailClosed, when set, removes a protect operation's deployment
+	// FailClosed, when set, removes a protect or update operation's deployment
 	// before the operation ends unprotected.
 	FailClosed *FailClosedRule
 }
@@ -218,10 +224,13 @@ func Decide(s Snapshot, r Result, rules Rules) Decision {
 // failClosed turns a decision that ends a protect operation exposed (its
 // deployment may exist, its policies are not all applied) into a run of
 // the cleanup step, which ends the job as d would have once the deployment
-// is off the gateway. A retry then resumes at the deploy step.
+// is off the gateway. A retry then resumes at the deploy step. An update
+// whose deploy step ran (a new environment, target, gateway version or
+// instance) is exposed the same way: a new environment's instance is
+// deployed before any policy is on it.
 func failClosed(s Snapshot, d Decision, rules Rules) Decision {
 	fc := rules.FailClosed
-	if fc == nil || s.Operation != mcpguard.OperationProtect || s.KeepOnFailure ||
+	if fc == nil || (s.Operation != mcpguard.OperationProtect && s.Operation != mcpguard.OperationUpdate) || s.KeepOnFailure ||
 		(d.State != mcpguard.StateFailed && d.State != mcpguard.StateCancelled) {
 		return d
 	}
@@ -245,7 +254,8 @@ func failClosed(s Snapshot, d Decision, rules Rules) Decision {
 		}
 	}
 	events = append(events, Event{Kind: mcpguard.EventWarning, Step: fc.Cleanup, Detail: map[string]any{
-		"message":   "the protect operation stopped after deploying and before its policies were applied: its deployment is taken off the gateway before it ends " + string(d.State),
+		"message": "the " + s.Operation + " operation stopped after deploying and before its policies were applied: " +
+			"a deployment served without them is taken off the gateway before it ends " + string(d.State),
 		"stoppedAt": s.Step, "ending": d.State}})
 	d.Events = events
 	d.Outcome, d.State, d.CurrentStep, d.Error, d.RunAfter = OutcomeRetry, mcpguard.StateRunning, fc.Cleanup, nil, 0
@@ -265,7 +275,7 @@ func decideCleanup(s Snapshot, r Result, rules Rules) Decision {
 		d.State, d.CurrentStep, d.Error, d.RunAfter, d.ClearCancel = state, p.Step, jobErr, 0, true
 		d.Variables = withPending(d.Variables, nil)
 		d.Events = append(d.Events, events...)
-		d.Events = append(d.Events, stateChanged(p.Step, 0, s.State, state, "the protect operation stopped before its policies were applied"))
+		d.Events = append(d.Events, stateChanged(p.Step, 0, s.State, state, "the "+s.Operation+" operation stopped before its policies were applied"))
 		return d
 	}
 	switch r.Kind {
@@ -277,6 +287,11 @@ func decideCleanup(s Snapshot, r Result, rules Rules) Decision {
 		}
 		d.ClearCredentials = false
 		d.Events = d.Events[:1] // step_succeeded; the job does not succeed
+		if withdrawn, listed := r.Captured[rules.FailClosed.Withdrawn].([]any); rules.FailClosed.Withdrawn != "" && listed && len(withdrawn) == 0 {
+			return end(d, p.State, p.Error, Event{Kind: mcpguard.EventWarning, Step: s.Step,
+				Detail: map[string]any{"message": "no deployment was served without the policies asked for; nothing was taken off the gateway",
+					"captured": nonNil(r.Captured)}})
+		}
 		return end(d, p.State, p.Error, Event{Kind: mcpguard.EventExposurePrevented, Step: s.Step,
 			Detail: map[string]any{"message": "the deployment was taken off the gateway: the MCP server is not served without its policies; a retry deploys it again",
 				"captured": nonNil(r.Captured)}})

@@ -455,6 +455,7 @@ func (e *Engine) runStep(ctx context.Context, cancel context.CancelCauseFunc, cl
 	run := &Run{
 		ProtectionID:  job.ProtectionID,
 		Tenant:        job.Tenant,
+		Operation:     job.Operation,
 		Request:       job.Request,
 		Credentials:   job.Credentials,
 		Variables:     job.Variables,

@@ -125,8 +125,8 @@ func GuideCatalogue(cfg GuideConfig) Catalogue {
 		{Name: StepVerify, Run: g.verify, IO: StepIO{
 			Reads:  []string{"organizationId", "environmentId", "environmentApiId", "deploymentId", "policies"},
 			Writes: []string{"deploymentId", "deploymentStatus", "apiVersionStatus", "apiStatus", "policyCount"}}},
-		// Fail-closed's cleanup: planned with every protect operation
-		// (skipped), started only by transition.Decide.
+		// Fail-closed's cleanup: planned with every protect and update
+		// operation (skipped), started only by transition.Decide.
 		{Name: StepWithdraw, Operation: OperationCleanup, Run: g.withdraw, IO: StepIO{
 			Reads:  []string{"organizationId", "environmentId", "environmentApiId", "createdInstances"},
 			Writes: []string{"withdrawnDeployments"}}},

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/mcpguard/mcpguard"
 	"github.com/mcpguard/mcpguard/internal/anypoint"
 )
 
@@ -100,8 +101,9 @@ func (g *Guide) ownInstances(ctx context.Context, run *Run, s *anypoint.Session)
 
 // undeployOwn takes every deployment of this protection's instances off the
 // gateway (PUT with expectedStatus undeployed); one already undeployed, or an
-// instance already gone, is success.
-func (g *Guide) undeployOwn(ctx context.Context, run *Run) ([]any, error) {
+// instance already gone, is success. exposed, when not nil, picks the
+// instances whose deployments go; the others keep theirs.
+func (g *Guide) undeployOwn(ctx context.Context, run *Run, exposed func(*anypoint.Session, madeInstance) (bool, error)) ([]any, error) {
 	s, err := g.start(run, "organizationId")
 	if err != nil {
 		return nil, err
@@ -113,6 +115,13 @@ func (g *Guide) undeployOwn(ctx context.Context, run *Run) ([]any, error) {
 	}
 	undeployed := []any{}
 	for _, in := range mine {
+		if exposed != nil {
+			if ok, err := exposed(s, in); err != nil {
+				return nil, err
+			} else if !ok {
+				continue
+			}
+		}
 		deps, err := s.ListDeployments(ctx, org, in.EnvironmentID, in.ID)
 		if err != nil {
 			return nil, fail(fmt.Sprintf("listing the deployments of API instance %d", in.ID), err, "")
@@ -141,7 +150,7 @@ func (g *Guide) removeDeployment(ctx context.Context, run *Run) (*Outcome, error
 	if varString(run, "environmentId") == "" {
 		return done(map[string]any{"undeployedDeployments": []any{}})
 	}
-	undeployed, err := g.undeployOwn(ctx, run)
+	undeployed, err := g.undeployOwn(ctx, run, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -174,14 +183,46 @@ func (g *Guide) removeInstance(ctx context.Context, run *Run) (*Outcome, error) 
 	return done(map[string]any{"removedInstances": removed})
 }
 
-// withdraw is fail-closed's cleanup (transition.Decide sends a protect
-// operation here when it stops after deploying and before its policies are
-// applied): the deployment goes off the gateway so the MCP server is never
-// served unprotected. A retry deploys again.
+// WithdrawnVariable is what withdraw captures: the deployments it took off
+// the gateway (transition.FailClosedRule.Withdrawn).
+const WithdrawnVariable = "withdrawnDeployments"
+
+// withdraw is fail-closed's cleanup (transition.Decide sends a protect or
+// update operation here when it stops after deploying and before its
+// policies are applied): the deployment goes off the gateway so the MCP
+// server is never served unprotected. A retry deploys again.
+//
+// A protect's instances had no policies before it, so all their deployments
+// go. An update's deploy step moved or made a deployment: one whose instance
+// lacks a policy the request asks for (a new environment's instance,
+// deployed before any policy was applied, or a move that also adds a
+// policy) goes; one whose instance carries every requested policy (a target
+// move of the same instance: policies belong to the instance and move with
+// it) stays served.
 func (g *Guide) withdraw(ctx context.Context, run *Run) (*Outcome, error) {
-	undeployed, err := g.undeployOwn(ctx, run)
+	var exposed func(*anypoint.Session, madeInstance) (bool, error)
+	if run.Operation == mcpguard.OperationUpdate {
+		org := varString(run, "organizationId")
+		exposed = func(s *anypoint.Session, in madeInstance) (bool, error) {
+			list, err := s.ListPolicies(ctx, org, in.EnvironmentID, in.ID)
+			if isClass(err, anypoint.ClassNotFound) {
+				return false, nil // the instance is gone: nothing is served
+			} else if err != nil {
+				return false, fail(fmt.Sprintf("listing the policies of API instance %d to see whether it is served without them", in.ID), err, "")
+			}
+			for _, want := range run.Request.Policies {
+				if !slices.ContainsFunc(list, func(p anypoint.Policy) bool {
+					return p.AssetID == want.AssetID && (want.GroupID == "" || p.GroupID == want.GroupID) && !p.Disabled
+				}) {
+					return true, nil
+				}
+			}
+			return false, nil
+		}
+	}
+	undeployed, err := g.undeployOwn(ctx, run, exposed)
 	if err != nil {
 		return nil, err
 	}
-	return done(map[string]any{"withdrawnDeployments": undeployed})
+	return done(map[string]any{WithdrawnVariable: undeployed})
 }

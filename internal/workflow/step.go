@@ -72,7 +72,7 @@ func (c Catalogue) failClosedRule() *transition.FailClosedRule {
 	if _, ok := c.Lookup(StepWithdraw); !ok {
 		return nil
 	}
-	return &transition.FailClosedRule{Deploy: StepDeploy, Policies: StepPolicies, Cleanup: StepWithdraw}
+	return &transition.FailClosedRule{Deploy: StepDeploy, Policies: StepPolicies, Cleanup: StepWithdraw, Withdrawn: WithdrawnVariable}
 }
 
 // StepIO declares a step's inputs and outputs.
@@ -108,6 +108,9 @@ func (c Catalogue) Lookup(name string) (Step, bool) {
 type Run struct {
 	ProtectionID string
 	Tenant       string
+	// Operation is the kind of the operation the step runs in (protect,
+	// update, unprotect).
+	Operation string
 	// Request is the stored request (corrected inputs of a retry included).
 	Request mcpguard.Request
 	// Credentials are decrypted for this run only; nil when the job has none

@@ -153,3 +153,52 @@ func TestDeleteRepeatedWhileUnprotectRuns(t *testing.T) {
 		t.Errorf("delete-api called %d times, want once", n)
 	}
 }
+
+// TestUpdateReappliesDeployment: an update that only re-configures a policy
+// of a deployed instance the protection made re-applies its deployment
+// (PUT with its current body, docs/architecture.md, "Anypoint: instances,
+// deployments and policies"), and verify waits for it to be applied again.
+// When the PUT's answer is lost (dropped, 504 after commit) the step runs
+// again: it finds nothing left to change but the policies differ from what
+// the deployment was last applied with, so it re-applies once more. The
+// deployment keeps its id and target; nothing else is written.
+func TestUpdateReappliesDeployment(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name  string
+		fault *sim.Fault
+		puts  int
+	}{
+		{name: "answered", puts: 1},
+		{name: "dropped after commit", fault: &sim.Fault{DropAfterCommit: true, Times: 1}, puts: 2},
+		{name: "504 after commit", fault: &sim.Fault{CommitFirst: true, Status: http.StatusGatewayTimeout, Times: 1}, puts: 2},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			s := newStack(t, withDefaultApp())
+			p := s.run(specRequest("reapply-mcp"), "succeeded")
+			_, dep, _ := s.owned(p)
+			if c.fault != nil {
+				s.sim.SetFault(sim.RouteReplaceDeployment, *c.fault)
+			}
+			before := s.sim.AllCalls()
+			clientID := map[string]any{"assetId": "client-id-enforcement", "configuration": map[string]any{
+				"credentialsOriginHasHttpBasicAuthenticationHeader": "customExpression"}}
+			if code, _ := s.patch(p.ID, map[string]any{"policies": []any{rateLimit(500), clientID}}, ""); code != http.StatusAccepted {
+				t.Fatalf("PATCH answered %d", code)
+			}
+			q := s.wait(p.ID)
+			if q.State != "succeeded" {
+				t.Fatalf("update ended %s: %+v", q.State, q.Error)
+			}
+			wantCalls(t, s.callsSince(before), map[string]int{sim.RouteUpdatePolicy: 1, sim.RouteReplaceDeployment: c.puts})
+			_, dep2, pols := s.owned(q)
+			if dep2.ID != dep.ID || dep2.TargetID != dep.TargetID || dep2.Status != "applied" || !slices.Equal(assets(pols), guidePolicies) {
+				t.Fatalf("after the update: deployment %+v (was %+v), policies %v", dep2, dep, assets(pols))
+			}
+			if got, _ := q.Variables["reappliedDeployments"].([]any); len(got) != 1 || number(got[0]) != dep.ID {
+				t.Fatalf("reappliedDeployments = %v, want [%d]", q.Variables["reappliedDeployments"], dep.ID)
+			}
+		})
+	}
+}

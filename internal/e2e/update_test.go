@@ -106,7 +106,8 @@ func TestUpdatePolicies(t *testing.T) {
 			}
 		}
 	}
-	wantCalls(t, s.callsSince(before), map[string]int{sim.RouteUpdatePolicy: 1, sim.RouteCreatePolicy: 1, sim.RouteDeletePolicy: 1})
+	// The deployment is re-applied once after the policy changes.
+	wantCalls(t, s.callsSince(before), map[string]int{sim.RouteUpdatePolicy: 1, sim.RouteCreatePolicy: 1, sim.RouteDeletePolicy: 1, sim.RouteReplaceDeployment: 1})
 	ops := s.operations(p.ID)
 	if got := kinds(ops); !slices.Equal(got, []string{"protect:succeeded", "update:succeeded"}) || !slices.Equal(ops[1].Changes, []string{"policies"}) {
 		t.Fatalf("operations = %v, changes %v", got, ops[1].Changes)

@@ -120,8 +120,8 @@ func GuideCatalogue(cfg GuideConfig) Catalogue {
 			Fields: []string{"source.instance"}, Reads: []string{"organizationId", "environmentId"},
 			Writes: []string{"environmentApiId", "deploymentId", "targetId"}}},
 		{Name: StepPolicies, Run: g.policies, IO: StepIO{
-			Fields: []string{"policies"}, Reads: []string{"organizationId", "environmentId", "environmentApiId", "createdInstances", "policies"},
-			Writes: []string{"policies", "foreignPolicies"}}},
+			Fields: []string{"policies"}, Reads: []string{"organizationId", "environmentId", "environmentApiId", "createdInstances", "policies", "deployedPolicies"},
+			Writes: []string{"policies", "foreignPolicies", "deployedPolicies", "reappliedDeployments"}}},
 		{Name: StepVerify, Run: g.verify, IO: StepIO{
 			Reads:  []string{"organizationId", "environmentId", "environmentApiId", "deploymentId", "policies"},
 			Writes: []string{"deploymentId", "deploymentStatus", "apiVersionStatus", "apiStatus", "policyCount"}}},

@@ -2,6 +2,8 @@ package workflow
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"reflect"
@@ -97,11 +99,14 @@ func (g *Guide) policies(ctx context.Context, run *Run) (out *Outcome, err error
 
 	used := map[int64]bool{}
 	var captured []any
+	// changed: this run wrote a policy (the deployment may need re-applying).
+	changed := false
 	for i, p := range plan {
-		policy, owned, err := g.applyPolicy(ctx, s, run, org, env, api, p, existing, used, ours, i == 0 && len(existing) > 0)
+		policy, owned, wrote, err := g.applyPolicy(ctx, s, run, org, env, api, p, existing, used, ours, i == 0 && len(existing) > 0)
 		if err != nil {
 			return nil, err
 		}
+		changed = changed || wrote
 		used[policy.ID] = true
 		// created says the protection owns the policy: it may change or
 		// delete it later. An identical foreign policy it adopted is not.
@@ -113,9 +118,11 @@ func (g *Guide) policies(ctx context.Context, run *Run) (out *Outcome, err error
 	}
 
 	if ownedInstance && slices.ContainsFunc(plan, func(p plannedPolicy) bool { return p.input.AllowDuplicate }) {
-		if err := settleDuplicatePolicies(ctx, s, run, org, env, api, plan, captured, used); err != nil {
+		removed, err := settleDuplicatePolicies(ctx, s, run, org, env, api, plan, captured, used)
+		if err != nil {
 			return nil, err
 		}
+		changed = changed || removed
 	}
 
 	// What is left: ours no longer desired goes, foreign stays untouched.
@@ -131,6 +138,7 @@ func (g *Guide) policies(ctx context.Context, run *Run) (out *Outcome, err error
 		if err := s.DeletePolicy(ctx, org, env, api, e.ID); err != nil && !isClass(err, anypoint.ClassNotFound) {
 			return nil, fail(fmt.Sprintf("deleting policy %d (%s), applied by this protection and no longer requested", e.ID, e.AssetID), err, HintManagePolicies)
 		}
+		changed = true
 		run.Warn(ctx, fmt.Sprintf("deleted policy %d (%s): this protection applied it and the request no longer asks for it", e.ID, e.AssetID),
 			map[string]any{"policyId": e.ID})
 	}
@@ -151,7 +159,69 @@ func (g *Guide) policies(ctx context.Context, run *Run) (out *Outcome, err error
 		run.Warn(ctx, fmt.Sprintf("%d policies on API instance %d were not applied by this protection; they are left as they are", len(foreign), api),
 			map[string]any{"foreignPolicies": foreign})
 	}
-	return done(map[string]any{"policies": captured, "foreignPolicies": foreign})
+	result := map[string]any{"policies": captured, "foreignPolicies": foreign, "deployedPolicies": policiesFingerprint(stored, templates, captured),
+		"reappliedDeployments": []any{}}
+	// An update that changed the policies of an instance this protection
+	// deployed re-applies its deployment with its current body: a live run
+	// re-applied every policy change that way, and whether a change reaches
+	// the gateway without it is not settled (docs/architecture.md,
+	// "Anypoint: instances, deployments and policies"). A protect's policies
+	// follow its deploy step as in the guide, which does not re-apply.
+	// deployedPolicies is what the deployment was last applied with: a run
+	// that changed policies and died before re-applying leaves it stale, so
+	// the next run re-applies although it changes nothing itself.
+	if run.Operation == mcpguard.OperationUpdate && ownedInstance {
+		last, known := run.Variables["deployedPolicies"].(string)
+		if changed || (known && last != result["deployedPolicies"]) {
+			reapplied, err := reapplyDeployments(ctx, s, org, env, api)
+			if err != nil {
+				return nil, err
+			}
+			result["reappliedDeployments"] = reapplied
+		}
+	}
+	return done(result)
+}
+
+// policiesFingerprint identifies the applied policy set: the policies'
+// ids in order and the request's policies with every secret value masked
+// (by name or by template), so no secret, not even hashed, reaches the
+// variables.
+func policiesFingerprint(stored []mcpguard.PolicyInput, templates []anypoint.PolicyTemplate, captured []any) string {
+	var ids []int64
+	for _, item := range captured {
+		m, _ := item.(map[string]any)
+		ids = append(ids, asInt64(m["policyId"]))
+	}
+	masked, _ := maskTemplateSecrets(stored, templates)
+	b, _ := json.Marshal(map[string]any{"ids": ids, "policies": masked})
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+// reapplyDeployments re-applies every served deployment of instance api
+// with its current body (PUT, as deploy re-applies one after the instance
+// changed); one taken off the gateway by fail-closed stays off.
+func reapplyDeployments(ctx context.Context, s *anypoint.Session, org, env string, api int64) ([]any, error) {
+	deps, err := s.ListDeployments(ctx, org, env, api)
+	if err != nil {
+		return nil, fail("listing the instance's deployments to re-apply them after the policy changes", err, "")
+	}
+	reapplied := []any{}
+	for _, d := range deps {
+		if d.ExpectedStatus == DeploymentUndeployed {
+			continue
+		}
+		_, err := s.ReplaceDeployment(ctx, org, env, api, d.ID, anypoint.DeploymentInput{
+			Type: "HY", EnvironmentID: env, TargetID: d.TargetID, TargetName: d.TargetName,
+			GatewayVersion: d.GatewayVersion, Overwrite: true,
+		})
+		if err != nil {
+			return nil, fail(fmt.Sprintf("re-applying deployment %d of API instance %d after changing its policies", d.ID, api), err, "")
+		}
+		reapplied = append(reapplied, d.ID)
+	}
+	return reapplied, nil
 }
 
 // policyMarker is the label every policy this protection creates carries
@@ -313,7 +383,7 @@ func findTemplate(templates []anypoint.PolicyTemplate, in mcpguard.PolicyInput) 
 // a new one. A foreign policy of the same asset with another configuration is
 // a conflict unless the request allows a duplicate.
 func (g *Guide) applyPolicy(ctx context.Context, s *anypoint.Session, run *Run, org, env string, api int64,
-	p plannedPolicy, existing []anypoint.Policy, used map[int64]bool, ours func(anypoint.Policy) bool, first bool) (policy *anypoint.Policy, owned bool, err error) {
+	p plannedPolicy, existing []anypoint.Policy, used map[int64]bool, ours func(anypoint.Policy) bool, first bool) (policy *anypoint.Policy, owned, wrote bool, err error) {
 	marker := policyMarker(run)
 	identical := func(list []anypoint.Policy) (same, mine, other *anypoint.Policy) {
 		return matchPolicy(p, list, used, ours)
@@ -323,12 +393,12 @@ func (g *Guide) applyPolicy(ctx context.Context, s *anypoint.Session, run *Run, 
 		// An explicit order wins, also over where an earlier attempt put it.
 		moved, err := s.UpdatePolicy(ctx, org, env, api, same.ID, anypoint.PolicyPatch{Order: p.input.Order, Label: &marker})
 		if err != nil {
-			return nil, false, fail(fmt.Sprintf("moving policy %d (%s) to order %d", same.ID, p.template.AssetID, *p.input.Order), err, "")
+			return nil, false, false, fail(fmt.Sprintf("moving policy %d (%s) to order %d", same.ID, p.template.AssetID, *p.input.Order), err, "")
 		}
-		return moved, true, nil
+		return moved, true, true, nil
 	}
 	if same != nil {
-		return same, ours(*same), nil
+		return same, ours(*same), false, nil
 	}
 	if mine != nil {
 		// Ours, configured otherwise (or disabled): reconfigure it in place.
@@ -337,13 +407,13 @@ func (g *Guide) applyPolicy(ctx context.Context, s *anypoint.Session, run *Run, 
 			ConfigurationData: p.config, AssetVersion: &p.template.Version, Order: p.input.Order, Disabled: &enabled, Label: &marker,
 		})
 		if err != nil {
-			return nil, false, fail(fmt.Sprintf("reconfiguring policy %d (%s)", mine.ID, p.template.AssetID), err, "")
+			return nil, false, false, fail(fmt.Sprintf("reconfiguring policy %d (%s)", mine.ID, p.template.AssetID), err, "")
 		}
 		run.Warn(ctx, fmt.Sprintf("reconfigured policy %d (%s) to the corrected configuration", mine.ID, p.template.AssetID), map[string]any{"policyId": mine.ID})
-		return patched, true, nil
+		return patched, true, true, nil
 	}
 	if other != nil && !p.input.AllowDuplicate {
-		return nil, false, Permanent(0, fmt.Sprintf("policy %s is already applied to API instance %d (policy %d) with another configuration",
+		return nil, false, false, Permanent(0, fmt.Sprintf("policy %s is already applied to API instance %d (policy %d) with another configuration",
 			p.template.AssetID, api, other.ID), HintPolicyConflict)
 	}
 	order := p.input.Order
@@ -357,24 +427,24 @@ func (g *Guide) applyPolicy(ctx context.Context, s *anypoint.Session, run *Run, 
 		ConfigurationData: p.config, Order: order, Label: marker,
 	}, p.input.AllowDuplicate)
 	if err == nil {
-		return created, true, nil
+		return created, true, true, nil
 	}
 	if isClass(err, anypoint.ClassConflict) || maybeCommitted(err) {
 		// A lost response or a concurrent attempt: what is there now?
 		if list, lerr := s.ListPolicies(ctx, org, env, api); lerr == nil {
 			if same, _, _ := identical(list); same != nil {
-				return same, true, nil
+				return same, true, true, nil
 			}
 		}
 		if isClass(err, anypoint.ClassConflict) {
-			return nil, false, fail(fmt.Sprintf("applying policy %s", p.template.AssetID), err, HintPolicyConflict)
+			return nil, false, false, fail(fmt.Sprintf("applying policy %s", p.template.AssetID), err, HintPolicyConflict)
 		}
 	}
 	hint := ""
 	if isClass(err, anypoint.ClassForbidden) {
 		hint = HintManagePolicies
 	}
-	return nil, false, fail(fmt.Sprintf("applying policy %s", p.template.AssetID), err, hint)
+	return nil, false, false, fail(fmt.Sprintf("applying policy %s", p.template.AssetID), err, hint)
 }
 
 // matchPolicy finds what a planned policy meets on the instance: an
@@ -526,10 +596,10 @@ func orNull(s string) string {
 // choose, and the others are deleted with a warning event naming them.
 // captured and used are updated to the kept policy.
 func settleDuplicatePolicies(ctx context.Context, s *anypoint.Session, run *Run, org, env string, api int64,
-	plan []plannedPolicy, captured []any, used map[int64]bool) error {
+	plan []plannedPolicy, captured []any, used map[int64]bool) (removedAny bool, err error) {
 	after, err := s.ListPolicies(ctx, org, env, api)
 	if err != nil {
-		return fail("looking for duplicates of the policies just applied", err, "")
+		return false, fail("looking for duplicates of the policies just applied", err, "")
 	}
 	for i, p := range plan {
 		entry, _ := captured[i].(map[string]any)
@@ -552,8 +622,9 @@ func settleDuplicatePolicies(ctx context.Context, s *anypoint.Session, run *Run,
 		var removed []int64
 		for _, extra := range same[1:] {
 			if err := s.DeletePolicy(ctx, org, env, api, extra.ID); err != nil && !isClass(err, anypoint.ClassNotFound) {
-				return fail(fmt.Sprintf("removing the duplicate policy %d (%s)", extra.ID, p.template.AssetID), err, HintManagePolicies)
+				return removedAny, fail(fmt.Sprintf("removing the duplicate policy %d (%s)", extra.ID, p.template.AssetID), err, HintManagePolicies)
 			}
+			removedAny = true
 			removed = append(removed, extra.ID)
 			delete(used, extra.ID)
 		}
@@ -562,7 +633,7 @@ func settleDuplicatePolicies(ctx context.Context, s *anypoint.Session, run *Run,
 		run.Warn(ctx, fmt.Sprintf("removed %d duplicate %s policy(ies) that another attempt applied to API instance %d; kept policy %d", len(removed), p.template.AssetID, api, keep.ID),
 			map[string]any{"removedPolicyIds": removed, "policyId": keep.ID})
 	}
-	return nil
+	return removedAny, nil
 }
 
 // capturedPolicyIDs reads the ids the policies step captured.

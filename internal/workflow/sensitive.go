@@ -52,13 +52,7 @@ func (g *Guide) sealTemplateSecrets(ctx context.Context, run *Run, stored []mcpg
 	if g.cfg.Sensitive == nil {
 		return nil, nil
 	}
-	marked := make([]map[string]bool, len(stored))
-	for i, in := range stored {
-		if tpl, ok := findTemplate(templates, in); ok {
-			marked[i] = sensitive.TemplateSecrets(tpl.Configuration)
-		}
-	}
-	_, values := sensitive.MaskPolicies(stored, func(i int, name string) bool { return marked[i][name] })
+	_, values := maskTemplateSecrets(stored, templates)
 	if len(values) == 0 {
 		return nil, nil
 	}
@@ -97,3 +91,16 @@ type redactedError struct {
 
 func (e redactedError) Error() string { return e.text }
 func (e redactedError) Unwrap() error { return e.cause }
+
+// maskTemplateSecrets masks, in a copy of policies, every value a
+// well-known name or the policy's template marks secret, and returns the
+// values it masked.
+func maskTemplateSecrets(policies []mcpguard.PolicyInput, templates []anypoint.PolicyTemplate) ([]mcpguard.PolicyInput, sensitive.Values) {
+	marked := make([]map[string]bool, len(policies))
+	for i, in := range policies {
+		if tpl, ok := findTemplate(templates, in); ok {
+			marked[i] = sensitive.TemplateSecrets(tpl.Configuration)
+		}
+	}
+	return sensitive.MaskPolicies(policies, func(i int, name string) bool { return marked[i][name] })
+}

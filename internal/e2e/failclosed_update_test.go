@@ -16,8 +16,8 @@ import (
 // and deploys a new instance there (and removes the old one), then its
 // first policy POST fails for good. The new deployment would serve the MCP
 // server with no policy: it is taken off the gateway (exposure_prevented,
-// naming the update) before the update ends failed. A retry deploys again
-// and applies the policies.
+// naming the update) before the update ends failed, though the undeploying
+// PUT's answer is lost once. A retry deploys again and applies the policies.
 func TestFailClosedOnEnvironmentMove(t *testing.T) {
 	t.Parallel()
 	s := newStack(t)
@@ -25,6 +25,9 @@ func TestFailClosedOnEnvironmentMove(t *testing.T) {
 	old, _, _ := s.owned(p)
 
 	s.sim.SetFault(sim.RouteCreatePolicy, sim.Fault{Status: http.StatusBadRequest})
+	// withdraw's undeploying PUT is applied and its answer lost (504): it
+	// runs again and finds the deployment undeployed already.
+	s.sim.SetFault(sim.RouteReplaceDeployment, sim.Fault{CommitFirst: true, Status: http.StatusGatewayTimeout, Times: 1})
 	doc := map[string]any{"environment": map[string]any{"name": sim.EnvProduction},
 		"target": map[string]any{"name": sim.TargetFlexProduction}, "credentials": userCredentials()}
 	if code, _ := s.patch(p.ID, doc, ""); code != http.StatusAccepted {

@@ -100,9 +100,10 @@ func (g *Guide) ownInstances(ctx context.Context, run *Run, s *anypoint.Session)
 }
 
 // undeployOwn takes every deployment of this protection's instances off the
-// gateway (PUT with expectedStatus undeployed); one already undeployed, or an
-// instance already gone, is success. exposed, when not nil, picks the
-// instances whose deployments go; the others keep theirs.
+// gateway (PUT with expectedStatus undeployed) and returns their ids; one
+// already undeployed (listed too), or an instance already gone, is success.
+// exposed, when not nil, picks the instances whose deployments go; the
+// others keep theirs.
 func (g *Guide) undeployOwn(ctx context.Context, run *Run, exposed func(*anypoint.Session, madeInstance) (bool, error)) ([]any, error) {
 	s, err := g.start(run, "organizationId")
 	if err != nil {
@@ -128,6 +129,10 @@ func (g *Guide) undeployOwn(ctx context.Context, run *Run, exposed func(*anypoin
 		}
 		for _, d := range deps {
 			if d.ExpectedStatus == DeploymentUndeployed {
+				// Off the gateway already: an earlier attempt whose answer
+				// was lost, or an earlier withdraw. Listed all the same, so
+				// a rerun reports what is off, not only what it did.
+				undeployed = append(undeployed, d.ID)
 				continue
 			}
 			_, err := s.ReplaceDeployment(ctx, org, in.EnvironmentID, in.ID, d.ID, anypoint.DeploymentInput{

@@ -202,3 +202,35 @@ func TestUpdateReappliesDeployment(t *testing.T) {
 		})
 	}
 }
+
+// TestDeleteConflictsWhileUpdateRuns: DELETE while an update runs is 409
+// and starts nothing; once the update ends, DELETE removes everything.
+func TestDeleteConflictsWhileUpdateRuns(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, withDefaultApp())
+	p := s.run(specRequest("busy-update-mcp"), "succeeded")
+	in, _, _ := s.owned(p)
+	// The update's policy PATCH hangs until the fault is cleared.
+	s.sim.SetFault(sim.RouteUpdatePolicy, sim.Fault{Hang: true})
+	if code, _ := s.patch(p.ID, map[string]any{"policies": []any{rateLimit(500), spike}}, ""); code != http.StatusAccepted {
+		t.Fatalf("PATCH answered %d", code)
+	}
+	for deadline := time.Now().Add(30 * time.Second); s.sim.Calls(sim.RouteUpdatePolicy) == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("the update never reached its policy PATCH")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	s.do(http.MethodDelete, "/protections/"+p.ID, nil, http.StatusConflict, nil)
+	s.sim.ClearFaults()
+	if q := s.wait(p.ID); q.State != "succeeded" {
+		t.Fatalf("update ended %s: %+v", q.State, q.Error)
+	}
+	if got := kinds(s.operations(p.ID)); !slices.Equal(got, []string{"protect:succeeded", "update:succeeded"}) {
+		t.Fatalf("operations = %v: the refused DELETE started one", got)
+	}
+	if done := s.unprotect(p.ID, nil); done.State != "succeeded" {
+		t.Fatalf("unprotect ended %s: %+v", done.State, done.Error)
+	}
+	s.assertRemoved(p.ID, in.ID)
+}

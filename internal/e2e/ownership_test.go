@@ -280,3 +280,62 @@ func TestCrashAfterPolicyPostThenUnprotect(t *testing.T) {
 	}
 	assertOnlyForeign(t, snapshot(), foreign, deps)
 }
+
+// TestRetryToAnotherSourceInstanceRemovesMarkedPolicies: a protection of
+// instance A fails on its second policy POST (mcp-support applied there,
+// unrecorded); a retry corrected to instance B applies the policies there
+// and removes from A the one it left (its marker), never A's foreign
+// policy. DELETE then removes B's and leaves both instances' others alone.
+func TestRetryToAnotherSourceInstanceRemovesMarkedPolicies(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	ctx := context.Background()
+	foreign, err := s.session.CreatePolicy(ctx, sim.DefaultOrgID, sim.SandboxEnvID, sim.ExistingInstanceID, foreignHeaderRemoval, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deps := s.sim.State().DeploymentsOf(sim.ExistingInstanceID)
+	b, err := s.session.CreateAPIInstance(ctx, sim.DefaultOrgID, sim.SandboxEnvID, anypoint.APIInstanceInput{
+		GroupID: sim.DefaultOrgID, AssetID: sim.ExistingAssetID, AssetVersion: sim.ExistingAssetVersion,
+		InstanceLabel: "inventory-mcp-b", EndpointType: anypoint.EndpointTypeMCP,
+		UpstreamURI: "https://inventory.internal/mcp", ProxyURI: "http://0.0.0.0:8082/inventory-b",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.session.CreateDeployment(ctx, sim.DefaultOrgID, sim.SandboxEnvID, b.ID, anypoint.DeploymentInput{EnvironmentID: sim.SandboxEnvID,
+		TargetID: sim.TargetFlexSandboxID, TargetName: sim.TargetFlexSandbox, GatewayVersion: sim.TargetFlexSandboxVersion}); err != nil {
+		t.Fatal(err)
+	}
+
+	s.sim.SetFault(sim.RouteCreatePolicy, sim.Fault{Skip: 1, Status: http.StatusBadRequest})
+	p := s.run(instanceRequest(), "failed")
+	s.sim.ClearFaults()
+	if got := assets(s.sim.State().PoliciesOf(sim.ExistingInstanceID)); !slices.Equal(got, []string{"mcp-support", "header-removal"}) {
+		t.Fatalf("policies on A after the failed protect = %v", got)
+	}
+
+	s.do(http.MethodPost, "/protections/"+p.ID+"/retry", map[string]any{"source": map[string]any{"instance": map[string]any{"id": b.ID}}}, http.StatusAccepted, nil)
+	q := s.wait(p.ID)
+	if q.State != "succeeded" {
+		t.Fatalf("retry ended %s: %+v", q.State, q.Error)
+	}
+	state := s.sim.State()
+	assertOnlyForeign(t, state, foreign, deps)
+	if got := assets(state.PoliciesOf(b.ID)); !slices.Equal(got, []string{"mcp-support", "ip-allowlist", "rate-limiting"}) {
+		t.Fatalf("policies on B = %v", got)
+	}
+
+	done := s.unprotect(p.ID, map[string]any{"credentials": userCredentials()})
+	if done.State != "succeeded" {
+		t.Fatalf("unprotect ended %s: %+v", done.State, done.Error)
+	}
+	state = s.sim.State()
+	assertOnlyForeign(t, state, foreign, deps)
+	if got := state.PoliciesOf(b.ID); len(got) != 0 {
+		t.Fatalf("policies left on B = %+v", got)
+	}
+	if len(state.InstancesWithLabel("inventory-mcp-b")) != 1 {
+		t.Fatal("instance B, a source, was removed")
+	}
+}

@@ -117,10 +117,10 @@ func GuideCatalogue(cfg GuideConfig) Catalogue {
 			Reads:  []string{"organizationId", "environmentId", "environmentApiId", "targetId", "targetName", "gatewayVersion", "instanceConfig", "deployedInstanceConfig"},
 			Writes: []string{"deploymentId", "deployedInstanceConfig"}}},
 		{Name: StepInstance, Applies: fromInstance, Run: g.instance, IO: StepIO{
-			Fields: []string{"source.instance"}, Reads: []string{"organizationId", "environmentId"},
-			Writes: []string{"environmentApiId", "deploymentId", "targetId"}}},
+			Fields: []string{"source.instance"}, Reads: []string{"organizationId", "environmentId", "sourceInstances"},
+			Writes: []string{"environmentApiId", "deploymentId", "targetId", "sourceInstances"}}},
 		{Name: StepPolicies, Run: g.policies, IO: StepIO{
-			Fields: []string{"policies"}, Reads: []string{"organizationId", "environmentId", "environmentApiId", "createdInstances", "policies", "deployedPolicies"},
+			Fields: []string{"policies"}, Reads: []string{"organizationId", "environmentId", "environmentApiId", "createdInstances", "policies", "deployedPolicies", "sourceInstances"},
 			Writes: []string{"policies", "foreignPolicies", "deployedPolicies", "reappliedDeployments"}}},
 		{Name: StepVerify, Run: g.verify, IO: StepIO{
 			Reads:  []string{"organizationId", "environmentId", "environmentApiId", "deploymentId", "policies"},

@@ -146,7 +146,16 @@ func (g *Guide) policies(ctx context.Context, run *Run) (out *Outcome, err error
 	// source.instance). An instance the create step made is deleted whole by
 	// it when left, so only an instance source needs this.
 	if run.Request.Source.Instance != nil {
+		stale, err := markedOnLeftInstances(ctx, s, run, org, api)
+		if err != nil {
+			return nil, err
+		}
 		for _, old := range stalePolicies(run, api) {
+			if !slices.ContainsFunc(stale, func(p stalePolicy) bool { return p.ID == old.ID }) {
+				stale = append(stale, old)
+			}
+		}
+		for _, old := range stale {
 			err := s.DeletePolicy(ctx, org, old.EnvironmentID, old.APIID, old.ID)
 			if err != nil && !isClass(err, anypoint.ClassNotFound) {
 				return nil, fail(fmt.Sprintf("deleting policy %d, applied by this protection to API instance %d before a correction", old.ID, old.APIID), err, HintManagePolicies)
@@ -271,6 +280,32 @@ func stalePolicies(run *Run, api int64) []stalePolicy {
 		}
 	}
 	return out
+}
+
+// markedOnLeftInstances lists the policies carrying this protection's
+// marker on the source instances it has left (a corrected source.instance):
+// a run that failed there recorded none of them. An instance gone is
+// skipped.
+func markedOnLeftInstances(ctx context.Context, s *anypoint.Session, run *Run, org string, api int64) ([]stalePolicy, error) {
+	var out []stalePolicy
+	marker := policyMarker(run)
+	for _, in := range sourceInstances(run) {
+		if in.ID == api {
+			continue
+		}
+		list, err := s.ListPolicies(ctx, org, in.EnvironmentID, in.ID)
+		if isClass(err, anypoint.ClassNotFound) {
+			continue
+		} else if err != nil {
+			return nil, fail(fmt.Sprintf("listing the policies of API instance %d, which this protection started from before a correction", in.ID), err, "")
+		}
+		for _, p := range list {
+			if p.Label == marker {
+				out = append(out, stalePolicy{ID: p.ID, APIID: in.ID, EnvironmentID: in.EnvironmentID})
+			}
+		}
+	}
+	return out, nil
 }
 
 // checkPolicies validates every requested policy configuration against the

@@ -670,7 +670,7 @@ func (g *Guide) instance(ctx context.Context, run *Run) (*Outcome, error) {
 			return nil, Permanent(0, fmt.Sprintf("%d instances are labelled %q: %s", len(matches), src.Label, strings.Join(ids, ", ")), HintAmbiguousInstance)
 		}
 	}
-	captured := map[string]any{"environmentApiId": in.ID}
+	captured := map[string]any{"environmentApiId": in.ID, "sourceInstances": withSourceInstance(run, env, in.ID)}
 	deps, err := s.ListDeployments(ctx, org, env, in.ID)
 	if err != nil {
 		return nil, fail("listing the instance's deployments", err, "")
@@ -680,4 +680,35 @@ func (g *Guide) instance(ctx context.Context, run *Run) (*Outcome, error) {
 		captured["targetId"] = deps[0].TargetID
 	}
 	return done(captured)
+}
+
+// withSourceInstance is every instance the protection started from, the
+// one just resolved included: a retry may correct source.instance after a
+// run applied policies to the earlier one without recording them, and the
+// policies step and unprotect look there for policies carrying the
+// protection's marker.
+func withSourceInstance(run *Run, env string, api int64) []any {
+	list := sourceInstances(run)
+	if !slices.ContainsFunc(list, func(m madeInstance) bool { return m.ID == api }) {
+		list = append(list, madeInstance{EnvironmentID: env, ID: api})
+	}
+	out := make([]any, 0, len(list))
+	for _, m := range list {
+		out = append(out, map[string]any{"environmentId": m.EnvironmentID, "environmentApiId": m.ID})
+	}
+	return out
+}
+
+// sourceInstances reads the instances the instance step resolved.
+func sourceInstances(run *Run) []madeInstance {
+	list, _ := run.Variables["sourceInstances"].([]any)
+	var out []madeInstance
+	for _, item := range list {
+		m, _ := item.(map[string]any)
+		env, _ := m["environmentId"].(string)
+		if id := asInt64(m["environmentApiId"]); id != 0 && env != "" {
+			out = append(out, madeInstance{EnvironmentID: env, ID: id})
+		}
+	}
+	return out
 }

@@ -62,6 +62,20 @@ func (g *Guide) removePolicies(ctx context.Context, run *Run) (*Outcome, error) 
 		}
 		removed = append(removed, p.ID)
 	}
+	// Ours on a source instance the protection left before a correction,
+	// applied by a run that recorded nothing.
+	if run.Request.Source.Instance != nil {
+		stale, err := markedOnLeftInstances(ctx, s, run, org, api)
+		if err != nil {
+			return nil, err
+		}
+		for _, old := range stale {
+			if err := s.DeletePolicy(ctx, org, old.EnvironmentID, old.APIID, old.ID); err != nil && !isClass(err, anypoint.ClassNotFound) {
+				return nil, fail(fmt.Sprintf("deleting policy %d from API instance %d", old.ID, old.APIID), err, HintManagePolicies)
+			}
+			removed = append(removed, old.ID)
+		}
+	}
 	if len(foreign) > 0 {
 		run.Warn(ctx, fmt.Sprintf("%d policies on API instance %d were not applied by this protection; they are left as they are", len(foreign), api),
 			map[string]any{"foreignPolicies": foreign})

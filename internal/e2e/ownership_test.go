@@ -125,6 +125,9 @@ func TestUnprotectInstanceSourceAfterPartialPolicies(t *testing.T) {
 			for _, pol := range s.sim.State().PoliciesOf(sim.ExistingInstanceID) {
 				if pol.ID != foreign.ID {
 					made = append(made, pol.AssetID)
+					if pol.Label != "mcpguard-"+p.ID {
+						t.Errorf("policy %d (%s) the protection created is labelled %q, want its marker", pol.ID, pol.AssetID, pol.Label)
+					}
 				}
 			}
 			if !slices.Equal(made, c.made) {

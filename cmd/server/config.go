@@ -44,7 +44,7 @@ type Config struct {
 	CredentialsTTL       time.Duration `envconfig:"MCPGUARD_CREDENTIALS_TTL" default:"168h" desc:"how long the stored credentials of a failed or cancelled job are kept for a retry (168h is 7 days)"`
 	WebhookAllowHosts    string        `envconfig:"MCPGUARD_WEBHOOK_ALLOW_HOSTS" desc:"hosts, separated by commas, that webhook URLs may name over http or that may resolve to loopback or private addresses (e.g. 127.0.0.1 for a local receiver); every other webhook URL must be https to a public address"`
 	WebhookTimeout       time.Duration `envconfig:"MCPGUARD_WEBHOOK_TIMEOUT" default:"10s" desc:"how long one webhook delivery attempt may take, connection to the end of the answer"`
-	WebhookRetryFor      time.Duration `envconfig:"MCPGUARD_WEBHOOK_RETRY_FOR" default:"24h" desc:"how long after an event its webhook delivery is retried (exponential backoff from 5s to 1h) before it fails"`
+	WebhookRetryFor      time.Duration `envconfig:"MCPGUARD_WEBHOOK_RETRY_FOR" default:"24h" desc:"how long after its first attempt a webhook delivery is retried (exponential backoff from 5s to 1h) before it fails"`
 	WebhookDisableAfter  time.Duration `envconfig:"MCPGUARD_WEBHOOK_DISABLE_AFTER" default:"72h" desc:"a webhook whose deliveries all failed for this long is disabled (webhook.disabled goes to the tenant's other webhooks)"`
 	SSEHeartbeat         time.Duration `envconfig:"MCPGUARD_SSE_HEARTBEAT" default:"15s" desc:"how often an idle live event stream (text/event-stream) sends a comment line"`
 	SSEMaxStreams        int           `envconfig:"MCPGUARD_SSE_MAX_STREAMS" default:"500" desc:"live event streams this replica serves at once; 503 beyond"`

@@ -310,7 +310,7 @@ func (db *DB) ClaimDeliveries(ctx context.Context, owner string, lease time.Dura
 			FOR UPDATE OF d SKIP LOCKED
 		)
 		UPDATE webhook_deliveries d SET lease_owner = $1, lease_expires_at = now() + $2 * interval '1 microsecond',
-			attempts = d.attempts + 1, last_attempt_at = now()
+			attempts = d.attempts + 1, last_attempt_at = now(), first_attempt_at = COALESCE(d.first_attempt_at, now())
 		FROM due, webhooks w WHERE d.id = due.id AND w.id = d.webhook_id
 		RETURNING d.id::text, d.webhook_id::text, w.tenant, d.msg_id, d.event_type, w.url, w.secret, d.payload, d.attempts, d.created_at`,
 		owner, lease.Microseconds(), limit)
@@ -351,7 +351,7 @@ type DeliveryAttempt struct {
 	Duration time.Duration
 	// RetryAfter is the delay before the next attempt, if any.
 	RetryAfter time.Duration
-	// RetryFor is how long after its creation a delivery is still retried.
+	// RetryFor is how long after its first attempt a delivery is still retried.
 	RetryFor time.Duration
 	// DisableAfter disables an endpoint whose deliveries have failed, with
 	// no success, for this long.
@@ -377,7 +377,7 @@ const historyLength = 10
 // and attempt): a sender whose lease was taken over writes nothing. A
 // success ends the delivery and the endpoint's failure clock; a failure
 // schedules the next attempt after a.RetryAfter, or fails the delivery for
-// good once it is older than a.RetryFor; an endpoint failing with no
+// good once its first attempt is a.RetryFor old; an endpoint failing with no
 // success for a.DisableAfter is disabled: its pending deliveries fail and
 // the tenant's other endpoints that subscribed get webhook.disabled.
 func (db *DB) RecordDelivery(ctx context.Context, c ClaimedDelivery, owner string, a DeliveryAttempt) (DeliveryOutcome, error) {
@@ -414,8 +414,8 @@ func (db *DB) RecordDelivery(ctx context.Context, c ClaimedDelivery, owner strin
 		}
 		err := tx.QueryRow(ctx, `
 			UPDATE webhook_deliveries SET
-				state = CASE WHEN $4 THEN 'succeeded' WHEN now() - created_at >= $6 * interval '1 microsecond' THEN 'failed' ELSE 'pending' END,
-				finished_at = CASE WHEN $4 OR now() - created_at >= $6 * interval '1 microsecond' THEN now() END,
+				state = CASE WHEN $4 THEN 'succeeded' WHEN now() - first_attempt_at >= $6 * interval '1 microsecond' THEN 'failed' ELSE 'pending' END,
+				finished_at = CASE WHEN $4 OR now() - first_attempt_at >= $6 * interval '1 microsecond' THEN now() END,
 				next_attempt_at = now() + $5 * interval '1 microsecond',
 				lease_owner = NULL, lease_expires_at = NULL, last_status = $7, last_error = $8,
 				history = jsonb_path_query_array(history || $9::jsonb, '$[last - `+fmt.Sprint(historyLength-1)+` to last]')

@@ -148,7 +148,8 @@ func TestWebhookOutboxFollowsTheTransaction(t *testing.T) {
 // lease expired is taken over by another sender, and the first sender's
 // late record writes nothing.
 func TestDeliveriesInOrderAndTakenOverAfterTheLease(t *testing.T) {
-	t.Parallel()
+	// Not parallel: claims take any test's due deliveries (see
+	// TestRetryForCountsFromTheFirstAttempt).
 	ctx := context.Background()
 	db := openSealed(t)
 	const tenant = "order-tenant"
@@ -288,7 +289,8 @@ func TestWebhookCollectorCountsPending(t *testing.T) {
 // retried moves the due time of the protection's later deliveries to its
 // own next attempt (they could not be sent before it anyway).
 func TestLaterDeliveriesWaitForTheRetriedOne(t *testing.T) {
-	t.Parallel()
+	// Not parallel: claims take any test's due deliveries (see
+	// TestRetryForCountsFromTheFirstAttempt).
 	ctx := context.Background()
 	db := openSealed(t)
 	const tenant = "defer-tenant"
@@ -329,5 +331,73 @@ func TestLaterDeliveriesWaitForTheRetriedOne(t *testing.T) {
 	later, first := list[0], list[1]
 	if first.ID != head.ID || later.NextAttemptAt == nil || first.NextAttemptAt == nil || later.NextAttemptAt.Before(*first.NextAttemptAt) {
 		t.Fatalf("the later delivery is due %v, before the retried one's next attempt %v", later.NextAttemptAt, first.NextAttemptAt)
+	}
+}
+
+// A delivery held back behind a failing earlier one of the same protection
+// keeps its whole retry time: RetryFor counts from its own first attempt,
+// so after the earlier one gives up it is retried, not failed at once.
+//
+// Not parallel: its claims take every due delivery of the table, and
+// would lease other tests' deliveries away from them.
+func TestRetryForCountsFromTheFirstAttempt(t *testing.T) {
+	ctx := context.Background()
+	db := openSealed(t)
+	const tenant = "first-attempt-tenant"
+	hook, err := db.CreateWebhook(ctx, store.NewWebhookRow{Tenant: tenant, URL: "https://example.com/f", Events: mcpguard.DefaultWebhookEvents, Secret: "whsec_Zmlyc3Q="})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := uuid.NewString()
+	if _, _, err := db.CreateProtection(ctx, store.NewProtection{ID: id, Tenant: tenant, Actor: tenant, Steps: []store.NewStep{{Name: "auth"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.CancelProtection(ctx, tenant, id, tenant, transition.Rules{}); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := pgx.Connect(ctx, testURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close(ctx)
+	// claimOurs claims until this test's endpoint's due delivery comes up
+	// (other tests' deliveries share the table).
+	claimOurs := func() store.ClaimedDelivery {
+		t.Helper()
+		for i := 0; i < 100; i++ {
+			claimed, err := db.ClaimDeliveries(ctx, "sender", time.Minute, 50)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range claimed {
+				if c.WebhookID == hook.ID {
+					return c
+				}
+			}
+			if len(claimed) == 0 {
+				break
+			}
+		}
+		t.Fatal("this test's delivery was never claimed")
+		return store.ClaimedDelivery{}
+	}
+	failed := store.DeliveryAttempt{Status: 503, Error: "HTTP 503", RetryAfter: time.Millisecond, RetryFor: 24 * time.Hour, DisableAfter: 72 * time.Hour}
+
+	head := claimOurs()
+	// Both were queued 25 hours ago and the first has been failing since.
+	if _, err := raw.Exec(ctx, `UPDATE webhook_deliveries SET created_at = created_at - interval '25 hours',
+		first_attempt_at = first_attempt_at - interval '25 hours' WHERE webhook_id = $1`, hook.ID); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := db.RecordDelivery(ctx, head, "sender", failed); err != nil || out.State != mcpguard.DeliveryFailed {
+		t.Fatalf("the head, failing for 25h: %+v %v, want failed", out, err)
+	}
+	later := claimOurs()
+	if later.ID == head.ID {
+		t.Fatal("the failed head was claimed again")
+	}
+	out, err := db.RecordDelivery(ctx, later, "sender", failed)
+	if err != nil || out.State != mcpguard.DeliveryPending {
+		t.Fatalf("the later delivery after its first attempt: %+v %v, want pending (queued 25h ago, first sent now)", out, err)
 	}
 }

@@ -40,7 +40,7 @@ type Config struct {
 	Timeout time.Duration
 	// MaxResponseBytes is how much of an answer's body is read. Default 64 KiB.
 	MaxResponseBytes int64
-	// RetryFor is how long after its creation a delivery is retried
+	// RetryFor is how long after its first attempt a delivery is retried
 	// (MCPGUARD_WEBHOOK_RETRY_FOR). Default 24h.
 	RetryFor time.Duration
 	// DisableAfter disables an endpoint whose deliveries all failed for this

@@ -356,6 +356,15 @@ func (e *Engine) runClaimed(ctx, stepsCtx context.Context, job *store.Job, claim
 		return nil, time.Time{}
 	}
 
+	if ctx.Err() != nil {
+		// Shutting down: a claim that raced the shutdown, or the next step
+		// a commit handed over during the grace period, is given back with
+		// its attempt instead of being started under cancelled contexts.
+		log.Info().Msg("shutting down; step handed back unstarted")
+		e.commit(ctx, log, job.Lease, leaseHeld, transition.Result{Kind: transition.Released, Attempt: job.Attempt, Counted: job.Counted})
+		return nil, time.Time{}
+	}
+
 	// Registered before the step runs, so a cancel notified from now on
 	// reaches the step; one notified earlier is caught by the heartbeat.
 	stepCtx, cancelStep := context.WithCancelCause(stepsCtx)

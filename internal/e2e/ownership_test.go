@@ -5,14 +5,17 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/mcpguard/mcpguard/internal/anypoint"
 	"github.com/mcpguard/mcpguard/internal/anypoint/sim"
 	"github.com/mcpguard/mcpguard/internal/testdb"
+	"github.com/mcpguard/mcpguard/internal/workflow"
 )
 
 // The tests of this file check that a protection recognises every policy it
@@ -340,5 +343,36 @@ func TestRetryToAnotherSourceInstanceRemovesMarkedPolicies(t *testing.T) {
 	}
 	if len(state.InstancesWithLabel("inventory-mcp-b")) != 1 {
 		t.Fatal("instance B, a source, was removed")
+	}
+}
+
+// A retry that corrects source.instance to an instance with no deployment
+// fails verify with the not-deployed hint about that instance: the earlier
+// instance's deployment id is not carried over (it was, and verify then
+// read a deployment of another instance: a 404).
+func TestRetryToAnUndeployedSourceInstance(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	ctx := context.Background()
+	b, err := s.session.CreateAPIInstance(ctx, sim.DefaultOrgID, sim.SandboxEnvID, anypoint.APIInstanceInput{
+		GroupID: sim.DefaultOrgID, AssetID: sim.ExistingAssetID, AssetVersion: sim.ExistingAssetVersion,
+		InstanceLabel: "inventory-mcp-undeployed", EndpointType: anypoint.EndpointTypeMCP,
+		UpstreamURI: "https://inventory.internal/mcp", ProxyURI: "http://0.0.0.0:8083/inventory-u",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.sim.SetFault(sim.RouteCreatePolicy, sim.Fault{Skip: 1, Status: http.StatusBadRequest})
+	p := s.run(instanceRequest(), "failed")
+	s.sim.ClearFaults()
+
+	s.do(http.MethodPost, "/protections/"+p.ID+"/retry", map[string]any{"source": map[string]any{"instance": map[string]any{"id": b.ID}}}, http.StatusAccepted, nil)
+	q := s.wait(p.ID)
+	if q.State != "failed" || q.Error == nil || q.Error.Step != "verify" || q.Error.Hint != workflow.HintNotDeployed ||
+		!strings.Contains(q.Error.Message, fmt.Sprintf("API instance %d has no deployment", b.ID)) {
+		t.Fatalf("retry to an undeployed instance ended %s: %+v; want verify failing with the not-deployed hint", q.State, q.Error)
+	}
+	if got := assets(s.sim.State().PoliciesOf(b.ID)); !slices.Equal(got, []string{"mcp-support", "ip-allowlist", "rate-limiting"}) {
+		t.Fatalf("policies on the corrected instance = %v", got)
 	}
 }

@@ -675,6 +675,10 @@ func (g *Guide) instance(ctx context.Context, run *Run) (*Outcome, error) {
 	if err != nil {
 		return nil, fail("listing the instance's deployments", err, "")
 	}
+	// Cleared when the instance has none: after a retry that corrected
+	// source.instance, the earlier instance's deployment must not stand
+	// for this one's (verify would read a deployment of another instance).
+	captured["deploymentId"], captured["targetId"] = nil, nil
 	if len(deps) > 0 {
 		captured["deploymentId"] = deps[0].ID
 		captured["targetId"] = deps[0].TargetID

@@ -205,12 +205,10 @@ func TestWatchLiveTerminal(t *testing.T) {
 	}
 }
 
-// TestFailureHintThenRetry: a protection that fails exits 1 with the step's
-// error and the guide's hint; get shows them too; retry with a corrections
-// file (examples/retry) then succeeds and the simulator holds the policy.
-func TestFailureHintThenRetry(t *testing.T) {
-	t.Parallel()
-	s := newStack(t)
+// exampleRequest reads examples/protect-spec.json as a map, for tests that
+// spoil one field of the example a user would start from.
+func exampleRequest(t *testing.T) map[string]any {
+	t.Helper()
 	raw, err := os.ReadFile("../../examples/protect-spec.json")
 	if err != nil {
 		t.Fatal(err)
@@ -219,6 +217,16 @@ func TestFailureHintThenRetry(t *testing.T) {
 	if err := json.Unmarshal(raw, &req); err != nil {
 		t.Fatal(err)
 	}
+	return req
+}
+
+// TestFailureHintThenRetry: a protection that fails exits 1 with the step's
+// error and the guide's hint; get shows them too; retry with a corrections
+// file (examples/retry) then succeeds and the simulator holds the policy.
+func TestFailureHintThenRetry(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	req := exampleRequest(t)
 	// The guide's common mistake: the generic property name.
 	req["policies"] = []any{map[string]any{"assetId": "client-id-enforcement", "configuration": map[string]any{"credentialsOrigin": "customExpression"}}}
 	bad, _ := json.Marshal(req)

@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 
@@ -43,14 +42,7 @@ func TestDryRunCommands(t *testing.T) {
 	noWrites(t, s)
 
 	// A problem: exit 1, with the step, code and hint.
-	raw, err := os.ReadFile("../../examples/protect-spec.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var req map[string]any
-	if err := json.Unmarshal(raw, &req); err != nil {
-		t.Fatal(err)
-	}
+	req := exampleRequest(t)
 	req["environment"] = map[string]any{"name": "Nowhere"}
 	bad, _ := json.Marshal(req)
 	r = s.ctlInput(t, string(bad), "protect", "-f", "-", "--dry-run")

@@ -35,6 +35,24 @@ func args(n int, what string) cobra.PositionalArgs {
 	}
 }
 
+// webhooksCall sends one /webhooks request. With --json it writes the answer
+// as it came and reports printed, so the caller prints nothing more;
+// otherwise it decodes the answer into out for the caller to print.
+func webhooksCall(cmd *cobra.Command, e *env, method, path string, q url.Values, body []byte, out any) (printed bool, err error) {
+	c, err := e.client()
+	if err != nil {
+		return false, err
+	}
+	data, err := c.do(cmd.Context(), method, path, q, body, nil)
+	if err != nil {
+		return false, err
+	}
+	if e.json() {
+		return true, writeRaw(e, data)
+	}
+	return false, decode(data, out)
+}
+
 func newWebhooksAddCommand(e *env) *cobra.Command {
 	var events, description string
 	cmd := &cobra.Command{
@@ -52,19 +70,8 @@ func newWebhooksAddCommand(e *env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := e.client()
-			if err != nil {
-				return err
-			}
-			data, err := c.do(cmd.Context(), http.MethodPost, "/webhooks", nil, body, nil)
-			if err != nil {
-				return err
-			}
-			if e.json() {
-				return writeRaw(e, data)
-			}
 			var w mcpguard.Webhook
-			if err := decode(data, &w); err != nil {
+			if printed, err := webhooksCall(cmd, e, http.MethodPost, "/webhooks", nil, body, &w); printed || err != nil {
 				return err
 			}
 			fmt.Fprintf(e.stdout, "webhook %s %s\nevents %s\nsecret %s\n(the secret is shown this once: keep it to verify signatures)\n",
@@ -83,19 +90,8 @@ func newWebhooksListCommand(e *env) *cobra.Command {
 		Short: "Your endpoints (never their secrets)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := e.client()
-			if err != nil {
-				return err
-			}
-			data, err := c.do(cmd.Context(), http.MethodGet, "/webhooks", nil, nil, nil)
-			if err != nil {
-				return err
-			}
-			if e.json() {
-				return writeRaw(e, data)
-			}
 			var list struct{ Items []mcpguard.Webhook }
-			if err := decode(data, &list); err != nil {
+			if printed, err := webhooksCall(cmd, e, http.MethodGet, "/webhooks", nil, nil, &list); printed || err != nil {
 				return err
 			}
 			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
@@ -138,20 +134,9 @@ func newWebhooksEnableCommand(e *env) *cobra.Command {
 		Short: "Enable an endpoint again (after it was disabled), or disable it",
 		Args:  args(1, "one webhook id"),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			c, err := e.client()
-			if err != nil {
-				return err
-			}
 			body := []byte(fmt.Sprintf(`{"enabled": %t}`, !disable))
-			data, err := c.do(cmd.Context(), http.MethodPatch, "/webhooks/"+url.PathEscape(a[0]), nil, body, nil)
-			if err != nil {
-				return err
-			}
-			if e.json() {
-				return writeRaw(e, data)
-			}
 			var w mcpguard.Webhook
-			if err := decode(data, &w); err != nil {
+			if printed, err := webhooksCall(cmd, e, http.MethodPatch, "/webhooks/"+url.PathEscape(a[0]), nil, body, &w); printed || err != nil {
 				return err
 			}
 			state := "enabled"
@@ -174,10 +159,6 @@ func newWebhooksDeliveriesCommand(e *env) *cobra.Command {
 		Short: "An endpoint's deliveries, newest first, with their attempts and last status",
 		Args:  args(1, "one webhook id"),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			c, err := e.client()
-			if err != nil {
-				return err
-			}
 			q := url.Values{}
 			if limit > 0 {
 				q.Set("limit", strconv.Itoa(limit))
@@ -185,18 +166,11 @@ func newWebhooksDeliveriesCommand(e *env) *cobra.Command {
 			if cursor != "" {
 				q.Set("cursor", cursor)
 			}
-			data, err := c.do(cmd.Context(), http.MethodGet, "/webhooks/"+url.PathEscape(a[0])+"/deliveries", q, nil, nil)
-			if err != nil {
-				return err
-			}
-			if e.json() {
-				return writeRaw(e, data)
-			}
 			var page struct {
 				Items      []mcpguard.WebhookDelivery
 				NextCursor *string
 			}
-			if err := decode(data, &page); err != nil {
+			if printed, err := webhooksCall(cmd, e, http.MethodGet, "/webhooks/"+url.PathEscape(a[0])+"/deliveries", q, nil, &page); printed || err != nil {
 				return err
 			}
 			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
@@ -231,19 +205,8 @@ func newWebhooksRedeliverCommand(e *env) *cobra.Command {
 		Short: "Queue a finished delivery again (same payload, same webhook-id)",
 		Args:  args(2, "a webhook id and one of its delivery ids"),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			c, err := e.client()
-			if err != nil {
-				return err
-			}
-			data, err := c.do(cmd.Context(), http.MethodPost, "/webhooks/"+url.PathEscape(a[0])+"/deliveries/"+url.PathEscape(a[1])+"/redeliver", nil, nil, nil)
-			if err != nil {
-				return err
-			}
-			if e.json() {
-				return writeRaw(e, data)
-			}
 			var d mcpguard.WebhookDelivery
-			if err := decode(data, &d); err != nil {
+			if printed, err := webhooksCall(cmd, e, http.MethodPost, "/webhooks/"+url.PathEscape(a[0])+"/deliveries/"+url.PathEscape(a[1])+"/redeliver", nil, nil, &d); printed || err != nil {
 				return err
 			}
 			fmt.Fprintf(e.stdout, "delivery %s queued (webhook-id %s)\n", d.ID, d.MessageID)

@@ -74,9 +74,7 @@ func (s *Server) handleListWebhooks(w http.ResponseWriter, r *http.Request) {
 	}
 	out := WebhookList{Items: make([]*mcpguard.Webhook, 0, len(list))}
 	for _, h := range list {
-		v := webhookView(h)
-		v.Secret = "" // shown once, in the answer to the registration
-		out.Items = append(out.Items, v)
+		out.Items = append(out.Items, storedWebhookView(h))
 	}
 	s.encode(w, r, http.StatusOK, out)
 }
@@ -86,18 +84,9 @@ func (s *Server) handleGetWebhook(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	var hook *mcpguard.Webhook
-	err := s.withDatabaseTimeout(r, func(ctx context.Context) (err error) {
-		hook, err = s.webhooks.FindWebhook(ctx, tenantFrom(ctx), id)
-		return err
+	s.answerWebhook(w, r, func(ctx context.Context) (*mcpguard.Webhook, error) {
+		return s.webhooks.FindWebhook(ctx, tenantFrom(ctx), id)
 	})
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	v := webhookView(hook)
-	v.Secret = ""
-	s.encode(w, r, http.StatusOK, v)
 }
 
 func (s *Server) handleUpdateWebhook(w http.ResponseWriter, r *http.Request) {
@@ -110,18 +99,24 @@ func (s *Server) handleUpdateWebhook(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	s.answerWebhook(w, r, func(ctx context.Context) (*mcpguard.Webhook, error) {
+		return s.webhooks.UpdateWebhook(ctx, tenantFrom(ctx), id, in)
+	})
+}
+
+// answerWebhook runs one store call within the database timeout and answers
+// 200 with the webhook it returns, without its secret.
+func (s *Server) answerWebhook(w http.ResponseWriter, r *http.Request, call func(ctx context.Context) (*mcpguard.Webhook, error)) {
 	var hook *mcpguard.Webhook
 	err := s.withDatabaseTimeout(r, func(ctx context.Context) (err error) {
-		hook, err = s.webhooks.UpdateWebhook(ctx, tenantFrom(ctx), id, in)
+		hook, err = call(ctx)
 		return err
 	})
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	v := webhookView(hook)
-	v.Secret = ""
-	s.encode(w, r, http.StatusOK, v)
+	s.encode(w, r, http.StatusOK, storedWebhookView(hook))
 }
 
 func (s *Server) handleDeleteWebhook(w http.ResponseWriter, r *http.Request) {
@@ -212,4 +207,12 @@ func webhookView(h *mcpguard.Webhook) *mcpguard.Webhook {
 		v.Events = []string{}
 	}
 	return &v
+}
+
+// storedWebhookView is webhookView without the secret: it is shown once, in
+// the answer to the registration, and never again.
+func storedWebhookView(h *mcpguard.Webhook) *mcpguard.Webhook {
+	v := webhookView(h)
+	v.Secret = ""
+	return v
 }

@@ -56,20 +56,17 @@ func waitState(t *testing.T, db *store.DB, id string, want mcpguard.State) {
 
 func sealedCredentials(t *testing.T, dbURL, id string) []byte {
 	t.Helper()
-	conn, err := pgx.Connect(context.Background(), dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	var b []byte
-	if err := conn.QueryRow(context.Background(), `SELECT credentials FROM protections WHERE id = $1`, id).Scan(&b); err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return sealedColumn(t, dbURL, `SELECT credentials FROM protections WHERE id = $1`, id)
 }
 
 // sealedWebhookSecret reads a webhook's sealed signing secret.
 func sealedWebhookSecret(t *testing.T, dbURL, id string) []byte {
+	t.Helper()
+	return sealedColumn(t, dbURL, `SELECT secret FROM webhooks WHERE id = $1`, id)
+}
+
+// sealedColumn reads one sealed value as stored, past the store's opening.
+func sealedColumn(t *testing.T, dbURL, query, id string) []byte {
 	t.Helper()
 	conn, err := pgx.Connect(context.Background(), dbURL)
 	if err != nil {
@@ -77,7 +74,7 @@ func sealedWebhookSecret(t *testing.T, dbURL, id string) []byte {
 	}
 	defer conn.Close(context.Background())
 	var b []byte
-	if err := conn.QueryRow(context.Background(), `SELECT secret FROM webhooks WHERE id = $1`, id).Scan(&b); err != nil {
+	if err := conn.QueryRow(context.Background(), query, id).Scan(&b); err != nil {
 		t.Fatal(err)
 	}
 	return b

@@ -154,17 +154,7 @@ func TestDeliveriesInOrderAndTakenOverAfterTheLease(t *testing.T) {
 	db := openSealed(t)
 	const tenant = "order-tenant"
 	secret := "whsec_b3JkZXItb3JkZXItb3JkZXItb3JkZXI="
-	hook, err := db.CreateWebhook(ctx, store.NewWebhookRow{Tenant: tenant, URL: "https://example.com/o", Events: mcpguard.DefaultWebhookEvents, Secret: secret})
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := uuid.NewString()
-	if _, _, err := db.CreateProtection(ctx, store.NewProtection{ID: id, Tenant: tenant, Actor: tenant, Steps: []store.NewStep{{Name: "auth"}}}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.CancelProtection(ctx, tenant, id, tenant, transition.Rules{}); err != nil {
-		t.Fatal(err)
-	}
+	hook := cancelledWithWebhook(t, db, tenant, "https://example.com/o", secret)
 	mine := func(list []store.ClaimedDelivery) []store.ClaimedDelivery {
 		var out []store.ClaimedDelivery
 		for _, c := range list {
@@ -285,16 +275,13 @@ func TestWebhookCollectorCountsPending(t *testing.T) {
 	}
 }
 
-// TestLaterDeliveriesWaitForTheRetriedOne: a failed attempt that will be
-// retried moves the due time of the protection's later deliveries to its
-// own next attempt (they could not be sent before it anyway).
-func TestLaterDeliveriesWaitForTheRetriedOne(t *testing.T) {
-	// Not parallel: claims take any test's due deliveries (see
-	// TestRetryForCountsFromTheFirstAttempt).
+// cancelledWithWebhook registers an endpoint for every default event type,
+// then creates a protection of the tenant and cancels it: two deliveries
+// (queued, cancelled) that must be sent in that order.
+func cancelledWithWebhook(t *testing.T, db *store.DB, tenant, url, secret string) *mcpguard.Webhook {
+	t.Helper()
 	ctx := context.Background()
-	db := openSealed(t)
-	const tenant = "defer-tenant"
-	hook, err := db.CreateWebhook(ctx, store.NewWebhookRow{Tenant: tenant, URL: "https://example.com/d", Events: mcpguard.DefaultWebhookEvents, Secret: "whsec_ZGVmZXI="})
+	hook, err := db.CreateWebhook(ctx, store.NewWebhookRow{Tenant: tenant, URL: url, Events: mcpguard.DefaultWebhookEvents, Secret: secret})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -305,22 +292,44 @@ func TestLaterDeliveriesWaitForTheRetriedOne(t *testing.T) {
 	if _, err := db.CancelProtection(ctx, tenant, id, tenant, transition.Rules{}); err != nil {
 		t.Fatal(err)
 	}
-	var head *store.ClaimedDelivery
-	for head == nil {
-		claimed, err := db.ClaimDeliveries(ctx, "sender", time.Minute, 50)
+	return hook
+}
+
+// claimOurs claims until the endpoint's due delivery comes up (other tests'
+// deliveries share the table, and the claims lease them away: the tests
+// that call it are not parallel).
+func claimOurs(t *testing.T, db *store.DB, webhookID string) store.ClaimedDelivery {
+	t.Helper()
+	for i := 0; i < 100; i++ {
+		claimed, err := db.ClaimDeliveries(context.Background(), "sender", time.Minute, 50)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(claimed) == 0 {
-			t.Fatal("this test's first delivery was never claimed")
-		}
 		for _, c := range claimed {
-			if c.WebhookID == hook.ID {
-				head = &c
+			if c.WebhookID == webhookID {
+				return c
 			}
 		}
+		if len(claimed) == 0 {
+			break
+		}
 	}
-	out, err := db.RecordDelivery(ctx, *head, "sender", store.DeliveryAttempt{Status: 503, Error: "HTTP 503", RetryAfter: time.Hour, RetryFor: 24 * time.Hour, DisableAfter: 72 * time.Hour})
+	t.Fatal("this test's delivery was never claimed")
+	return store.ClaimedDelivery{}
+}
+
+// TestLaterDeliveriesWaitForTheRetriedOne: a failed attempt that will be
+// retried moves the due time of the protection's later deliveries to its
+// own next attempt (they could not be sent before it anyway).
+func TestLaterDeliveriesWaitForTheRetriedOne(t *testing.T) {
+	// Not parallel: claims take any test's due deliveries (see
+	// TestRetryForCountsFromTheFirstAttempt).
+	ctx := context.Background()
+	db := openSealed(t)
+	const tenant = "defer-tenant"
+	hook := cancelledWithWebhook(t, db, tenant, "https://example.com/d", "whsec_ZGVmZXI=")
+	head := claimOurs(t, db, hook.ID)
+	out, err := db.RecordDelivery(ctx, head, "sender", store.DeliveryAttempt{Status: 503, Error: "HTTP 503", RetryAfter: time.Hour, RetryFor: 24 * time.Hour, DisableAfter: 72 * time.Hour})
 	if err != nil || out.State != mcpguard.DeliveryPending {
 		t.Fatalf("record: %+v %v", out, err)
 	}
@@ -344,46 +353,15 @@ func TestRetryForCountsFromTheFirstAttempt(t *testing.T) {
 	ctx := context.Background()
 	db := openSealed(t)
 	const tenant = "first-attempt-tenant"
-	hook, err := db.CreateWebhook(ctx, store.NewWebhookRow{Tenant: tenant, URL: "https://example.com/f", Events: mcpguard.DefaultWebhookEvents, Secret: "whsec_Zmlyc3Q="})
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := uuid.NewString()
-	if _, _, err := db.CreateProtection(ctx, store.NewProtection{ID: id, Tenant: tenant, Actor: tenant, Steps: []store.NewStep{{Name: "auth"}}}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.CancelProtection(ctx, tenant, id, tenant, transition.Rules{}); err != nil {
-		t.Fatal(err)
-	}
+	hook := cancelledWithWebhook(t, db, tenant, "https://example.com/f", "whsec_Zmlyc3Q=")
 	raw, err := pgx.Connect(ctx, testURL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer raw.Close(ctx)
-	// claimOurs claims until this test's endpoint's due delivery comes up
-	// (other tests' deliveries share the table).
-	claimOurs := func() store.ClaimedDelivery {
-		t.Helper()
-		for i := 0; i < 100; i++ {
-			claimed, err := db.ClaimDeliveries(ctx, "sender", time.Minute, 50)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, c := range claimed {
-				if c.WebhookID == hook.ID {
-					return c
-				}
-			}
-			if len(claimed) == 0 {
-				break
-			}
-		}
-		t.Fatal("this test's delivery was never claimed")
-		return store.ClaimedDelivery{}
-	}
 	failed := store.DeliveryAttempt{Status: 503, Error: "HTTP 503", RetryAfter: time.Millisecond, RetryFor: 24 * time.Hour, DisableAfter: 72 * time.Hour}
 
-	head := claimOurs()
+	head := claimOurs(t, db, hook.ID)
 	// Both were queued 25 hours ago and the first has been failing since.
 	if _, err := raw.Exec(ctx, `UPDATE webhook_deliveries SET created_at = created_at - interval '25 hours',
 		first_attempt_at = first_attempt_at - interval '25 hours' WHERE webhook_id = $1`, hook.ID); err != nil {
@@ -392,7 +370,7 @@ func TestRetryForCountsFromTheFirstAttempt(t *testing.T) {
 	if out, err := db.RecordDelivery(ctx, head, "sender", failed); err != nil || out.State != mcpguard.DeliveryFailed {
 		t.Fatalf("the head, failing for 25h: %+v %v, want failed", out, err)
 	}
-	later := claimOurs()
+	later := claimOurs(t, db, hook.ID)
 	if later.ID == head.ID {
 		t.Fatal("the failed head was claimed again")
 	}

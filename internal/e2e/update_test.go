@@ -83,6 +83,9 @@ func TestUpdatePolicies(t *testing.T) {
 	before := s.sim.AllCalls()
 
 	doc := map[string]any{"policies": []any{rateLimit(500), spike}}
+	// Slow policy listings keep the update running while the second PATCH
+	// is sent (it must find it running, not already done).
+	s.sim.SetFault(sim.RouteListPolicies, sim.Fault{Latency: 500 * time.Millisecond})
 	code, q := s.patch(p.ID, doc, "raise-1")
 	if code != http.StatusAccepted {
 		t.Fatalf("PATCH answered %d", code)
@@ -90,6 +93,7 @@ func TestUpdatePolicies(t *testing.T) {
 	if code, _ := s.patch(p.ID, doc, ""); code != http.StatusConflict {
 		t.Errorf("PATCH while the update runs answered %d, want 409", code)
 	}
+	s.sim.ClearFaults()
 	q = s.wait(q.ID)
 	if q.State != "succeeded" {
 		t.Fatalf("update ended %s: %+v", q.State, q.Error)

@@ -36,6 +36,35 @@ func (g *Guide) auth(ctx context.Context, run *Run) (*Outcome, error) {
 	return done(map[string]any{"organizationId": org})
 }
 
+// assetSpec is the spec publish puts in Exchange and its group: the
+// organization's unless the spec names one.
+func assetSpec(run *Run) (*mcpguard.SpecSource, string) {
+	spec := run.Request.Source.Spec
+	group := spec.GroupID
+	if group == "" {
+		group = varString(run, "organizationId")
+	}
+	return spec, group
+}
+
+// findAsset is publish's look-up before it publishes, shared with its dry
+// run so that the plan says what the step will do: the version Exchange
+// already holds as an MCP asset (adopted as it is), nil when it holds none,
+// and an error that stops the step when the version is another type's.
+func findAsset(ctx context.Context, s *anypoint.Session, group string, spec *mcpguard.SpecSource) (*anypoint.Asset, error) {
+	a, err := s.GetAsset(ctx, group, spec.AssetID, spec.Version)
+	switch {
+	case err == nil && a.Type != "mcp":
+		return nil, Permanent(0, fmt.Sprintf("Exchange already holds %s/%s/%s as an asset of type %q", group, spec.AssetID, spec.Version, a.Type), HintAssetVersionTaken)
+	case err == nil:
+		return a, nil
+	case isClass(err, anypoint.ClassNotFound):
+		return nil, nil
+	default:
+		return nil, fail("looking for the asset in Exchange", err, "")
+	}
+}
+
 // publish puts the MCP server's spec in Exchange as an asset of type mcp
 // (guide step 1). It adopts the GAV when an earlier attempt published it.
 func (g *Guide) publish(ctx context.Context, run *Run) (*Outcome, error) {
@@ -44,11 +73,7 @@ func (g *Guide) publish(ctx context.Context, run *Run) (*Outcome, error) {
 		return nil, err
 	}
 	org := varString(run, "organizationId")
-	spec := run.Request.Source.Spec
-	group := spec.GroupID
-	if group == "" {
-		group = org
-	}
+	spec, group := assetSpec(run)
 	captured := func(a *anypoint.Asset) map[string]any {
 		return map[string]any{"groupId": a.GroupID, "assetId": a.AssetID, "assetVersion": a.Version}
 	}
@@ -61,13 +86,10 @@ func (g *Guide) publish(ctx context.Context, run *Run) (*Outcome, error) {
 		}
 		return g.publicationProgress(run, group, spec.AssetID, spec.Version, st)
 	}
-	if a, err := s.GetAsset(ctx, group, spec.AssetID, spec.Version); err == nil {
-		if a.Type != "mcp" {
-			return nil, Permanent(0, fmt.Sprintf("Exchange already holds %s/%s/%s as an asset of type %q", group, spec.AssetID, spec.Version, a.Type), HintAssetVersionTaken)
-		}
+	if a, err := findAsset(ctx, s, group, spec); err != nil {
+		return nil, err
+	} else if a != nil {
 		return done(captured(a))
-	} else if !isClass(err, anypoint.ClassNotFound) {
-		return nil, fail("looking for the asset in Exchange", err, "")
 	}
 
 	if gaps := mcpguard.MCPMetadataGaps(spec.Metadata); len(gaps) > 0 {
@@ -512,7 +534,13 @@ type madeInstance struct {
 
 // madeInstances reads the createdInstances variable.
 func madeInstances(run *Run) []madeInstance {
-	list, _ := run.Variables["createdInstances"].([]any)
+	return instancesVariable(run, "createdInstances")
+}
+
+// instancesVariable reads a variable that lists instances as
+// {environmentId, environmentApiId} objects, skipping incomplete ones.
+func instancesVariable(run *Run, name string) []madeInstance {
+	list, _ := run.Variables[name].([]any)
 	var out []madeInstance
 	for _, item := range list {
 		m, _ := item.(map[string]any)
@@ -705,14 +733,5 @@ func withSourceInstance(run *Run, env string, api int64) []any {
 
 // sourceInstances reads the instances the instance step resolved.
 func sourceInstances(run *Run) []madeInstance {
-	list, _ := run.Variables["sourceInstances"].([]any)
-	var out []madeInstance
-	for _, item := range list {
-		m, _ := item.(map[string]any)
-		env, _ := m["environmentId"].(string)
-		if id := asInt64(m["environmentApiId"]); id != 0 && env != "" {
-			out = append(out, madeInstance{EnvironmentID: env, ID: id})
-		}
-	}
-	return out
+	return instancesVariable(run, "sourceInstances")
 }

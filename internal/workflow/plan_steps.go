@@ -113,25 +113,20 @@ func (g *Guide) observePublish(ctx context.Context, run *Run) (*Observation, err
 	if err != nil {
 		return nil, err
 	}
-	org := varString(run, "organizationId")
-	spec := run.Request.Source.Spec
-	group := spec.GroupID
-	if group == "" {
-		group = org
-	}
+	spec, group := assetSpec(run)
 	res := mcpguard.PlanResource{Kind: "asset", GroupID: group, Name: spec.AssetID, Version: spec.Version}
 	obs := &Observation{Captured: map[string]any{"groupId": group, "assetId": spec.AssetID, "assetVersion": spec.Version}}
-	a, err := s.GetAsset(ctx, group, spec.AssetID, spec.Version)
+	a, err := findAsset(ctx, s, group, spec)
 	switch {
-	case err == nil && a.Type != "mcp":
-		return nil, Permanent(0, fmt.Sprintf("Exchange already holds %s/%s/%s as an asset of type %q", group, spec.AssetID, spec.Version, a.Type), HintAssetVersionTaken)
-	case err == nil:
+	case err != nil:
+		return nil, err
+	case a != nil:
 		res.Action = mcpguard.ActionAdopt
 		res.Detail = "Exchange already holds this version as an MCP asset: publish adopts it as it is"
 		obs.Detail = "adopts the version Exchange holds"
 		run.Warn(ctx, fmt.Sprintf("Exchange already holds %s/%s/%s: publish adopts it without comparing its content; bump source.spec.version to publish another spec",
 			group, spec.AssetID, spec.Version), nil)
-	case isClass(err, anypoint.ClassNotFound):
+	default:
 		res.Action = mcpguard.ActionCreate
 		res.Detail = "published as an asset of type mcp, then awaited until Exchange completes it"
 		obs.Detail = "publishes the spec to Exchange"
@@ -139,8 +134,6 @@ func (g *Guide) observePublish(ctx context.Context, run *Run) (*Observation, err
 		if gaps := mcpguard.MCPMetadataGaps(spec.Metadata); len(gaps) > 0 {
 			run.Warn(ctx, "the MCP metadata lacks "+strings.Join(gaps, ", ")+": the gateway binds the server's tools only once mcp-metadata.json carries them", nil)
 		}
-	default:
-		return nil, fail("looking for the asset in Exchange", err, "")
 	}
 	obs.Resources = []mcpguard.PlanResource{res}
 	return obs, nil

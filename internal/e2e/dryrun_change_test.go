@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/mcpguard/mcpguard/internal/anypoint/sim"
-	"github.com/mcpguard/mcpguard/internal/api/apispec"
 )
 
 const mergePatch = "application/merge-patch+json"
@@ -275,13 +274,7 @@ func TestDryRunWhileRunning(t *testing.T) {
 	} {
 		var pl plan
 		b, _ := json.Marshal(c.body)
-		req, _ := http.NewRequest(c.method, s.apiURL+"/protections/"+id+"?dryRun=true", bytes.NewReader(b))
-		req.Header.Set("Authorization", "Bearer "+apiKey)
-		req.Header.Set("Content-Type", c.contentType)
-		resp, err := (&http.Client{Transport: &apispec.Transport{T: t, Next: http.DefaultTransport}}).Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
+		resp := s.sendDryRun(c.method, "/protections/"+id, apiKey, c.contentType, b)
 		data, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusOK || json.Unmarshal(data, &pl) != nil {
@@ -291,7 +284,7 @@ func TestDryRunWhileRunning(t *testing.T) {
 			t.Errorf("%s dry run while running: %s", c.method, data)
 		}
 		// Another tenant does not see the protection at all.
-		req, _ = http.NewRequest(c.method, s.apiURL+"/protections/"+id+"?dryRun=true", bytes.NewReader(b))
+		req, _ := http.NewRequest(c.method, s.apiURL+"/protections/"+id+"?dryRun=true", bytes.NewReader(b))
 		req.Header.Set("Authorization", "Bearer "+apiKeyB)
 		req.Header.Set("Content-Type", c.contentType)
 		if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusNotFound {

@@ -153,6 +153,24 @@ func (s *stack) dryRun(method, path, contentType string, body any) *plan {
 	return &p
 }
 
+// sendDryRun sends method path?dryRun=true with key's credentials and a
+// body of contentType, its answer checked against openapi.yaml, for the
+// answers dryRun does not expect; the caller closes the body.
+func (s *stack) sendDryRun(method, path, key, contentType string, body []byte) *http.Response {
+	s.t.Helper()
+	req, err := http.NewRequest(method, s.apiURL+path+"?dryRun=true", bytes.NewReader(body))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("Content-Type", contentType)
+	resp, err := (&http.Client{Transport: &apispec.Transport{T: s.t, Next: http.DefaultTransport}}).Do(req)
+	if err != nil {
+		s.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	return resp
+}
+
 // noWrites fails the test when the simulator received anything but GETs
 // and token requests since its calls were reset.
 func (s *stack) noWrites() {
@@ -371,13 +389,7 @@ func TestDryRunThrottled(t *testing.T) {
 	s.sim.SetFault(sim.RouteListEnvironments, sim.Fault{Status: http.StatusTooManyRequests, RetryAfterSeconds: 7})
 	rows := s.rowCounts()
 	b, _ := json.Marshal(specRequest("throttle-mcp"))
-	req, _ := http.NewRequest(http.MethodPost, s.apiURL+"/protections?dryRun=true", bytes.NewReader(b))
-	req.Header.Set("Authorization", "Bearer "+apiKey)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := (&http.Client{Transport: &apispec.Transport{T: t, Next: http.DefaultTransport}}).Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := s.sendDryRun(http.MethodPost, "/protections", apiKey, "application/json", b)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
 		t.Fatalf("throttled dry run answered %d, Retry-After %q", resp.StatusCode, resp.Header.Get("Retry-After"))
@@ -408,13 +420,7 @@ func TestDryRunBudget(t *testing.T) {
 	}
 	// 4 calls a second: a dry run's dozen look-ups outrun it.
 	b, _ := json.Marshal(specRequest("budget-mcp"))
-	req, _ := http.NewRequest(http.MethodPost, s.apiURL+"/protections?dryRun=true", bytes.NewReader(b))
-	req.Header.Set("Authorization", "Bearer "+apiKey)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := (&http.Client{Transport: &apispec.Transport{T: t, Next: http.DefaultTransport}}).Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := s.sendDryRun(http.MethodPost, "/protections", apiKey, "application/json", b)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
 		t.Fatalf("a dry run past the budget answered %d, Retry-After %q", resp.StatusCode, resp.Header.Get("Retry-After"))

@@ -16,6 +16,7 @@ import (
 
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
+	"github.com/mcpguard/mcpguard"
 	"github.com/mcpguard/mcpguard/internal/anypoint/sim"
 	"github.com/mcpguard/mcpguard/internal/testdb"
 	"github.com/mcpguard/mcpguard/internal/webhook"
@@ -133,27 +134,12 @@ func (s *stack) register(rc *receiver, events []string) registered {
 	return w
 }
 
-// delivery is one item of GET /webhooks/{id}/deliveries.
-type delivery struct {
-	ID           string  `json:"id"`
-	MessageID    string  `json:"messageId"`
-	EventType    string  `json:"eventType"`
-	ProtectionID *string `json:"protectionId"`
-	State        string  `json:"state"`
-	Attempts     int     `json:"attempts"`
-	LastStatus   *int    `json:"lastStatus"`
-	LastError    *string `json:"lastError"`
-	History      []struct {
-		Status *int   `json:"status"`
-		Error  string `json:"error"`
-	} `json:"history"`
-	RedeliveryOf *string `json:"redeliveryOf"`
-}
-
-func (s *stack) deliveries(webhookID string) []delivery {
+// deliveries lists a webhook's deliveries (GET /webhooks/{id}/deliveries),
+// newest first, decoded into the server's own type.
+func (s *stack) deliveries(webhookID string) []mcpguard.WebhookDelivery {
 	s.t.Helper()
 	var out struct {
-		Items []delivery `json:"items"`
+		Items []mcpguard.WebhookDelivery `json:"items"`
 	}
 	s.do(http.MethodGet, "/webhooks/"+webhookID+"/deliveries?limit=200", nil, http.StatusOK, &out)
 	return out.Items
@@ -397,7 +383,7 @@ func TestWebhookURLsRefused(t *testing.T) {
 	rc := newReceiver(t)
 	hook := s.register(rc, []string{"operation.queued"})
 	s.submit(specRequest("hook-refused"))
-	var d delivery
+	var d mcpguard.WebhookDelivery
 	for deadline := time.Now().Add(30 * time.Second); ; {
 		if list := s.deliveries(hook.ID); len(list) > 0 && list[0].Attempts >= 2 {
 			d = list[0]
@@ -473,7 +459,7 @@ func TestWebhookRedirectsAndAnswersBounded(t *testing.T) {
 	target.setSecret(hooks["redirect"].Secret)
 	s.submit(specRequest("hook-bounded"))
 
-	waitDelivery := func(name string, done func(delivery) bool) delivery {
+	waitDelivery := func(name string, done func(mcpguard.WebhookDelivery) bool) mcpguard.WebhookDelivery {
 		t.Helper()
 		for deadline := time.Now().Add(30 * time.Second); ; {
 			if list := s.deliveries(hooks[name].ID); len(list) == 1 && done(list[0]) {
@@ -485,19 +471,19 @@ func TestWebhookRedirectsAndAnswersBounded(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
-	d := waitDelivery("redirect", func(d delivery) bool { return d.Attempts >= 2 && d.LastStatus != nil })
+	d := waitDelivery("redirect", func(d mcpguard.WebhookDelivery) bool { return d.Attempts >= 2 && d.LastStatus != nil })
 	if *d.LastStatus != http.StatusFound || d.State != "pending" || !strings.Contains(*d.LastError, "redirects are not followed") {
 		t.Errorf("redirected delivery: %+v", d)
 	}
 	if _, requests, _ := target.snapshot(); requests != 0 {
 		t.Errorf("the redirect's target got %d requests", requests)
 	}
-	d = waitDelivery("stream", func(d delivery) bool { return d.State != "pending" })
+	d = waitDelivery("stream", func(d mcpguard.WebhookDelivery) bool { return d.State != "pending" })
 	// Read to its end, the endless answer would time out every attempt.
 	if d.State != "succeeded" || *d.LastStatus != http.StatusOK {
 		t.Errorf("endless answer: %+v, want succeeded", d)
 	}
-	d = waitDelivery("slow", func(d delivery) bool { return d.Attempts >= 2 && d.LastError != nil })
+	d = waitDelivery("slow", func(d mcpguard.WebhookDelivery) bool { return d.Attempts >= 2 && d.LastError != nil })
 	if d.State != "pending" || !strings.Contains(*d.LastError, "no answer within 2s") {
 		t.Errorf("slow answer: %+v", d)
 	}
@@ -638,7 +624,7 @@ func TestWebhookDisabledAfterFailingThenRedelivered(t *testing.T) {
 	failing.mu.Lock()
 	failing.failFirst = 0
 	failing.mu.Unlock()
-	var again delivery
+	var again mcpguard.WebhookDelivery
 	s.do(http.MethodPost, "/webhooks/"+bad.ID+"/deliveries/"+first.ID+"/redeliver", nil, http.StatusAccepted, &again)
 	if again.MessageID != first.MessageID || again.RedeliveryOf == nil || *again.RedeliveryOf != first.ID || again.State != "pending" {
 		t.Fatalf("redelivery %+v of %+v", again, first)

@@ -60,6 +60,9 @@ func TestDryRunUpdate(t *testing.T) {
 		pols["policy:client-id-enforcement"].Action != "adopt" || pols["policy:mcp-support"].Action != "adopt" || pols["policy:mcp-support"].Order != 1 {
 		t.Errorf("config plan policies (%s): %+v", a, res)
 	}
+	if r := pols["deployment:"+sim.TargetFlexSandbox]; r.Action != "update" || number(r.ID) != dep.ID {
+		t.Errorf("config plan: the deployment %d is not re-applied after the policy change: %+v", dep.ID, res)
+	}
 
 	// One added, one dropped.
 	pl = s.dryRun(http.MethodPatch, path, mergePatch, map[string]any{"policies": []any{rateLimit(100), spike}})
@@ -81,6 +84,10 @@ func TestDryRunUpdate(t *testing.T) {
 		t.Errorf("reorder plan: %+v", res)
 	}
 
+	if r := pols["deployment:"+sim.TargetFlexSandbox]; r.Action != "update" {
+		t.Errorf("reorder plan: a moved policy is written, so the deployment is re-applied: %+v", res)
+	}
+
 	// Another target: the deployment moves.
 	pl = s.dryRun(http.MethodPatch, path, mergePatch, map[string]any{"target": map[string]any{"name": sim.TargetFlexLegacy}})
 	if pl.RewindTo != "target" || len(pl.Problems) != 0 {
@@ -89,6 +96,12 @@ func TestDryRunUpdate(t *testing.T) {
 	_, res = pl.step(t, "target")
 	if len(res) != 1 || res[0].Name != sim.TargetFlexLegacy || res[0].GatewayVersion != sim.TargetFlexLegacyVersion {
 		t.Errorf("target resources %+v", res)
+	}
+	_, res = pl.step(t, "policies")
+	for _, r := range res {
+		if r.Kind != "policy" {
+			t.Errorf("a target move writes no policy, so nothing is re-applied by the policies step: %+v", res)
+		}
 	}
 	if a, res := pl.step(t, "create"); a != "adopt" || len(res) != 1 || number(res[0].ID) != in.ID {
 		t.Errorf("create after a target change: %s %+v, want adopt of %d", a, res, in.ID)

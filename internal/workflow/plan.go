@@ -81,6 +81,8 @@ func (c Catalogue) DryRun(ctx context.Context, in DryRun) (*mcpguard.Plan, error
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	run := in.Run
+	// Steps that act by operation (an update re-applies a deployment) plan so too.
+	run.Operation = in.Kind
 	if run.Variables == nil {
 		run.Variables = map[string]any{}
 	}

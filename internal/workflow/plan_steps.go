@@ -503,6 +503,22 @@ func (g *Guide) observePolicies(ctx context.Context, run *Run) (*Observation, er
 				EnvironmentID: old.EnvironmentID, Detail: fmt.Sprintf("applied by this protection to API instance %d before a correction", old.APIID)})
 		}
 	}
+	// As the real step: an update that writes a policy of an instance this
+	// protection made re-applies its served deployments (reapplyDeployments).
+	if api != 0 && run.Operation == mcpguard.OperationUpdate && ownsInstance(run, api) && writesPolicies(obs.Resources) {
+		deps, err := s.ListDeployments(ctx, org, env, api)
+		if err != nil {
+			return nil, fail("listing the instance's deployments", err, "")
+		}
+		for _, d := range deps {
+			if d.ExpectedStatus == DeploymentUndeployed {
+				continue
+			}
+			obs.Resources = append(obs.Resources, mcpguard.PlanResource{Kind: "deployment", Action: mcpguard.ActionUpdate, ID: d.ID,
+				Name: d.TargetName, GatewayVersion: d.GatewayVersion, EnvironmentID: env,
+				Detail: "re-applied with its current body after the policy changes"})
+		}
+	}
 	if api == 0 {
 		obs.Action, obs.Detail = mcpguard.ActionCreate, "applies every policy, in order, to the new instance (step "+run.plan.creates["instance"]+")"
 	} else {
@@ -510,6 +526,17 @@ func (g *Guide) observePolicies(ctx context.Context, run *Run) (*Observation, er
 		obs.Action = derivedAction(withoutSkipped(obs.Resources))
 	}
 	return obs, nil
+}
+
+// writesPolicies tells whether a policies plan creates, updates or
+// deletes a policy.
+func writesPolicies(res []mcpguard.PlanResource) bool {
+	for _, r := range res {
+		if r.Kind == "policy" && (r.Action == mcpguard.ActionCreate || r.Action == mcpguard.ActionUpdate || r.Action == mcpguard.ActionDelete) {
+			return true
+		}
+	}
+	return false
 }
 
 func slicesContainsAsset(list []mcpguard.PolicyInput, asset string) bool {

@@ -259,10 +259,19 @@ func TestWebhooksEveryStateChangeOnceInOrder(t *testing.T) {
 	}
 	waitReceived(t, s, rc, ok, retried, cancelled)
 
+	// The receiver acknowledges before the deliverer records the answer:
+	// wait for the records before reading the deliveries' states.
+	deliveries := s.deliveries(hook.ID)
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); deliveries = s.deliveries(hook.ID) {
+		if !slices.ContainsFunc(deliveries, func(d mcpguard.WebhookDelivery) bool { return d.State == mcpguard.DeliveryPending }) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	// The first deliveries were retried after the receiver's 500s; the
 	// history shows each attempt's status.
 	var sawRetried bool
-	for _, d := range s.deliveries(hook.ID) {
+	for _, d := range deliveries {
 		if d.State != "succeeded" {
 			t.Errorf("delivery %s (%s) is %s", d.ID, d.EventType, d.State)
 		}

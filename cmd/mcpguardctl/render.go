@@ -125,16 +125,42 @@ func variableList(vars map[string]any) [][2]string {
 	return out
 }
 
-// elapsed is the job's age by the server's clock: until it finished, or now.
+// elapsed is the latest operation's running time by the server's clock: until
+// it finished, or now.
 func elapsed(p *mcpguard.Protection, now time.Time) time.Duration {
 	end := now
 	if p.FinishedAt != nil {
 		end = *p.FinishedAt
 	}
-	if d := end.Sub(p.CreatedAt); d > 0 {
+	if d := end.Sub(operationStart(p)); d > 0 {
 		return d
 	}
 	return 0
+}
+
+// operationStart is when the latest operation began: the protection's
+// creation for protect, its first step's start for a later operation (an
+// update or unprotect is timed on its own, not from the protection's birth).
+func operationStart(p *mcpguard.Protection) time.Time {
+	start := p.CreatedAt
+	if p.Operation == "" || p.Operation == mcpguard.OperationProtect {
+		return start
+	}
+	var first *time.Time
+	for _, s := range p.Steps {
+		if s.StartedAt != nil && (first == nil || s.StartedAt.Before(*first)) {
+			first = s.StartedAt
+		}
+	}
+	if first != nil {
+		return *first
+	}
+	// Queued, no step started: the last change to the protection is the
+	// operation's request.
+	if p.UpdatedAt.After(start) {
+		return p.UpdatedAt
+	}
+	return start
 }
 
 func writeLines(w io.Writer, lines []string) {

@@ -251,7 +251,6 @@ func BenchmarkLargeTable(b *testing.B) {
 		} else {
 			b.Logf("the claim's plan leaves the live-jobs index:\n%s", plan)
 		}
-		b.ReportMetric(onIndex, "on-live-index")
 		var ds []time.Duration
 		for b.Loop() {
 			start := time.Now()
@@ -263,6 +262,9 @@ func BenchmarkLargeTable(b *testing.B) {
 		}
 		b.ReportMetric(ms(percentile(ds, 50)), "ms-p50")
 		b.ReportMetric(ms(percentile(ds, 99)), "ms-p99")
+		// After the loop: b.Loop resets the timer, which deletes metrics
+		// reported before it.
+		b.ReportMetric(onIndex, "on-live-index")
 	})
 }
 

@@ -67,14 +67,8 @@ func (g *Guide) policies(ctx context.Context, run *Run) (out *Outcome, err error
 		return nil, fail("reading the API instance", err, "")
 	}
 
-	// Ours: applied by this protection on this instance (captured by an
-	// earlier run, or carrying its marker label: a run that failed, was
-	// cancelled or crashed after a POST captured nothing), or anything on an
-	// instance this protection created.
-	applied := appliedPolicies(run)
-	ownedInstance := ownsInstance(run, api)
-	marker := policyMarker(run)
-	ours := func(p anypoint.Policy) bool { return applied[p.ID] || p.Label == marker || ownedInstance }
+	own := ownershipOf(run, api)
+	ours, ownedInstance := own.ours, own.ownedInstance
 
 	wanted := run.Request.Policies
 	isMCP := instance.Endpoint != nil && instance.Endpoint.Type == "mcp"
@@ -131,7 +125,7 @@ func (g *Guide) policies(ctx context.Context, run *Run) (out *Outcome, err error
 		if used[e.ID] {
 			continue
 		}
-		if !applied[e.ID] && e.Label != marker {
+		if !own.appliedHere(e) {
 			foreign = append(foreign, map[string]any{"policyId": e.ID, "policyAssetId": e.AssetID})
 			continue
 		}
@@ -243,6 +237,32 @@ func reapplyDeployments(ctx context.Context, s *anypoint.Session, org, env strin
 // for its own. The reconfiguring and reordering PATCHes set it too, on
 // policies applied before policies carried it.
 func policyMarker(run *Run) string { return "mcpguard-" + run.ProtectionID }
+
+// policyOwnership is the one rule for which policies of an instance are this
+// protection's, shared by the policies step, unprotect and their plans.
+type policyOwnership struct {
+	applied       map[int64]bool
+	marker        string // "" for a dry run of a protection not created yet
+	ownedInstance bool
+}
+
+func ownershipOf(run *Run, api int64) policyOwnership {
+	o := policyOwnership{applied: appliedPolicies(run), ownedInstance: ownsInstance(run, api)}
+	if run.ProtectionID != "" {
+		o.marker = policyMarker(run)
+	}
+	return o
+}
+
+// appliedHere: applied by this protection (captured by an earlier run, or
+// carrying its marker label: a run that failed, was cancelled or crashed
+// after a POST captured nothing).
+func (o policyOwnership) appliedHere(p anypoint.Policy) bool {
+	return o.applied[p.ID] || (o.marker != "" && p.Label == o.marker)
+}
+
+// ours: applied here, or anything on an instance this protection created.
+func (o policyOwnership) ours(p anypoint.Policy) bool { return o.appliedHere(p) || o.ownedInstance }
 
 // appliedPolicies reads which policies of instance api this protection
 // applied, from the policies an earlier run captured.

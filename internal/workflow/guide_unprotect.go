@@ -44,7 +44,7 @@ func (g *Guide) removePolicies(ctx context.Context, run *Run) (*Outcome, error) 
 	// protection, carrying its marker (applied by a run that stopped before
 	// it could capture them), or anything on an instance it created (which
 	// goes next).
-	applied, owned, marker := appliedPolicies(run), ownsInstance(run, api), policyMarker(run)
+	own := ownershipOf(run, api)
 	existing, err := s.ListPolicies(ctx, org, env, api)
 	if isClass(err, anypoint.ClassNotFound) {
 		return done(map[string]any{"removedPolicies": []any{}})
@@ -53,7 +53,7 @@ func (g *Guide) removePolicies(ctx context.Context, run *Run) (*Outcome, error) 
 	}
 	removed, foreign := []any{}, []any{}
 	for _, p := range existing {
-		if !applied[p.ID] && !owned && p.Label != marker {
+		if !own.ours(p) {
 			foreign = append(foreign, map[string]any{"policyId": p.ID, "policyAssetId": p.AssetID})
 			continue
 		}

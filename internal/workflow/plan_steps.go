@@ -365,12 +365,9 @@ func (g *Guide) observePolicies(ctx context.Context, run *Run) (*Observation, er
 		}
 		isMCP = instance.Endpoint != nil && instance.Endpoint.Type == "mcp"
 	}
-	applied := appliedPolicies(run)
-	ownedInstance := api == 0 || ownsInstance(run, api)
-	marker := policyMarker(run)
-	// applied by this protection: captured, or carrying its marker label
-	appliedHere := func(p anypoint.Policy) bool { return applied[p.ID] || (run.ProtectionID != "" && p.Label == marker) }
-	ours := func(p anypoint.Policy) bool { return appliedHere(p) || ownedInstance }
+	own := ownershipOf(run, api)
+	own.ownedInstance = own.ownedInstance || api == 0 // the instance create would make
+	appliedHere, ours := own.appliedHere, own.ours
 	foreignMCPSupport := false
 	for _, p := range existing {
 		if p.AssetID == MCPSupportAssetID && !ours(p) {
@@ -589,7 +586,7 @@ func (g *Guide) observeRemovePolicies(ctx context.Context, run *Run) (*Observati
 		return nil, err
 	}
 	org, env := varString(run, "organizationId"), varString(run, "environmentId")
-	applied, owned, marker := appliedPolicies(run), ownsInstance(run, api), policyMarker(run)
+	own := ownershipOf(run, api)
 	existing, err := s.ListPolicies(ctx, org, env, api)
 	if isClass(err, anypoint.ClassNotFound) {
 		return &Observation{Action: mcpguard.ActionSkip, Detail: fmt.Sprintf("API instance %d is gone: nothing to remove", api)}, nil
@@ -599,7 +596,7 @@ func (g *Guide) observeRemovePolicies(ctx context.Context, run *Run) (*Observati
 	obs := &Observation{Detail: fmt.Sprintf("removes this protection's policies from API instance %d", api), Resources: []mcpguard.PlanResource{}}
 	for _, p := range existing {
 		r := mcpguard.PlanResource{Kind: "policy", ID: p.ID, Name: p.AssetID, GroupID: p.GroupID, Version: p.AssetVersion, Order: p.Order}
-		if applied[p.ID] || owned || p.Label == marker {
+		if own.ours(p) {
 			r.Action = mcpguard.ActionDelete
 		} else {
 			r.Action, r.Detail = mcpguard.ActionSkip, "not applied by this protection: left as it is"

@@ -148,6 +148,23 @@ func (p *process) serving(t *testing.T) (addr, owner string) {
 	}
 }
 
+// killWhenCalled waits until route has received at least n calls (the
+// last of them hung by a fault), SIGKILLs replica and clears the route's
+// fault, so the replica that takes over finds the route answering.
+func (a simAdmin) killWhenCalled(replica *process, route string, n int) {
+	a.t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); a.calls(route) < n; {
+		if time.Now().After(deadline) {
+			a.t.Fatalf("%s never received call %d", route, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	replica.kill(a.t)
+	if st := a.call(http.MethodDelete, "/faults/"+route, nil, nil); st != http.StatusNoContent {
+		a.t.Fatalf("clearing the fault: status %d", st)
+	}
+}
+
 // simAdmin talks to the simulator process's /_sim/ endpoints.
 type simAdmin struct {
 	t    *testing.T

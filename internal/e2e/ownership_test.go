@@ -250,16 +250,7 @@ func TestCrashAfterPolicyPostThenUnprotect(t *testing.T) {
 	}
 	id := a.submit(instanceRequest())
 	// Three POSTs: the foreign policy's, mcp-support's, the hanging one.
-	for deadline := time.Now().Add(30 * time.Second); admin.calls(sim.RouteCreatePolicy) < 3; {
-		if time.Now().After(deadline) {
-			t.Fatal("the policies step never reached its second POST")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	replicaA.kill(t)
-	if st := admin.call(http.MethodDelete, "/faults/"+sim.RouteCreatePolicy, nil, nil); st != http.StatusNoContent {
-		t.Fatalf("clearing the fault: status %d", st)
-	}
+	admin.killWhenCalled(replicaA, sim.RouteCreatePolicy, 3)
 
 	replicaB := start(t, "replica B", serverBin, env)
 	addrB, _ := replicaB.serving(t)

@@ -245,16 +245,7 @@ func TestCrashMidUpdateResumes(t *testing.T) {
 	if code, _ := a.patch(p.ID, doc, ""); code != http.StatusAccepted {
 		t.Fatalf("PATCH answered %d", code)
 	}
-	for deadline := time.Now().Add(30 * time.Second); admin.calls(sim.RouteUpdatePolicy) == 0; {
-		if time.Now().After(deadline) {
-			t.Fatal("the update never reached the policy PATCH")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	replicaA.kill(t)
-	if st := admin.call(http.MethodDelete, "/faults/"+sim.RouteUpdatePolicy, nil, nil); st != http.StatusNoContent {
-		t.Fatalf("clearing the fault: status %d", st)
-	}
+	admin.killWhenCalled(replicaA, sim.RouteUpdatePolicy, 1)
 
 	replicaB := start(t, "replica B", serverBin, env)
 	addrB, _ := replicaB.serving(t)

@@ -366,4 +366,15 @@ func TestRetryToAnUndeployedSourceInstance(t *testing.T) {
 	if got := assets(s.sim.State().PoliciesOf(b.ID)); !slices.Equal(got, []string{"mcp-support", "ip-allowlist", "rate-limiting"}) {
 		t.Fatalf("policies on the corrected instance = %v", got)
 	}
+	// Following the hint: deploy the instance, then retry; verify passes on
+	// the new deployment.
+	dep, err := s.session.CreateDeployment(ctx, sim.DefaultOrgID, sim.SandboxEnvID, b.ID, anypoint.DeploymentInput{EnvironmentID: sim.SandboxEnvID,
+		TargetID: sim.TargetFlexSandboxID, TargetName: sim.TargetFlexSandbox, GatewayVersion: sim.TargetFlexSandboxVersion})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.do(http.MethodPost, "/protections/"+p.ID+"/retry", nil, http.StatusAccepted, nil)
+	if q := s.wait(p.ID); q.State != "succeeded" || fmt.Sprint(q.Variables["deploymentId"]) != fmt.Sprint(dep.ID) {
+		t.Fatalf("retry after deploying the instance ended %s (deploymentId %v, want %d): %+v", q.State, q.Variables["deploymentId"], dep.ID, q.Error)
+	}
 }
